@@ -1,0 +1,290 @@
+//! The companion CLI: a thin layer over the core. JSON on stdout, messages and progress on
+//! stderr. Exit codes: 0 success, 1 error, 2 a wait timed out.
+
+pub mod secret;
+
+use crate::command::{self, BucketCmd, DataStreams, Env, StoreCommand, WaitArgs, WorkRequestCmd};
+use crate::error::{Error, Result};
+use crate::store::object::NoCustomerKeys;
+use crate::store::{Store, StoreLock, DEFAULT_CHUNK_SIZE};
+use crate::workreq::{self, State, WorkRequest};
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+/// envelopefs: an encrypted FUSE filesystem with per-file data keys and header-only
+/// re-encryption.
+#[derive(Debug, Parser)]
+#[command(name = "envelopefs", version, about, long_about = None)]
+pub struct Cli {
+    /// The store directory (for store commands).
+    #[arg(long, global = true, env = "ENVELOPEFS_STORE", value_name = "STORE")]
+    pub store: Option<PathBuf>,
+    /// File holding the passphrase (one line).
+    #[arg(
+        long,
+        global = true,
+        env = "ENVELOPEFS_PASSWORD_FILE",
+        value_name = "F"
+    )]
+    pub password_file: Option<PathBuf>,
+    /// File holding a raw 32-byte key (or its base64) instead of a passphrase.
+    #[arg(long, global = true, env = "ENVELOPEFS_KEY_FILE", value_name = "F")]
+    pub key_file: Option<PathBuf>,
+    /// Log filter (error, warn, info, debug, trace), also RUST_LOG.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    #[command(subcommand)]
+    pub command: Top,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Top {
+    /// Create a new store in an empty directory.
+    /// Example: envelopefs init ~/vault --password-file pw.txt
+    Init {
+        /// The store directory (new or empty).
+        #[arg(value_name = "STORE")]
+        path: PathBuf,
+        /// Plaintext bytes per chunk: a power of two from 4096 to 1048576.
+        #[arg(long, default_value_t = DEFAULT_CHUNK_SIZE)]
+        chunk_size: u32,
+    },
+    /// Mount a store.
+    /// Example: envelopefs mount ~/vault ~/mnt --password-file pw.txt
+    Mount(crate::cli::MountArgs),
+    /// Unmount a mounted store.
+    /// Example: envelopefs unmount ~/mnt
+    Unmount {
+        /// The mountpoint.
+        mountpoint: PathBuf,
+    },
+    #[command(flatten)]
+    Store(StoreCommand),
+}
+
+/// `mount` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MountArgs {
+    /// The store directory.
+    #[arg(value_name = "STORE")]
+    pub path: PathBuf,
+    /// Where to mount it.
+    pub mountpoint: PathBuf,
+    /// Stay attached to the terminal (otherwise return once mounted).
+    #[arg(long, short = 'f')]
+    pub foreground: bool,
+    /// Let other users access the mount (needs root or user_allow_other).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Mount read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// FUSE worker threads.
+    #[arg(long, default_value_t = 4)]
+    pub threads: usize,
+}
+
+/// What `main` turns into an exit code.
+pub enum Exit {
+    /// 0.
+    Ok,
+    /// 1, with the error printed.
+    Error(Error),
+    /// 2: a wait timed out.
+    TimedOut(String),
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Exit {
+    match dispatch(&cli) {
+        Ok(()) => Exit::Ok,
+        Err(Error::TimedOut(m)) => Exit::TimedOut(m),
+        Err(e) => Exit::Error(e),
+    }
+}
+
+fn dispatch(cli: &Cli) -> Result<()> {
+    match &cli.command {
+        Top::Init { path, chunk_size } => {
+            let secret = secret::for_init(cli)?;
+            Store::init(path, *chunk_size, &secret)?;
+            let cfg = Store::read_config(path)?;
+            print_json(&serde_json::json!({
+                "store": path.display().to_string(),
+                "store_id": cfg.store_id,
+                "chunk_size": cfg.chunk_size,
+                "key_source": cfg.key_source,
+            }));
+            Ok(())
+        }
+        Top::Mount(args) => crate::mount::run_mount_command(cli, args),
+        Top::Unmount { mountpoint } => crate::mount::unmount(mountpoint),
+        Top::Store(cmd) => run_store_command(cli, cmd),
+    }
+}
+
+/// The store path of a store command.
+pub fn store_path(cli: &Cli) -> Result<&Path> {
+    cli.store.as_deref().ok_or_else(|| {
+        Error::InvalidArgument("no store given: pass --store STORE or set ENVELOPEFS_STORE".into())
+    })
+}
+
+/// Opens a store offline: lock first (fails fast if mounted), then the secret.
+pub fn open_offline(cli: &Cli, root: &Path) -> Result<Store> {
+    let lock = StoreLock::acquire(root)?;
+    let cfg = Store::read_config(root)?;
+    let secret = secret::for_open(cli, &cfg.key_source)?;
+    Store::open(root, lock, &secret)
+}
+
+fn run_store_command(cli: &Cli, cmd: &StoreCommand) -> Result<()> {
+    let root = store_path(cli)?;
+    let store = open_offline(cli, root)?;
+    let mut streams = StdStreams;
+    let bar = Progress::new();
+    let mut progress = |wr: &WorkRequest| bar.update(wr);
+    // Unfinished work requests of the bucket (an interrupted earlier run) are resumed first.
+    if let StoreCommand::Bucket(BucketCmd::Reencrypt { bucket_name, .. }) = cmd {
+        resume_unfinished(&store, Some(bucket_name), &mut progress)?;
+    }
+    if let StoreCommand::WorkRequest(WorkRequestCmd::Wait { id, wait }) = cmd {
+        let mut wr = workreq::load(&store, id)?;
+        if !wr.status.is_terminal() {
+            workreq::run(&store, &mut wr, &NoCustomerKeys, &|| false, &mut progress)?;
+        }
+        bar.finish();
+        return finish_wait(&wr, wait);
+    }
+    let mut env = Env {
+        customer: &NoCustomerKeys,
+        streams: &mut streams,
+        progress: &mut progress,
+        spawn_work: None,
+    };
+    let out = command::execute(&store, cmd, &mut env)?;
+    bar.finish();
+    let is_get_to_stdout = matches!(
+        cmd,
+        StoreCommand::Object(command::ObjectCmd::Get { file: None, .. })
+    );
+    if is_get_to_stdout {
+        return Ok(());
+    }
+    print_json(&out);
+    if let StoreCommand::Bucket(BucketCmd::Reencrypt { wait, .. }) = cmd {
+        if !wait.wait_for_state.is_empty() {
+            let wr: WorkRequest = serde_json::from_value(out)
+                .map_err(|e| Error::Corrupt(format!("work request: {e}")))?;
+            return check_wanted(&wr, wait);
+        }
+    }
+    Ok(())
+}
+
+fn resume_unfinished(
+    store: &Store,
+    bucket: Option<&str>,
+    progress: &mut dyn FnMut(&WorkRequest),
+) -> Result<()> {
+    for mut wr in workreq::unfinished(store)? {
+        if bucket.is_none_or(|b| b == wr.bucket_name) {
+            eprintln!("resuming work request {} ({:?})", wr.id, wr.status);
+            workreq::run(store, &mut wr, &NoCustomerKeys, &|| false, progress)?;
+        }
+    }
+    Ok(())
+}
+
+fn finish_wait(wr: &WorkRequest, wait: &WaitArgs) -> Result<()> {
+    print_json(&serde_json::to_value(wr).unwrap_or(Value::Null));
+    check_wanted(wr, wait)
+}
+
+/// Whether a work request reached one of the states waited for.
+pub fn check_wanted(wr: &WorkRequest, wait: &WaitArgs) -> Result<()> {
+    let wanted = command::wait_states(wait)?;
+    if wanted.contains(&wr.status) {
+        return Ok(());
+    }
+    if wr.status.is_terminal() {
+        return Err(Error::InvalidArgument(format!(
+            "work request {} ended {:?}, not in {:?}",
+            wr.id, wr.status, wanted
+        )));
+    }
+    Err(Error::TimedOut(format!(
+        "work request {} is {:?} after waiting",
+        wr.id, wr.status
+    )))
+}
+
+/// Prints JSON to stdout.
+pub fn print_json(v: &Value) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("envelopefs: cannot print result: {e}"),
+    }
+}
+
+struct StdStreams;
+
+impl DataStreams for StdStreams {
+    fn input(&mut self) -> Result<Box<dyn std::io::Read + '_>> {
+        Ok(Box::new(std::io::stdin().lock()))
+    }
+    fn output(&mut self) -> Result<Box<dyn std::io::Write + '_>> {
+        Ok(Box::new(std::io::stdout().lock()))
+    }
+}
+
+/// A progress bar on stderr, only when stderr is a terminal.
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    /// A bar if stderr is a terminal, else nothing.
+    pub fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new(100);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{spinner} {msg} [{bar:40}] {pos}/{len} objects",
+            ) {
+                b.set_style(style);
+            }
+            b
+        });
+        Progress { bar }
+    }
+
+    /// Shows a work request's progress.
+    pub fn update(&self, wr: &WorkRequest) {
+        if let Some(b) = &self.bar {
+            b.set_length(wr.objects_total);
+            b.set_position(wr.objects_rewrapped + wr.objects_skipped + wr.objects_failed);
+            b.set_message(format!("{} {:?}", wr.id, wr.status));
+        }
+    }
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Whether `state` is one of the wanted ones (used by the mounted wait loop).
+pub fn reached(wr: &WorkRequest, wanted: &[State]) -> bool {
+    wanted.contains(&wr.status)
+}

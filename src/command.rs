@@ -1,0 +1,621 @@
+//! The one command language of envelopefs: the store commands of the CLI, which the control
+//! file `.envelopefs/ctl` also accepts as a line of text. Parsed in one place ([`parse_line`]
+//! for the control file; the CLI flattens [`StoreCommand`] into its own parser) and executed
+//! in one place ([`execute`]), which returns the JSON result.
+
+use crate::crypto::Key32;
+use crate::error::{Error, IoContext, Result};
+use crate::rewrap::{self, Outcome, Target};
+use crate::store::object::{self, CustomerKeys};
+use crate::store::{validate_object_name, Store};
+use crate::workreq::{self, State};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+/// Store commands: the same words on the command line and in `.envelopefs/ctl`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum StoreCommand {
+    /// Master keys: create, list, get, rotate, disable, enable.
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Buckets: create, list, get, update, reencrypt.
+    #[command(subcommand)]
+    Bucket(BucketCmd),
+    /// Objects: put, get, head, reencrypt.
+    #[command(subcommand)]
+    Object(ObjectCmd),
+    /// Work requests: get, list, cancel, wait.
+    #[command(subcommand, name = "work-request")]
+    WorkRequest(WorkRequestCmd),
+}
+
+/// `key ...`
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeyCmd {
+    /// Create a master key (version 1).
+    /// Example: envelopefs key create --alias photos-key
+    Create {
+        /// A unique human name for the key.
+        #[arg(long)]
+        alias: Option<String>,
+    },
+    /// List master keys (metadata only).
+    /// Example: envelopefs key list
+    List,
+    /// Show one key by id or alias.
+    /// Example: envelopefs key get photos-key
+    Get {
+        /// Key id (key-...) or alias.
+        key: String,
+    },
+    /// Add a new version that becomes current.
+    /// Example: envelopefs key rotate photos-key
+    Rotate {
+        /// Key id or alias.
+        key: String,
+    },
+    /// Disable a version (default: the current one); objects under it cannot be opened.
+    /// Example: envelopefs key disable photos-key --version 1
+    Disable {
+        /// Key id or alias.
+        key: String,
+        /// The version (default: current).
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Enable a version again.
+    /// Example: envelopefs key enable photos-key --version 1
+    Enable {
+        /// Key id or alias.
+        key: String,
+        /// The version (default: current).
+        #[arg(long)]
+        version: Option<u32>,
+    },
+}
+
+/// `bucket ...`
+#[derive(Debug, Clone, Subcommand)]
+pub enum BucketCmd {
+    /// Create a bucket.
+    /// Example: envelopefs bucket create --name photos --kms-key-id photos-key
+    Create {
+        /// Bucket name.
+        #[arg(long)]
+        name: String,
+        /// Master key for its objects (default: the store's default key).
+        #[arg(long)]
+        kms_key_id: Option<String>,
+    },
+    /// List buckets.
+    /// Example: envelopefs bucket list
+    List,
+    /// Show one bucket.
+    /// Example: envelopefs bucket get --name photos
+    Get {
+        /// Bucket name.
+        #[arg(long)]
+        name: String,
+    },
+    /// Assign or remove a bucket's master key.
+    /// Example: envelopefs bucket update --name photos --kms-key-id photos-key
+    Update {
+        /// Bucket name.
+        #[arg(long)]
+        name: String,
+        /// Key to assign.
+        #[arg(
+            long,
+            conflicts_with = "remove_kms_key",
+            required_unless_present = "remove_kms_key"
+        )]
+        kms_key_id: Option<String>,
+        /// Go back to the store's default key.
+        #[arg(long)]
+        remove_kms_key: bool,
+    },
+    /// Rewrap every object's DEK under the newest version of the bucket's key.
+    /// Example: envelopefs bucket reencrypt --bucket-name photos --wait-for-state SUCCEEDED
+    Reencrypt {
+        /// Bucket name.
+        #[arg(long)]
+        bucket_name: String,
+        /// Assign this key first and re-encrypt to it (default: the assigned key).
+        #[arg(long)]
+        kms_key_id: Option<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+}
+
+/// Waiting for a work request.
+#[derive(Debug, Clone, Args, Default)]
+pub struct WaitArgs {
+    /// Return when the work request reaches this state (repeatable).
+    #[arg(long = "wait-for-state")]
+    pub wait_for_state: Vec<String>,
+    /// Give up after this long (exit code 2).
+    #[arg(long, default_value_t = 1200)]
+    pub max_wait_seconds: u64,
+    /// How often to check.
+    #[arg(long, default_value_t = 30)]
+    pub wait_interval_seconds: u64,
+}
+
+/// `object ...`
+#[derive(Debug, Clone, Subcommand)]
+pub enum ObjectCmd {
+    /// Store a file (or standard input) as an object.
+    /// Example: envelopefs object put --bucket-name photos --name 2024/cat.jpg --file cat.jpg
+    Put {
+        /// Bucket name.
+        #[arg(long)]
+        bucket_name: String,
+        /// Object name (may contain '/').
+        #[arg(long)]
+        name: String,
+        /// Source file (default: standard input).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Write an object's plaintext to a file (or standard output).
+    /// Example: envelopefs object get --bucket-name photos --name 2024/cat.jpg --file out.jpg
+    Get {
+        /// Bucket name.
+        #[arg(long)]
+        bucket_name: String,
+        /// Object name.
+        #[arg(long)]
+        name: String,
+        /// Destination file (default: standard output).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Show an object's encryption metadata.
+    /// Example: envelopefs object head --bucket-name photos --name 2024/cat.jpg
+    Head {
+        /// Bucket name.
+        #[arg(long)]
+        bucket_name: String,
+        /// Object name.
+        #[arg(long)]
+        name: String,
+    },
+    /// Rewrap one object's DEK (default: to the newest version of the bucket's key).
+    /// Example: envelopefs object reencrypt --bucket-name photos --name 2024/cat.jpg
+    Reencrypt {
+        /// Bucket name.
+        #[arg(long)]
+        bucket_name: String,
+        /// Object name.
+        #[arg(long)]
+        name: String,
+        /// Rewrap to this master key instead.
+        #[arg(long)]
+        kms_key_id: Option<String>,
+        /// Rewrap to this customer-provided key (base64 AES-256 key file).
+        #[arg(long)]
+        encryption_key_file: Option<PathBuf>,
+        /// The customer-provided key the object is wrapped under now.
+        #[arg(long)]
+        source_encryption_key_file: Option<PathBuf>,
+    },
+}
+
+/// `work-request ...`
+#[derive(Debug, Clone, Subcommand)]
+pub enum WorkRequestCmd {
+    /// Show one work request.
+    /// Example: envelopefs work-request get wr-0123...
+    Get {
+        /// Work request id.
+        id: String,
+    },
+    /// List work requests.
+    /// Example: envelopefs work-request list --bucket-name photos
+    List {
+        /// Only this bucket's.
+        #[arg(long)]
+        bucket_name: Option<String>,
+    },
+    /// Ask a work request to stop.
+    /// Example: envelopefs work-request cancel wr-0123...
+    Cancel {
+        /// Work request id.
+        id: String,
+    },
+    /// Wait for a work request to reach a state.
+    /// Example: envelopefs work-request wait wr-0123... --wait-for-state SUCCEEDED
+    Wait {
+        /// Work request id.
+        id: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+}
+
+/// A control-file line: a store command without the program name.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ctl",
+    no_binary_name = true,
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
+struct CtlLine {
+    #[command(subcommand)]
+    command: StoreCommand,
+}
+
+/// Largest control command accepted (bytes).
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Parses one control-file line (shell-style quoting) into a command.
+pub fn parse_line(line: &str) -> Result<StoreCommand> {
+    if line.len() > MAX_LINE {
+        return Err(Error::InvalidArgument(format!(
+            "command is {} bytes; the limit is {MAX_LINE}",
+            line.len()
+        )));
+    }
+    let words = shell_words::split(line.trim())
+        .map_err(|e| Error::InvalidArgument(format!("cannot split command: {e}")))?;
+    if words.is_empty() {
+        return Err(Error::InvalidArgument("empty command".into()));
+    }
+    CtlLine::try_parse_from(words)
+        .map(|c| c.command)
+        .map_err(|e| Error::InvalidArgument(first_line(&e.to_string())))
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid command")
+        .trim_start_matches("error: ")
+        .to_string()
+}
+
+/// Where a command's bulk data goes when it has no file (the CLI's stdin/stdout).
+pub trait DataStreams {
+    /// Standard input for `object put` without `--file`.
+    fn input(&mut self) -> Result<Box<dyn std::io::Read + '_>>;
+    /// Standard output for `object get` without `--file`.
+    fn output(&mut self) -> Result<Box<dyn std::io::Write + '_>>;
+}
+
+/// No streams: the control file carries only files named by absolute path.
+pub struct NoStreams;
+
+impl DataStreams for NoStreams {
+    fn input(&mut self) -> Result<Box<dyn std::io::Read + '_>> {
+        Err(Error::InvalidArgument("--file is required here".into()))
+    }
+    fn output(&mut self) -> Result<Box<dyn std::io::Write + '_>> {
+        Err(Error::InvalidArgument("--file is required here".into()))
+    }
+}
+
+/// What `execute` needs besides the store.
+pub struct Env<'a> {
+    /// Customer keys loaded (the mount's key ring, or none).
+    pub customer: &'a dyn CustomerKeys,
+    /// stdin/stdout for object data.
+    pub streams: &'a mut dyn DataStreams,
+    /// Called as a work request runs synchronously (offline); the mount runs them in its pool.
+    pub progress: &'a mut dyn FnMut(&workreq::WorkRequest),
+    /// Starts a work request asynchronously; `None` runs it synchronously here.
+    pub spawn_work: Option<&'a dyn Fn(&workreq::WorkRequest)>,
+}
+
+fn json_of<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// Executes a store command and returns its JSON result.
+pub fn execute(store: &Store, cmd: &StoreCommand, env: &mut Env<'_>) -> Result<Value> {
+    match cmd {
+        StoreCommand::Key(k) => execute_key(store, k),
+        StoreCommand::Bucket(b) => execute_bucket(store, b, env),
+        StoreCommand::Object(o) => execute_object(store, o, env),
+        StoreCommand::WorkRequest(w) => execute_work_request(store, w),
+    }
+}
+
+fn execute_key(store: &Store, cmd: &KeyCmd) -> Result<Value> {
+    match cmd {
+        KeyCmd::Create { alias } => {
+            let id = store.update_keys(|ks| ks.create_key(alias.clone()))?;
+            let ks = store.keys();
+            let k = ks
+                .find(&id)
+                .ok_or_else(|| Error::NotFound("key vanished".into()))?;
+            Ok(ks.describe(k))
+        }
+        KeyCmd::List => {
+            let ks = store.keys();
+            Ok(Value::Array(
+                ks.keys().iter().map(|k| ks.describe(k)).collect(),
+            ))
+        }
+        KeyCmd::Get { key } => {
+            let ks = store.keys();
+            Ok(ks.describe(ks.resolve(key)?))
+        }
+        KeyCmd::Rotate { key } => {
+            let id = store.resolve_key(key)?;
+            store.update_keys(|ks| ks.rotate(&id))?;
+            let ks = store.keys();
+            Ok(ks.describe(ks.resolve(key)?))
+        }
+        KeyCmd::Disable { key, version } | KeyCmd::Enable { key, version } => {
+            let enable = matches!(cmd, KeyCmd::Enable { .. });
+            let id = store.resolve_key(key)?;
+            store.update_keys(|ks| ks.set_enabled(&id, *version, enable))?;
+            let ks = store.keys();
+            Ok(ks.describe(ks.resolve(key)?))
+        }
+    }
+}
+
+fn execute_bucket(store: &Store, cmd: &BucketCmd, env: &mut Env<'_>) -> Result<Value> {
+    match cmd {
+        BucketCmd::Create { name, kms_key_id } => {
+            let rec = store.create_bucket(name, kms_key_id.as_deref(), 0o755)?;
+            Ok(store.describe_bucket(name, &rec))
+        }
+        BucketCmd::List => Ok(Value::Array(
+            store
+                .buckets()?
+                .iter()
+                .map(|(n, r)| store.describe_bucket(n, r))
+                .collect(),
+        )),
+        BucketCmd::Get { name } => {
+            let rec = store.bucket(name)?;
+            Ok(store.describe_bucket(name, &rec))
+        }
+        BucketCmd::Update {
+            name,
+            kms_key_id,
+            remove_kms_key,
+        } => {
+            let key = if *remove_kms_key {
+                None
+            } else {
+                kms_key_id.as_deref()
+            };
+            let rec = store.update_bucket(name, key)?;
+            Ok(store.describe_bucket(name, &rec))
+        }
+        BucketCmd::Reencrypt {
+            bucket_name,
+            kms_key_id,
+            wait: _,
+        } => {
+            let mut wr = workreq::accept(store, bucket_name, kms_key_id.as_deref())?;
+            match env.spawn_work {
+                Some(spawn) => spawn(&wr),
+                None => workreq::run(store, &mut wr, env.customer, &|| false, env.progress)?,
+            }
+            Ok(json_of(&wr))
+        }
+    }
+}
+
+fn execute_object(store: &Store, cmd: &ObjectCmd, env: &mut Env<'_>) -> Result<Value> {
+    match cmd {
+        ObjectCmd::Put {
+            bucket_name,
+            name,
+            file,
+        } => {
+            validate_object_name(name)?;
+            let bucket = store.bucket(bucket_name)?;
+            let dir = store.bucket_dir(bucket_name);
+            let path = dir.join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .ctx(|| format!("creating the prefix of {bucket_name}/{name}"))?;
+            }
+            let mut src: Box<dyn std::io::Read> = match file {
+                Some(f) => {
+                    Box::new(std::fs::File::open(f).ctx(|| format!("opening {}", f.display()))?)
+                }
+                None => Box::new(env.streams.input()?),
+            };
+            let obj = object::create_object(store, &bucket, &path, 0o644, false, &mut |obj| {
+                let mut buf = vec![0u8; 1 << 20];
+                let mut off = 0u64;
+                loop {
+                    let n = read_some(&mut src, &mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    obj.write_at(off, &buf[..n])?;
+                    off += n as u64;
+                }
+                obj.sync(false)
+            })?;
+            let size = obj.size();
+            drop(obj);
+            head(store, bucket_name, name).map(|mut v| {
+                v["size"] = json!(size);
+                v
+            })
+        }
+        ObjectCmd::Get {
+            bucket_name,
+            name,
+            file,
+        } => {
+            validate_object_name(name)?;
+            let bucket = store.bucket(bucket_name)?;
+            let path = store.bucket_dir(bucket_name).join(name);
+            let obj = object::open_object(store, &bucket, &path, false, env.customer)?;
+            let mut out: Box<dyn std::io::Write> = match file {
+                Some(f) => {
+                    Box::new(std::fs::File::create(f).ctx(|| format!("creating {}", f.display()))?)
+                }
+                None => Box::new(env.streams.output()?),
+            };
+            let mut buf = vec![0u8; 1 << 20];
+            let mut off = 0u64;
+            while off < obj.size() {
+                let n = obj.read_at(off, &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buf[..n])
+                    .ctx(|| "writing the object out".to_string())?;
+                off += n as u64;
+            }
+            out.flush().ctx(|| "writing the object out".to_string())?;
+            Ok(json!({"bucket": bucket_name, "name": name, "size": off}))
+        }
+        ObjectCmd::Head { bucket_name, name } => head(store, bucket_name, name),
+        ObjectCmd::Reencrypt {
+            bucket_name,
+            name,
+            kms_key_id,
+            encryption_key_file,
+            source_encryption_key_file,
+        } => {
+            let target = match (kms_key_id, encryption_key_file) {
+                (Some(_), Some(_)) => {
+                    return Err(Error::InvalidArgument(
+                        "--kms-key-id and --encryption-key-file exclude each other".into(),
+                    ))
+                }
+                (Some(k), None) => Target::Master(store.resolve_key(k)?),
+                (None, Some(f)) => Target::Customer(read_key_file(f)?),
+                (None, None) => Target::BucketLatest,
+            };
+            let source = source_encryption_key_file
+                .as_ref()
+                .map(|f| read_key_file(f))
+                .transpose()?;
+            let ring = OneKeyThen {
+                key: source,
+                then: env.customer,
+            };
+            let outcome = rewrap::rewrap_object(store, bucket_name, name, &target, &ring)?;
+            let mut v = head(store, bucket_name, name)?;
+            v["result"] = match outcome {
+                Outcome::Rewrapped { .. } => json!("REWRAPPED"),
+                Outcome::Skipped(why) => json!(format!("SKIPPED: {why}")),
+            };
+            Ok(v)
+        }
+    }
+}
+
+fn read_some(r: &mut dyn std::io::Read, buf: &mut [u8]) -> Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("reading the input", e)),
+        }
+    }
+    Ok(filled)
+}
+
+/// Reads a customer key file (base64 or raw 32 bytes).
+pub fn read_key_file(path: &std::path::Path) -> Result<Key32> {
+    let bytes = zeroize::Zeroizing::new(
+        std::fs::read(path).ctx(|| format!("reading key file {}", path.display()))?,
+    );
+    crate::crypto::parse_key_file(&bytes)
+}
+
+/// A single customer key in front of a key ring.
+struct OneKeyThen<'a> {
+    key: Option<Key32>,
+    then: &'a dyn CustomerKeys,
+}
+
+impl CustomerKeys for OneKeyThen<'_> {
+    fn customer_key(&self, fingerprint: &[u8; 32]) -> Option<Key32> {
+        match &self.key {
+            Some(k) if &crate::crypto::customer_fingerprint(k) == fingerprint => Some(k.clone()),
+            _ => self.then.customer_key(fingerprint),
+        }
+    }
+}
+
+/// `object head`: header metadata and plaintext size (computed from the backing size).
+pub fn head(store: &Store, bucket_name: &str, name: &str) -> Result<Value> {
+    validate_object_name(name)?;
+    store.bucket(bucket_name)?;
+    let path = store.bucket_dir(bucket_name).join(name);
+    let what = format!("{bucket_name}/{name}");
+    let f = rewrap::open_for_rewrap(&path, &what)?;
+    let h = object::read_header(&f, &what)?;
+    let len = f.metadata().ctx(|| format!("{what}: stat"))?.len();
+    let mut v = object::describe_header(&h);
+    v["bucket"] = json!(bucket_name);
+    v["name"] = json!(name);
+    v["size"] = json!(store.geometry().plain_len_lossy(len));
+    Ok(v)
+}
+
+fn execute_work_request(store: &Store, cmd: &WorkRequestCmd) -> Result<Value> {
+    match cmd {
+        WorkRequestCmd::Get { id } | WorkRequestCmd::Wait { id, .. } => {
+            Ok(json_of(&workreq::load(store, id)?))
+        }
+        WorkRequestCmd::List { bucket_name } => {
+            Ok(json_of(&workreq::list(store, bucket_name.as_deref())?))
+        }
+        WorkRequestCmd::Cancel { id } => Ok(json_of(&workreq::request_cancel(store, id)?)),
+    }
+}
+
+/// Parses the states of `--wait-for-state` (default: any terminal state).
+pub fn wait_states(args: &WaitArgs) -> Result<Vec<State>> {
+    if args.wait_for_state.is_empty() {
+        return Ok(vec![State::Succeeded, State::Failed, State::Canceled]);
+    }
+    args.wait_for_state
+        .iter()
+        .map(|s| State::parse(s))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_one_liners() {
+        assert!(matches!(
+            parse_line("bucket reencrypt --bucket-name photos").unwrap(),
+            StoreCommand::Bucket(BucketCmd::Reencrypt { .. })
+        ));
+        assert!(matches!(
+            parse_line("key rotate 'my key'").unwrap(),
+            StoreCommand::Key(KeyCmd::Rotate { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_lines_are_einval_with_a_reason() {
+        for line in [
+            "",
+            "frobnicate",
+            "bucket create",
+            "key 'unterminated",
+            "bucket update --name b",
+        ] {
+            let e = parse_line(line).unwrap_err();
+            assert_eq!(e.errno(), libc::EINVAL, "{line}");
+            assert!(!e.to_string().is_empty());
+        }
+        let huge = "x".repeat(MAX_LINE + 1);
+        assert_eq!(parse_line(&huge).unwrap_err().errno(), libc::EINVAL);
+    }
+}

@@ -1,0 +1,464 @@
+//! Master keys and their versions, sealed on disk under a passphrase or key file.
+//!
+//! The in-memory [`KeyStore`] holds the unsealed body and the sealing key, so a mount can
+//! persist new keys and versions without asking for the passphrase again. Persisting is the
+//! store's job (atomic replace); this module only seals and unseals bytes.
+
+use crate::crypto::{self, Key32};
+use crate::error::{Error, Result};
+use crate::format::records::{
+    KdfParams, KeyVersionRecord, KeystoreBody, KeystoreFile, KeystorePrefix, MasterKeyRecord,
+    VersionState, KEYSTORE_MAGIC,
+};
+use crate::format::{hex, unhex, Id16, FORMAT_VERSION};
+use serde_json::{json, Value};
+use zeroize::Zeroizing;
+
+/// Prefix of key ids as users see them.
+pub const KEY_ID_PREFIX: &str = "key-";
+
+/// Allowed-operation bits of a master key.
+pub mod ops {
+    /// Wrap new DEKs.
+    pub const ENCRYPT: u32 = 1;
+    /// Unwrap DEKs to read objects.
+    pub const DECRYPT: u32 = 2;
+    /// Be the source of a re-encrypt.
+    pub const REENCRYPT_FROM: u32 = 4;
+    /// Be the destination of a re-encrypt.
+    pub const REENCRYPT_TO: u32 = 8;
+    /// Everything (the default).
+    pub const ALL: u32 = 15;
+    /// Names for JSON and the CLI.
+    pub const NAMES: [(&str, u32); 4] = [
+        ("encrypt", ENCRYPT),
+        ("decrypt", DECRYPT),
+        ("re-encrypt-from", REENCRYPT_FROM),
+        ("re-encrypt-to", REENCRYPT_TO),
+    ];
+}
+
+/// The passphrase or key file that opens a keystore.
+pub enum Secret {
+    /// A passphrase (Argon2id).
+    Passphrase(Zeroizing<Vec<u8>>),
+    /// A raw 32-byte key.
+    KeyFile(Key32),
+}
+
+/// Formats a key id for users.
+pub fn key_id_text(id: &Id16) -> String {
+    format!("{KEY_ID_PREFIX}{}", hex(id))
+}
+
+/// Parses `key-<32 hex>` (or bare hex).
+pub fn parse_key_id(s: &str) -> Option<Id16> {
+    unhex::<16>(s.strip_prefix(KEY_ID_PREFIX).unwrap_or(s))
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// An opened keystore.
+pub struct KeyStore {
+    body: KeystoreBody,
+    store_id: Id16,
+    kdf: KdfParams,
+    sealing: Key32,
+}
+
+impl KeyStore {
+    /// A new keystore with one default key (version 1).
+    pub fn create(store_id: Id16, chunk_size: u32, secret: &Secret) -> Result<Self> {
+        let (kdf, sealing) = match secret {
+            Secret::Passphrase(p) => {
+                let kdf = KdfParams::Argon2id {
+                    m_cost_kib: crypto::ARGON2_M_COST_KIB,
+                    t_cost: crypto::ARGON2_T_COST,
+                    p_cost: crypto::ARGON2_P_COST,
+                    salt: crypto::random_array()?,
+                };
+                let k = crypto::derive_sealing_key(&kdf, p)?;
+                (kdf, k)
+            }
+            Secret::KeyFile(k) => (KdfParams::RawKey, k.clone()),
+        };
+        let mut ks = KeyStore {
+            body: KeystoreBody {
+                chunk_size,
+                default_key: [0; 16],
+                keys: Vec::new(),
+            },
+            store_id,
+            kdf,
+            sealing,
+        };
+        let id = ks.create_key(Some("default".into()))?;
+        ks.body.default_key = id;
+        Ok(ks)
+    }
+
+    /// Opens keystore bytes with a secret. A wrong secret is [`Error::WrongSecret`].
+    pub fn unseal(bytes: &[u8], store_id: &Id16, secret: &Secret) -> Result<Self> {
+        let file = KeystoreFile::decode(bytes)?;
+        if &file.prefix.store_id != store_id {
+            return Err(Error::Corrupt(
+                "keystore belongs to another store (store id differs from config)".into(),
+            ));
+        }
+        let sealing = match (secret, &file.prefix.kdf) {
+            (Secret::Passphrase(p), kdf @ KdfParams::Argon2id { .. }) => {
+                crypto::derive_sealing_key(kdf, p)?
+            }
+            (Secret::KeyFile(k), KdfParams::RawKey) => k.clone(),
+            (Secret::Passphrase(_), KdfParams::RawKey) => {
+                return Err(Error::InvalidArgument(
+                    "this store is sealed with a key file: pass --key-file".into(),
+                ))
+            }
+            (Secret::KeyFile(_), KdfParams::Argon2id { .. }) => {
+                return Err(Error::InvalidArgument(
+                    "this store is sealed with a passphrase: pass --password-file or type it"
+                        .into(),
+                ))
+            }
+        };
+        let aad = KeystoreFile::prefix_bytes(&file.prefix);
+        let plain = crypto::open(&sealing, &file.prefix.nonce, &aad, &file.sealed)
+            .ok_or(Error::WrongSecret)?;
+        let body = KeystoreBody::decode(&plain)?;
+        Ok(KeyStore {
+            body,
+            store_id: *store_id,
+            kdf: file.prefix.kdf,
+            sealing,
+        })
+    }
+
+    /// Re-opens bytes sealed by this keystore's sealing key (rolls back a failed persist).
+    pub(crate) fn reopen(&self, bytes: &[u8]) -> Result<KeyStore> {
+        let file = KeystoreFile::decode(bytes)?;
+        let aad = KeystoreFile::prefix_bytes(&file.prefix);
+        let plain = crypto::open(&self.sealing, &file.prefix.nonce, &aad, &file.sealed)
+            .ok_or(Error::WrongSecret)?;
+        Ok(KeyStore {
+            body: KeystoreBody::decode(&plain)?,
+            store_id: self.store_id,
+            kdf: file.prefix.kdf,
+            sealing: self.sealing.clone(),
+        })
+    }
+
+    /// Seals the keystore into file bytes (fresh nonce).
+    pub fn seal(&self) -> Result<Vec<u8>> {
+        let prefix = KeystorePrefix {
+            magic: KEYSTORE_MAGIC,
+            version: FORMAT_VERSION,
+            store_id: self.store_id,
+            kdf: self.kdf.clone(),
+            nonce: crypto::random_array()?,
+        };
+        let aad = KeystoreFile::prefix_bytes(&prefix);
+        let plain = Zeroizing::new(self.body.encode()?);
+        let sealed = crypto::seal(&self.sealing, &prefix.nonce, &aad, &plain)?;
+        Ok(KeystoreFile { prefix, sealed }.encode())
+    }
+
+    /// The chunk size recorded (authenticated) in the keystore.
+    pub fn chunk_size(&self) -> u32 {
+        self.body.chunk_size
+    }
+
+    /// The default key's id.
+    pub fn default_key(&self) -> Id16 {
+        self.body.default_key
+    }
+
+    /// All keys.
+    pub fn keys(&self) -> &[MasterKeyRecord] {
+        &self.body.keys
+    }
+
+    /// Finds a key by `key-<hex>`, hex, alias, or `default`.
+    pub fn resolve(&self, key_ref: &str) -> Result<&MasterKeyRecord> {
+        let found = if key_ref == "default" {
+            self.find(&self.body.default_key)
+        } else if let Some(id) = parse_key_id(key_ref) {
+            self.find(&id)
+        } else {
+            self.body
+                .keys
+                .iter()
+                .find(|k| k.alias.as_deref() == Some(key_ref))
+        };
+        found.ok_or_else(|| Error::NoKey(format!("no master key {key_ref:?} in this store")))
+    }
+
+    /// Finds a key by id.
+    pub fn find(&self, id: &Id16) -> Option<&MasterKeyRecord> {
+        self.body.keys.iter().find(|k| &k.id == id)
+    }
+
+    fn find_mut(&mut self, id: &Id16) -> Result<&mut MasterKeyRecord> {
+        self.body
+            .keys
+            .iter_mut()
+            .find(|k| &k.id == id)
+            .ok_or_else(|| Error::NoKey(format!("no master key {}", key_id_text(id))))
+    }
+
+    /// Creates a key with version 1; returns its id.
+    pub fn create_key(&mut self, alias: Option<String>) -> Result<Id16> {
+        if let Some(a) = &alias {
+            validate_alias(a)?;
+            if self.body.keys.iter().any(|k| k.alias.as_deref() == Some(a)) {
+                return Err(Error::AlreadyExists(format!(
+                    "a key with alias {a:?} exists"
+                )));
+            }
+        }
+        let id: Id16 = crypto::random_array()?;
+        let now = now_s();
+        self.body.keys.push(MasterKeyRecord {
+            id,
+            alias,
+            created_s: now,
+            allowed_ops: ops::ALL,
+            versions: vec![new_version(1, now)?],
+        });
+        Ok(id)
+    }
+
+    /// Adds a version that becomes current; returns its number.
+    pub fn rotate(&mut self, id: &Id16) -> Result<u32> {
+        let k = self.find_mut(id)?;
+        let next = k.versions.last().map(|v| v.version + 1).unwrap_or(1);
+        k.versions.push(new_version(next, now_s())?);
+        Ok(next)
+    }
+
+    /// Enables or disables one version (default: the current one).
+    pub fn set_enabled(&mut self, id: &Id16, version: Option<u32>, enabled: bool) -> Result<u32> {
+        let k = self.find_mut(id)?;
+        let n = match version {
+            Some(n) => n,
+            None => k.versions.last().map(|v| v.version).unwrap_or(1),
+        };
+        let v = k
+            .versions
+            .iter_mut()
+            .find(|v| v.version == n)
+            .ok_or_else(|| {
+                Error::NotFound(format!("key {} has no version {n}", key_id_text(id)))
+            })?;
+        match v.state {
+            VersionState::Destroyed => {
+                return Err(Error::NoKey(format!(
+                    "version {n} of key {} is destroyed",
+                    key_id_text(id)
+                )))
+            }
+            VersionState::PendingDeletion if enabled => {
+                return Err(Error::InvalidArgument(format!(
+                    "version {n} is pending deletion: cancel the deletion first"
+                )))
+            }
+            _ => {}
+        }
+        v.state = if enabled {
+            VersionState::Enabled
+        } else {
+            VersionState::Disabled
+        };
+        Ok(n)
+    }
+
+    /// The current (newest) version of a key and its material, for wrapping new DEKs.
+    /// Fails with ENOKEY if that version is not enabled.
+    pub fn current(&self, id: &Id16) -> Result<(u32, Key32)> {
+        let k = self
+            .find(id)
+            .ok_or_else(|| Error::NoKey(format!("no master key {}", key_id_text(id))))?;
+        let v = k
+            .versions
+            .last()
+            .ok_or_else(|| Error::NoKey(format!("key {} has no versions", key_id_text(id))))?;
+        if v.state != VersionState::Enabled {
+            return Err(Error::NoKey(format!(
+                "the current version {} of key {} is {}",
+                v.version,
+                key_id_text(id),
+                state_word(v.state)
+            )));
+        }
+        Ok((v.version, Key32::from_bytes(v.material)))
+    }
+
+    /// The material of one version, for unwrapping. ENOKEY if missing or not enabled.
+    pub fn version(&self, id: &Id16, version: u32) -> Result<Key32> {
+        let k = self
+            .find(id)
+            .ok_or_else(|| Error::NoKey(format!("no master key {}", key_id_text(id))))?;
+        let v = k
+            .versions
+            .iter()
+            .find(|v| v.version == version)
+            .ok_or_else(|| {
+                Error::NoKey(format!("key {} has no version {version}", key_id_text(id)))
+            })?;
+        if v.state != VersionState::Enabled {
+            return Err(Error::NoKey(format!(
+                "version {version} of key {} is {}",
+                key_id_text(id),
+                state_word(v.state)
+            )));
+        }
+        Ok(Key32::from_bytes(v.material))
+    }
+
+    /// Whether a key allows an operation (see [`ops`]); EPERM naming it if not.
+    pub fn check_allowed(&self, id: &Id16, op: u32) -> Result<()> {
+        let k = self
+            .find(id)
+            .ok_or_else(|| Error::NoKey(format!("no master key {}", key_id_text(id))))?;
+        if k.allowed_ops & op == op {
+            return Ok(());
+        }
+        let name = ops::NAMES
+            .iter()
+            .find(|(_, bit)| *bit == op)
+            .map(|(n, _)| *n)
+            .unwrap_or("operation");
+        Err(Error::PermissionDenied(format!(
+            "key {} does not allow {name}",
+            key_id_text(id)
+        )))
+    }
+
+    /// Key metadata as JSON (never material).
+    pub fn describe(&self, k: &MasterKeyRecord) -> Value {
+        let current = k.versions.last().map(|v| v.version);
+        let versions: Vec<Value> = k
+            .versions
+            .iter()
+            .map(|v| {
+                json!({
+                    "version": v.version,
+                    "state": v.state,
+                    "created": v.created_s,
+                    "deletion_time": v.deletion_s,
+                })
+            })
+            .collect();
+        let allowed: Vec<&str> = ops::NAMES
+            .iter()
+            .filter(|(_, bit)| k.allowed_ops & bit == *bit)
+            .map(|(n, _)| *n)
+            .collect();
+        json!({
+            "id": key_id_text(&k.id),
+            "alias": k.alias,
+            "created": k.created_s,
+            "current_version": current,
+            "is_default": k.id == self.body.default_key,
+            "allowed_operations": allowed,
+            "versions": versions,
+        })
+    }
+}
+
+fn new_version(version: u32, now: u64) -> Result<KeyVersionRecord> {
+    Ok(KeyVersionRecord {
+        version,
+        created_s: now,
+        state: VersionState::Enabled,
+        deletion_s: None,
+        material: *Key32::random()?.expose(),
+    })
+}
+
+fn state_word(s: VersionState) -> &'static str {
+    match s {
+        VersionState::Enabled => "enabled",
+        VersionState::Disabled => "disabled",
+        VersionState::PendingDeletion => "pending deletion",
+        VersionState::Destroyed => "destroyed",
+    }
+}
+
+/// Aliases: 1 to 64 of `A-Za-z0-9._-`, not a key id, not `latest`.
+pub fn validate_alias(a: &str) -> Result<()> {
+    let ok = !a.is_empty()
+        && a.len() <= 64
+        && a.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        && !a.starts_with(KEY_ID_PREFIX)
+        && a != "latest"
+        && parse_key_id(a).is_none();
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "invalid key alias {a:?}: use 1-64 of A-Z a-z 0-9 . _ -, not starting with \"key-\", not \"latest\""
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keyfile() -> Secret {
+        Secret::KeyFile(Key32::from_bytes([9u8; 32]))
+    }
+
+    #[test]
+    fn seal_unseal_round_trip_and_wrong_secret() {
+        let sid = [1u8; 16];
+        let mut ks = KeyStore::create(sid, 16384, &keyfile()).unwrap();
+        let id = ks.create_key(Some("photos".into())).unwrap();
+        assert_eq!(ks.rotate(&id).unwrap(), 2);
+        let bytes = ks.seal().unwrap();
+        let back = KeyStore::unseal(&bytes, &sid, &keyfile()).unwrap();
+        assert_eq!(back.resolve("photos").unwrap().versions.len(), 2);
+        assert_eq!(back.chunk_size(), 16384);
+        let wrong = Secret::KeyFile(Key32::from_bytes([8u8; 32]));
+        assert!(matches!(
+            KeyStore::unseal(&bytes, &sid, &wrong),
+            Err(Error::WrongSecret)
+        ));
+        assert!(matches!(
+            KeyStore::unseal(&bytes, &[2u8; 16], &keyfile()),
+            Err(Error::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn disabled_version_is_enokey() {
+        let mut ks = KeyStore::create([1u8; 16], 4096, &keyfile()).unwrap();
+        let id = ks.default_key();
+        ks.rotate(&id).unwrap();
+        ks.set_enabled(&id, Some(1), false).unwrap();
+        assert_eq!(
+            ks.version(&id, 1).err().map(|e| e.errno()),
+            Some(libc::ENOKEY)
+        );
+        assert!(ks.version(&id, 2).is_ok());
+        ks.set_enabled(&id, None, false).unwrap();
+        assert_eq!(ks.current(&id).err().map(|e| e.errno()), Some(libc::ENOKEY));
+    }
+
+    #[test]
+    fn aliases_are_validated() {
+        let mut ks = KeyStore::create([1u8; 16], 4096, &keyfile()).unwrap();
+        assert!(ks.create_key(Some("latest".into())).is_err());
+        assert!(ks.create_key(Some("a/b".into())).is_err());
+        assert!(ks.create_key(Some("default".into())).is_err());
+        assert!(ks.create_key(Some("ok-1".into())).is_ok());
+    }
+}

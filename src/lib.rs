@@ -1,0 +1,25 @@
+//! envelopefs: an encrypted FUSE filesystem with one data key per file, wrapped under
+//! versioned master keys, so that re-encrypting a bucket after a key rotation rewrites small
+//! headers and never the data.
+//!
+//! The architecture shows in the module names:
+//! - pure core, no FUSE: [`format`] (the only byte encoding), [`crypto`], [`keystore`],
+//!   [`store`] (store, buckets, object I/O over the chunk format), [`rewrap`], [`workreq`];
+//! - [`command`]: the one command language shared by the CLI and the control file;
+
+//! - [`mount`]: mounting, unmounting, the mount record; [`cli`]: the thin CLI.
+#![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod cli;
+pub mod command;
+pub mod crypto;
+pub mod error;
+pub mod format;
+pub mod keystore;
+pub mod mount;
+pub mod rewrap;
+pub mod store;
+pub mod workreq;
+
+pub use error::{Error, Result};

@@ -1,0 +1,121 @@
+//! Small file-system helpers with the durability rules the store relies on.
+#![allow(unsafe_code)]
+
+use crate::error::{Error, IoContext, Result};
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+fn cpath(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn check(r: libc::c_int) -> io::Result<()> {
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Replaces `path` atomically: temp file beside it, write, fsync, rename, fsync the directory.
+/// A crash leaves either the old or the new content, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::InvalidArgument(format!("{} has no parent", path.display())))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let write = || -> io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io(format!("writing {}", path.display()), e)
+    })
+}
+
+/// Takes an exclusive flock without waiting: `Ok(false)` if another process holds it.
+pub fn try_flock_exclusive(f: &File) -> io::Result<bool> {
+    // SAFETY: the fd is open for the borrow's duration.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+/// Removes everything inside `dir` (leftover temporaries after a crash).
+pub fn clear_dir(dir: &Path) -> Result<()> {
+    for e in fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))? {
+        let e = e.ctx(|| format!("listing {}", dir.display()))?;
+        let p = e.path();
+        let r = if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            fs::remove_dir_all(&p)
+        } else {
+            fs::remove_file(&p)
+        };
+        r.ctx(|| format!("removing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// mkdir with an explicit mode (subject to the umask, as mkdir(2)).
+pub fn mkdir(path: &Path, mode: u32) -> io::Result<()> {
+    let p = cpath(path)?;
+    // SAFETY: p is NUL-terminated.
+    check(unsafe { libc::mkdir(p.as_ptr(), mode) })
+}
+
+/// rename that fails with EEXIST instead of replacing.
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    rename_flags(from, to, libc::RENAME_NOREPLACE)
+}
+
+/// renameat2 with flags (RENAME_NOREPLACE, RENAME_EXCHANGE).
+pub fn rename_flags(from: &Path, to: &Path, flags: u32) -> io::Result<()> {
+    let f = cpath(from)?;
+    let t = cpath(to)?;
+    // SAFETY: both paths are NUL-terminated; AT_FDCWD makes them relative to the cwd.
+    check(unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            flags,
+        )
+    })
+}
+
+/// syncfs(2) on the filesystem holding `f`.
+pub fn syncfs(f: &File) -> io::Result<()> {
+    // SAFETY: the fd is open for the borrow's duration.
+    check(unsafe { libc::syncfs(f.as_raw_fd()) })
+}
+
+/// fsync of a directory.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}

@@ -1,0 +1,622 @@
+//! Objects: creating them atomically, opening them (header → DEK), and random-access
+//! plaintext I/O over the chunk format ([`ObjectIo`]), which the mount uses directly.
+
+use super::{xattr, Store};
+use crate::crypto::{self, ChunkCipher, Key32};
+use crate::error::{Error, IoContext, Result};
+use crate::format::chunk::{
+    self, chunk_aad, Geometry, CHUNK_OVERHEAD, NONCE_LEN, PREAMBLE_LEN, TAG_LEN,
+};
+use crate::format::context::dek_context;
+use crate::format::records::{BucketRecord, ObjectHeader, Wrapping, HEADER_MAGIC};
+use crate::format::{hex, Id16, FORMAT_VERSION};
+use crate::keystore::key_id_text;
+use std::cell::RefCell;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+
+/// Nanoseconds since the Unix epoch.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Customer keys loaded for unwrapping SSE-C objects (fingerprint → key).
+pub trait CustomerKeys {
+    /// The key with this fingerprint, if loaded.
+    fn customer_key(&self, fingerprint: &[u8; 32]) -> Option<Key32>;
+}
+
+/// No customer keys.
+pub struct NoCustomerKeys;
+
+impl CustomerKeys for NoCustomerKeys {
+    fn customer_key(&self, _: &[u8; 32]) -> Option<Key32> {
+        None
+    }
+}
+
+/// Reads the header xattr of an open backing file.
+pub fn read_header(file: &File, what: &str) -> Result<ObjectHeader> {
+    match xattr::fget(file, xattr::HEADER.as_bytes()) {
+        Ok(Some(b)) => ObjectHeader::decode(&b).map_err(|e| match e {
+            Error::Corrupt(m) => Error::Corrupt(format!("{what}: {m}")),
+            Error::UnsupportedVersion(m) => Error::UnsupportedVersion(format!("{what}: {m}")),
+            other => other,
+        }),
+        Ok(None) => Err(Error::Corrupt(format!("{what}: object header is missing"))),
+        Err(e) => Err(Error::io(format!("{what}: reading object header"), e)),
+    }
+}
+
+/// Reads the object id from a backing file's preamble.
+pub fn read_preamble(file: &File, what: &str) -> Result<Id16> {
+    let mut p = [0u8; PREAMBLE_LEN as usize];
+    let n = read_full_at(file, &mut p, 0).ctx(|| format!("{what}: reading data preamble"))?;
+    chunk::parse_preamble(&p[..n]).map_err(|m| Error::Corrupt(format!("{what}: {m}")))
+}
+
+/// Unwraps the DEK of a header for an object in a bucket. `object_id` comes from the data
+/// preamble, so a header copied from another object does not unwrap.
+pub fn unwrap_header(
+    store: &Store,
+    bucket: &BucketRecord,
+    object_id: &Id16,
+    header: &ObjectHeader,
+    customer: &dyn CustomerKeys,
+    what: &str,
+) -> Result<Key32> {
+    if header.chunk_size != store.chunk_size() {
+        return Err(Error::Corrupt(format!(
+            "{what}: header chunk size {} differs from the store's {}",
+            header.chunk_size,
+            store.chunk_size()
+        )));
+    }
+    let kek = match &header.wrapping {
+        Wrapping::Master { key_id, version } => {
+            let ks = store.keys();
+            ks.check_allowed(key_id, crate::keystore::ops::DECRYPT)?;
+            ks.version(key_id, *version)
+                .map_err(|e| prefix_error(e, what))?
+        }
+        Wrapping::Customer { fingerprint } => {
+            customer.customer_key(fingerprint).ok_or_else(|| {
+                Error::NoKey(format!(
+                    "{what}: customer-provided key {} is not loaded",
+                    hex(&fingerprint[..8])
+                ))
+            })?
+        }
+    };
+    let ctx = dek_context(
+        store.store_id(),
+        &bucket.bucket_id,
+        object_id,
+        &header.wrapping,
+    );
+    crypto::unwrap_dek(&kek, &header.wrap_nonce, &ctx, &header.wrapped_dek).ok_or_else(|| {
+        if &header.object_id != object_id {
+            Error::Corrupt(format!(
+                "{what}: header belongs to another object (moved or copied header)"
+            ))
+        } else {
+            Error::Corrupt(format!(
+                "{what}: object header does not unwrap (tampered, or moved from another bucket or store)"
+            ))
+        }
+    })
+}
+
+fn prefix_error(e: Error, what: &str) -> Error {
+    match e {
+        Error::NoKey(m) => Error::NoKey(format!("{what}: {m}")),
+        other => other,
+    }
+}
+
+/// Builds a header wrapping `dek` for an object.
+#[allow(clippy::too_many_arguments)]
+pub fn make_header(
+    store: &Store,
+    bucket: &BucketRecord,
+    object_id: &Id16,
+    created_ns: u64,
+    wrapping: Wrapping,
+    kek: &Key32,
+    dek: &Key32,
+    nonce: [u8; 12],
+) -> Result<ObjectHeader> {
+    let ctx = dek_context(store.store_id(), &bucket.bucket_id, object_id, &wrapping);
+    Ok(ObjectHeader {
+        magic: HEADER_MAGIC,
+        version: FORMAT_VERSION,
+        chunk_size: store.chunk_size(),
+        object_id: *object_id,
+        created_ns,
+        wrapping,
+        wrap_nonce: nonce,
+        wrapped_dek: crypto::wrap_dek(kek, &nonce, &ctx, dek)?,
+    })
+}
+
+/// Header metadata as JSON (for `object head` and xattrs).
+pub fn describe_header(h: &ObjectHeader) -> serde_json::Value {
+    match &h.wrapping {
+        Wrapping::Master { key_id, version } => serde_json::json!({
+            "object_id": hex(&h.object_id),
+            "encryption": "master",
+            "key_id": key_id_text(key_id),
+            "key_version": version,
+            "chunk_size": h.chunk_size,
+            "created_ns": h.created_ns,
+        }),
+        Wrapping::Customer { fingerprint } => serde_json::json!({
+            "object_id": hex(&h.object_id),
+            "encryption": "sse-c",
+            "customer_key_fingerprint": hex(fingerprint),
+            "chunk_size": h.chunk_size,
+            "created_ns": h.created_ns,
+        }),
+    }
+}
+
+/// Creates an object at `final_path` in a bucket: a temp file gets its header, an empty
+/// final chunk and whatever `fill` writes, then is renamed into place, so the object is never
+/// visible headerless (and a failed `fill` leaves any old object in place).
+/// With `exclusive`, an existing file makes this fail with EEXIST.
+pub fn create_object(
+    store: &Store,
+    bucket: &BucketRecord,
+    final_path: &Path,
+    mode: u32,
+    exclusive: bool,
+    fill: &mut dyn FnMut(&mut ObjectIo) -> Result<()>,
+) -> Result<ObjectIo> {
+    let (key_id, version, kek) = store.wrapping_key_for(bucket)?;
+    let object_id: Id16 = crypto::random_array()?;
+    let dek = Key32::random()?;
+    let header = make_header(
+        store,
+        bucket,
+        &object_id,
+        now_ns(),
+        Wrapping::Master { key_id, version },
+        &kek,
+        &dek,
+        crypto::random_array()?,
+    )?;
+    let tmp = store.tmp_path();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .ctx(|| format!("creating {}", tmp.display()))?;
+    let result = (|| {
+        xattr::fset(&file, xattr::HEADER.as_bytes(), &header.encode(), 0)
+            .ctx(|| "writing the object header".to_string())?;
+        let mut obj = ObjectIo::new(file, &dek, object_id, store.geometry(), 0);
+        obj.write_empty_object()?;
+        fill(&mut obj)?;
+        let moved = if exclusive {
+            super::fsutil::rename_noreplace(&tmp, final_path)
+        } else {
+            std::fs::rename(&tmp, final_path)
+        };
+        moved.map_err(|e| {
+            if e.raw_os_error() == Some(libc::EEXIST) {
+                Error::AlreadyExists(format!("{} exists", final_path.display()))
+            } else {
+                Error::io(format!("creating {}", final_path.display()), e)
+            }
+        })?;
+        Ok(obj)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Opens an existing object: reads its header and preamble and unwraps its DEK.
+/// A missing or corrupt header is EIO; a disabled key version or missing customer key ENOKEY.
+pub fn open_object(
+    store: &Store,
+    bucket: &BucketRecord,
+    path: &Path,
+    writable: bool,
+    customer: &dyn CustomerKeys,
+) -> Result<ObjectIo> {
+    let what = path
+        .strip_prefix(store.root())
+        .unwrap_or(path)
+        .display()
+        .to_string();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(writable)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Error::NotFound(format!("no object {what}"))
+            } else {
+                Error::io(format!("opening {what}"), e)
+            }
+        })?;
+    open_object_file(store, bucket, file, &what, customer)
+}
+
+/// Like [`open_object`] for an already opened backing file.
+pub fn open_object_file(
+    store: &Store,
+    bucket: &BucketRecord,
+    file: File,
+    what: &str,
+    customer: &dyn CustomerKeys,
+) -> Result<ObjectIo> {
+    let header = read_header(&file, what)?;
+    let object_id = read_preamble(&file, what)?;
+    let dek = unwrap_header(store, bucket, &object_id, &header, customer, what)?;
+    let len = file.metadata().ctx(|| format!("{what}: stat"))?.len();
+    let geometry = store.geometry();
+    let size = geometry.plain_len(len).ok_or_else(|| {
+        Error::Corrupt(format!(
+            "{what}: backing size {len} is not a valid object size (truncated?)"
+        ))
+    })?;
+    Ok(ObjectIo::new(file, &dek, object_id, geometry, size))
+}
+
+fn read_full_at(file: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], off + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+thread_local! {
+    /// Per-thread scratch for chunk I/O, so the hot path does not allocate per call.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH2: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Most chunks processed per backing write (bounds memory for large sparse extensions).
+const MAX_BATCH_BYTES: u64 = 4 << 20;
+
+/// What a write puts into the range: caller data, or zeros (extension, sparse gaps).
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Data(&'a [u8]),
+    Zeros(u64),
+}
+
+impl Source<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Source::Data(d) => d.len() as u64,
+            Source::Zeros(n) => *n,
+        }
+    }
+}
+
+/// Random-access plaintext I/O over one object's backing file. Reads take `&self` and may
+/// run concurrently; writes and truncation take `&mut self`.
+pub struct ObjectIo {
+    file: File,
+    cipher: ChunkCipher,
+    object_id: Id16,
+    geometry: Geometry,
+    size: u64,
+}
+
+impl ObjectIo {
+    fn new(file: File, dek: &Key32, object_id: Id16, geometry: Geometry, size: u64) -> Self {
+        ObjectIo {
+            file,
+            cipher: ChunkCipher::new(dek),
+            object_id,
+            geometry,
+            size,
+        }
+    }
+
+    /// Plaintext size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The object id.
+    pub fn object_id(&self) -> &Id16 {
+        &self.object_id
+    }
+
+    /// The backing file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    fn what(&self) -> String {
+        format!("object {}", hex(&self.object_id))
+    }
+
+    fn write_empty_object(&mut self) -> Result<()> {
+        let mut buf = Vec::with_capacity((PREAMBLE_LEN + CHUNK_OVERHEAD) as usize);
+        buf.extend_from_slice(&chunk::preamble(&self.object_id));
+        let nonce: [u8; NONCE_LEN] = crypto::random_array()?;
+        buf.extend_from_slice(&nonce);
+        let tag = self
+            .cipher
+            .encrypt(&nonce, &chunk_aad(&self.object_id, 0, true), &mut [])?;
+        buf.extend_from_slice(&tag);
+        self.file
+            .write_all_at(&buf, 0)
+            .ctx(|| "writing a new object".to_string())?;
+        self.size = 0;
+        Ok(())
+    }
+
+    /// Reads plaintext at `off` into `buf`; returns bytes read (0 at or past the end).
+    /// A chunk that fails authentication is an error if it is the first chunk of the range;
+    /// otherwise the read stops short before it, so the next read reports it.
+    pub fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<usize> {
+        if off >= self.size || buf.is_empty() {
+            return Ok(0);
+        }
+        let end = (off + buf.len() as u64).min(self.size);
+        let g = self.geometry;
+        let cs = g.chunk_size;
+        let first = off / cs;
+        let last = (end - 1) / cs;
+        let start_b = g.backing_offset(first);
+        let end_b = g.backing_offset(last) + CHUNK_OVERHEAD + g.chunk_plain_len(last, self.size);
+        let final_idx = g.final_index(self.size);
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            let need = usize::try_from(end_b - start_b)
+                .map_err(|_| Error::InvalidArgument("read too large".into()))?;
+            if s.len() < need {
+                s.resize(need, 0);
+            }
+            let got = read_full_at(&self.file, &mut s[..need], start_b)
+                .ctx(|| format!("{}: reading", self.what()))?;
+            let mut copied = 0usize;
+            for j in first..=last {
+                let plen = g.chunk_plain_len(j, self.size);
+                let rel = usize::try_from(g.backing_offset(j) - start_b).unwrap_or(usize::MAX);
+                let slot_len = plen as usize + NONCE_LEN + TAG_LEN;
+                if rel.saturating_add(slot_len) > got {
+                    return self.fail_or_short(
+                        copied,
+                        j,
+                        "backing file is shorter than its chunks",
+                    );
+                }
+                let slot = &mut s[rel..rel + slot_len];
+                let (nonce, rest) = slot.split_at_mut(NONCE_LEN);
+                let (ct, tag) = rest.split_at_mut(plen as usize);
+                let aad = chunk_aad(&self.object_id, j, j == final_idx);
+                if !self.cipher.decrypt(nonce, &aad, ct, tag) {
+                    return self.fail_or_short(copied, j, "chunk failed authentication");
+                }
+                let cstart = j * cs;
+                let from = off.max(cstart);
+                let to = end.min(cstart + plen);
+                let a = (from - cstart) as usize;
+                let b = (to - cstart) as usize;
+                buf[copied..copied + (b - a)].copy_from_slice(&ct[a..b]);
+                copied += b - a;
+            }
+            Ok(copied)
+        })
+    }
+
+    fn fail_or_short(&self, copied: usize, chunk: u64, why: &str) -> Result<usize> {
+        if copied > 0 {
+            return Ok(copied);
+        }
+        let msg = format!("{}: chunk {chunk}: {why}", self.what());
+        tracing::error!("{msg}");
+        Err(Error::Corrupt(msg))
+    }
+
+    /// Decrypts chunk `j` as stored for plaintext size `size` into `out` (which must hold
+    /// the chunk's plaintext length). Uses the second scratch buffer.
+    fn read_chunk(&self, j: u64, size: u64, out: &mut [u8]) -> Result<()> {
+        let g = self.geometry;
+        let plen = g.chunk_plain_len(j, size) as usize;
+        SCRATCH2.with(|s| {
+            let mut s = s.borrow_mut();
+            let need = plen + NONCE_LEN + TAG_LEN;
+            if s.len() < need {
+                s.resize(need, 0);
+            }
+            let got = read_full_at(&self.file, &mut s[..need], g.backing_offset(j))
+                .ctx(|| format!("{}: reading", self.what()))?;
+            if got < need {
+                return self
+                    .fail_or_short(0, j, "backing file is shorter than its chunks")
+                    .map(|_| ());
+            }
+            let (nonce, rest) = s[..need].split_at_mut(NONCE_LEN);
+            let (ct, tag) = rest.split_at_mut(plen);
+            let aad = chunk_aad(&self.object_id, j, j == g.final_index(size));
+            if !self.cipher.decrypt(nonce, &aad, ct, tag) {
+                return self
+                    .fail_or_short(0, j, "chunk failed authentication")
+                    .map(|_| ());
+            }
+            out[..plen].copy_from_slice(ct);
+            Ok(())
+        })
+    }
+
+    /// Writes `data` at plaintext offset `off`, extending the object (with authenticated zero
+    /// chunks over any gap) as needed.
+    pub fn write_at(&mut self, off: u64, data: &[u8]) -> Result<()> {
+        self.write_range(off, Source::Data(data))
+    }
+
+    /// Sets the plaintext size: shrinking rewrites the new final chunk and truncates the
+    /// backing file; growing appends authenticated zeros.
+    pub fn set_len(&mut self, new: u64) -> Result<()> {
+        let old = self.size;
+        if new == old {
+            return Ok(());
+        }
+        if new > old {
+            return self.write_range(old, Source::Zeros(new - old));
+        }
+        let g = self.geometry;
+        let j = g.final_index(new);
+        let plen = g.chunk_plain_len(j, new) as usize;
+        let mut slot = vec![0u8; NONCE_LEN + plen + TAG_LEN];
+        if plen > 0 {
+            let old_len = g.chunk_plain_len(j, old) as usize;
+            let mut tmp = vec![0u8; old_len];
+            self.read_chunk(j, old, &mut tmp)?;
+            slot[NONCE_LEN..NONCE_LEN + plen].copy_from_slice(&tmp[..plen]);
+        }
+        crypto::fill_random(&mut slot[..NONCE_LEN])?;
+        let (nonce, rest) = slot.split_at_mut(NONCE_LEN);
+        let (pt, tag) = rest.split_at_mut(plen);
+        let t = self
+            .cipher
+            .encrypt(nonce, &chunk_aad(&self.object_id, j, true), pt)?;
+        tag.copy_from_slice(&t);
+        self.file
+            .write_all_at(&slot, g.backing_offset(j))
+            .ctx(|| format!("{}: writing", self.what()))?;
+        self.file
+            .set_len(g.backing_len(new))
+            .ctx(|| format!("{}: truncating", self.what()))?;
+        self.size = new;
+        Ok(())
+    }
+
+    /// fsync (or fdatasync) of the backing file.
+    pub fn sync(&self, data_only: bool) -> Result<()> {
+        let r = if data_only {
+            self.file.sync_data()
+        } else {
+            self.file.sync_all()
+        };
+        r.ctx(|| format!("{}: fsync", self.what()))
+    }
+
+    fn write_range(&mut self, off: u64, src: Source<'_>) -> Result<()> {
+        let len = src.len();
+        if len == 0 {
+            return Ok(());
+        }
+        let old = self.size;
+        let end = off
+            .checked_add(len)
+            .ok_or_else(|| Error::InvalidArgument("write past the largest offset".into()))?;
+        let new = old.max(end);
+        let g = self.geometry;
+        let cs = g.chunk_size;
+        let first = off.min(old) / cs;
+        let last = if new > old {
+            g.final_index(new)
+        } else {
+            (end - 1) / cs
+        };
+        let final_new = g.final_index(new);
+        let batch_chunks = (MAX_BATCH_BYTES / g.stride()).max(1);
+        let mut b0 = first;
+        while b0 <= last {
+            let b1 = (b0 + batch_chunks - 1).min(last);
+            self.write_batch(b0, b1, off, end, old, new, final_new, src)?;
+            b0 = b1 + 1;
+        }
+        self.size = new;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_batch(
+        &self,
+        b0: u64,
+        b1: u64,
+        off: u64,
+        end: u64,
+        old: u64,
+        new: u64,
+        final_new: u64,
+        src: Source<'_>,
+    ) -> Result<()> {
+        let g = self.geometry;
+        let cs = g.chunk_size;
+        let start_b = g.backing_offset(b0);
+        let end_b = g.backing_offset(b1) + CHUNK_OVERHEAD + g.chunk_plain_len(b1, new);
+        let total = usize::try_from(end_b - start_b)
+            .map_err(|_| Error::InvalidArgument("write too large".into()))?;
+        let n_chunks = usize::try_from(b1 - b0 + 1).unwrap_or(usize::MAX);
+        SCRATCH.with(|s| -> Result<()> {
+            let mut s = s.borrow_mut();
+            if s.len() < total {
+                s.resize(total, 0);
+            }
+            let buf = &mut s[..total];
+            // One getrandom call for all nonces of the batch, written into their slots below.
+            let mut nonces = vec![0u8; n_chunks * NONCE_LEN];
+            crypto::fill_random(&mut nonces)?;
+            for (k, j) in (b0..=b1).enumerate() {
+                let plen = g.chunk_plain_len(j, new);
+                let cstart = j * cs;
+                let cend = cstart + plen;
+                let rel = (g.backing_offset(j) - start_b) as usize;
+                let slot = &mut buf[rel..rel + NONCE_LEN + plen as usize + TAG_LEN];
+                let (nonce, rest) = slot.split_at_mut(NONCE_LEN);
+                let (pt, tag) = rest.split_at_mut(plen as usize);
+                // Old bytes are needed where the chunk holds old data outside the write.
+                let old_in_chunk_end = old.min(cend);
+                let needs_old =
+                    cstart < old_in_chunk_end && (cstart < off || old_in_chunk_end > end);
+                if needs_old {
+                    let old_plen = g.chunk_plain_len(j, old) as usize;
+                    self.read_chunk(j, old, &mut pt[..old_plen])?;
+                    pt[old_plen..].fill(0);
+                } else {
+                    pt.fill(0);
+                }
+                let from = off.max(cstart);
+                let to = end.min(cend);
+                if from < to {
+                    let a = (from - cstart) as usize;
+                    let b = (to - cstart) as usize;
+                    match src {
+                        Source::Data(d) => {
+                            let da = (from - off) as usize;
+                            pt[a..b].copy_from_slice(&d[da..da + (b - a)]);
+                        }
+                        Source::Zeros(_) => pt[a..b].fill(0),
+                    }
+                }
+                nonce.copy_from_slice(&nonces[k * NONCE_LEN..(k + 1) * NONCE_LEN]);
+                let t = self.cipher.encrypt(
+                    nonce,
+                    &chunk_aad(&self.object_id, j, j == final_new),
+                    pt,
+                )?;
+                tag.copy_from_slice(&t);
+            }
+            self.file
+                .write_all_at(buf, start_b)
+                .ctx(|| format!("{}: writing", self.what()))
+        })
+    }
+}

@@ -1,0 +1,397 @@
+//! Work requests: persisted, resumable bucket re-encrypt jobs.
+//!
+//! A work request is a JSON file in `STORE/.envelopefs/work-requests/ID.json`. Its target
+//! key version is fixed when it is accepted; its scope is the objects created before then.
+//! Running it is idempotent (objects already under the target are skipped), so a request
+//! interrupted by a crash simply runs again. SUCCEEDED is written only after syncfs, so every
+//! rewrapped header is durable by then.
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::{hex, unhex};
+use crate::keystore::{key_id_text, now_s, parse_key_id};
+use crate::rewrap::{self, Outcome, Target};
+use crate::store::object::{now_ns, CustomerKeys};
+use crate::store::{fsutil, Store};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// States of a work request (OCI's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum State {
+    /// Persisted, not started.
+    Accepted,
+    /// Running.
+    InProgress,
+    /// Done; every object in scope is under the target version (durably).
+    Succeeded,
+    /// Done; some objects failed (see `errors`).
+    Failed,
+    /// A cancel was asked for and is taking effect.
+    Canceling,
+    /// Stopped by a cancel.
+    Canceled,
+}
+
+impl State {
+    /// Whether the request will not change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, State::Succeeded | State::Failed | State::Canceled)
+    }
+
+    /// Parses a state name (case-insensitive, `-` or `_`).
+    pub fn parse(s: &str) -> Result<State> {
+        let norm = s.trim().to_ascii_uppercase().replace('-', "_");
+        serde_json::from_value(serde_json::Value::String(norm)).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "unknown state {s:?}: one of ACCEPTED, IN_PROGRESS, SUCCEEDED, FAILED, CANCELING, CANCELED"
+            ))
+        })
+    }
+}
+
+/// One failed object.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ObjectError {
+    /// Object name in its bucket.
+    pub object: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Most per-object errors kept in a work request.
+pub const MAX_ERRORS: usize = 100;
+
+/// A work request as persisted and printed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WorkRequest {
+    /// `wr-<32 hex>`.
+    pub id: String,
+    /// Always `REENCRYPT_BUCKET` for now.
+    pub operation_type: String,
+    /// Current state.
+    pub status: State,
+    /// The bucket's name when accepted.
+    pub bucket_name: String,
+    /// The bucket's id (hex).
+    pub bucket_id: String,
+    /// The target master key.
+    pub target_key_id: String,
+    /// The target key version, fixed at acceptance.
+    pub target_key_version: u32,
+    /// 0 to 100.
+    pub percent_complete: f64,
+    /// Objects in the bucket when the run (last) started.
+    pub objects_total: u64,
+    /// Objects whose header was replaced.
+    pub objects_rewrapped: u64,
+    /// Objects left alone (already current, created later, customer-keyed).
+    pub objects_skipped: u64,
+    /// Objects that failed.
+    pub objects_failed: u64,
+    /// Unix seconds.
+    pub time_accepted: u64,
+    /// Unix seconds.
+    pub time_started: Option<u64>,
+    /// Unix seconds.
+    pub time_finished: Option<u64>,
+    /// Objects created at or after this (Unix ns) are out of scope.
+    pub scope_created_before_ns: u64,
+    /// A cancel was asked for.
+    pub cancel_requested: bool,
+    /// Per-object errors (at most [`MAX_ERRORS`]).
+    pub errors: Vec<ObjectError>,
+}
+
+fn dir(store: &Store) -> PathBuf {
+    store.meta().join("work-requests")
+}
+
+fn validate_id(id: &str) -> Result<()> {
+    let ok = id.strip_prefix("wr-").and_then(unhex::<16>).is_some();
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "{id:?} is not a work request id (wr-<32 hex digits>)"
+        )))
+    }
+}
+
+/// Saves a work request atomically (`durable` also fsyncs).
+pub fn save(store: &Store, wr: &WorkRequest, durable: bool) -> Result<()> {
+    let path = dir(store).join(format!("{}.json", wr.id));
+    let bytes = serde_json::to_vec_pretty(wr)
+        .map_err(|e| Error::InvalidArgument(format!("work request does not serialize: {e}")))?;
+    if durable {
+        fsutil::write_atomic(&path, &bytes, 0o644)
+    } else {
+        let tmp = path.with_extension("json.tmp");
+        fs::write(&tmp, &bytes)
+            .and_then(|()| fs::rename(&tmp, &path))
+            .ctx(|| format!("writing {}", path.display()))
+    }
+}
+
+/// Loads a work request by id.
+pub fn load(store: &Store, id: &str) -> Result<WorkRequest> {
+    validate_id(id)?;
+    load_path(&dir(store).join(format!("{id}.json")), id)
+}
+
+fn load_path(path: &Path, id: &str) -> Result<WorkRequest> {
+    let bytes = fs::read(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::NotFound(format!("no work request {id}"))
+        } else {
+            Error::io(format!("reading {}", path.display()), e)
+        }
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Corrupt(format!("work request {id} does not parse: {e}")))
+}
+
+/// All work requests, oldest first, optionally of one bucket.
+pub fn list(store: &Store, bucket: Option<&str>) -> Result<Vec<WorkRequest>> {
+    let d = dir(store);
+    let mut out = Vec::new();
+    for e in fs::read_dir(&d).ctx(|| format!("listing {}", d.display()))? {
+        let e = e.ctx(|| format!("listing {}", d.display()))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_suffix(".json") else {
+            continue;
+        };
+        match load_path(&e.path(), id) {
+            Ok(wr) if bucket.is_none_or(|b| b == wr.bucket_name) => out.push(wr),
+            Ok(_) => {}
+            Err(err) => tracing::warn!("skipping work request {id}: {err}"),
+        }
+    }
+    out.sort_by(|a, b| (a.time_accepted, &a.id).cmp(&(b.time_accepted, &b.id)));
+    Ok(out)
+}
+
+/// Unfinished work requests (to resume).
+pub fn unfinished(store: &Store) -> Result<Vec<WorkRequest>> {
+    Ok(list(store, None)?
+        .into_iter()
+        .filter(|w| !w.status.is_terminal())
+        .collect())
+}
+
+/// Accepts a bucket re-encrypt. `key`: `None`/`latest` for the bucket's assigned key, or a
+/// key reference, which is first assigned to the bucket.
+pub fn accept(store: &Store, bucket_name: &str, key: Option<&str>) -> Result<WorkRequest> {
+    let mut bucket = store.bucket(bucket_name)?;
+    if let Some(k) = key.filter(|k| *k != "latest") {
+        let id = store.resolve_key(k)?;
+        if bucket.kms_key_id != Some(id) {
+            bucket = store.update_bucket(bucket_name, Some(&key_id_text(&id)))?;
+        }
+    }
+    let key_id = bucket.kms_key_id.ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "bucket {bucket_name:?} has no assigned key: assign one first (bucket update --name {bucket_name} --kms-key-id KEY)"
+        ))
+    })?;
+    if let Some(w) = unfinished(store)?
+        .into_iter()
+        .find(|w| w.bucket_id == hex(&bucket.bucket_id))
+    {
+        return Err(Error::Busy(format!(
+            "work request {} is still {:?} for bucket {bucket_name:?}",
+            w.id, w.status
+        )));
+    }
+    let (version, _) = {
+        let ks = store.keys();
+        ks.check_allowed(&key_id, crate::keystore::ops::REENCRYPT_TO)?;
+        ks.current(&key_id)?
+    };
+    let wr = WorkRequest {
+        id: format!("wr-{}", hex(&crate::crypto::random_array::<16>()?)),
+        operation_type: "REENCRYPT_BUCKET".into(),
+        status: State::Accepted,
+        bucket_name: bucket_name.into(),
+        bucket_id: hex(&bucket.bucket_id),
+        target_key_id: key_id_text(&key_id),
+        target_key_version: version,
+        percent_complete: 0.0,
+        objects_total: 0,
+        objects_rewrapped: 0,
+        objects_skipped: 0,
+        objects_failed: 0,
+        time_accepted: now_s(),
+        time_started: None,
+        time_finished: None,
+        scope_created_before_ns: now_ns(),
+        cancel_requested: false,
+        errors: Vec::new(),
+    };
+    save(store, &wr, true)?;
+    Ok(wr)
+}
+
+/// Asks a work request to stop. Terminal requests are left as they are.
+pub fn request_cancel(store: &Store, id: &str) -> Result<WorkRequest> {
+    let mut wr = load(store, id)?;
+    if wr.status.is_terminal() {
+        return Ok(wr);
+    }
+    wr.cancel_requested = true;
+    if wr.status == State::Accepted {
+        wr.status = State::Canceled;
+        wr.time_finished = Some(now_s());
+    } else {
+        wr.status = State::Canceling;
+    }
+    save(store, &wr, true)?;
+    Ok(wr)
+}
+
+/// Every regular file under a bucket directory, as names relative to it.
+pub fn walk_objects(bucket_dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let d = bucket_dir.join(&rel);
+        for e in fs::read_dir(&d).ctx(|| format!("listing {}", d.display()))? {
+            let e = e.ctx(|| format!("listing {}", d.display()))?;
+            let ft = e.file_type().ctx(|| format!("stat in {}", d.display()))?;
+            let child = rel.join(e.file_name());
+            if ft.is_dir() {
+                stack.push(child);
+            } else if ft.is_file() {
+                out.push(child.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Runs (or resumes) a work request to a terminal state. `cancelled` is polled between
+/// objects; `progress` is called after every object.
+pub fn run(
+    store: &Store,
+    wr: &mut WorkRequest,
+    customer: &dyn CustomerKeys,
+    cancelled: &dyn Fn() -> bool,
+    progress: &mut dyn FnMut(&WorkRequest),
+) -> Result<()> {
+    if wr.status.is_terminal() {
+        return Ok(());
+    }
+    if wr.cancel_requested {
+        return finish_cancel(store, wr);
+    }
+    let bucket = match find_bucket(store, wr) {
+        Ok(b) => b,
+        Err(e) => {
+            wr.errors.push(ObjectError {
+                object: String::new(),
+                message: e.to_string(),
+            });
+            return finish(store, wr, State::Failed);
+        }
+    };
+    let key_id = parse_key_id(&wr.target_key_id)
+        .ok_or_else(|| Error::Corrupt(format!("work request {}: bad target key id", wr.id)))?;
+    let target = Target::MasterVersion(key_id, wr.target_key_version);
+    let bucket_dir = store.bucket_dir(&wr.bucket_name);
+    let names = walk_objects(&bucket_dir)?;
+    wr.status = State::InProgress;
+    wr.time_started.get_or_insert_with(now_s);
+    wr.objects_total = names.len() as u64;
+    wr.objects_rewrapped = 0;
+    wr.objects_skipped = 0;
+    wr.objects_failed = 0;
+    wr.errors.clear();
+    wr.percent_complete = 0.0;
+    save(store, wr, true)?;
+    let mut last_save = Instant::now();
+    for (i, name) in names.iter().enumerate() {
+        if cancelled() {
+            return finish_cancel(store, wr);
+        }
+        let what = format!("{}/{name}", wr.bucket_name);
+        let res = rewrap::open_for_rewrap(&bucket_dir.join(name), &what).and_then(|f| {
+            rewrap::rewrap_file(
+                store,
+                &f,
+                &what,
+                &bucket,
+                &bucket,
+                &target,
+                customer,
+                Some(wr.scope_created_before_ns),
+                false,
+            )
+        });
+        match res {
+            Ok(Outcome::Rewrapped { .. }) => wr.objects_rewrapped += 1,
+            Ok(Outcome::Skipped(_)) => wr.objects_skipped += 1,
+            Err(Error::NotFound(_)) => wr.objects_skipped += 1, // removed meanwhile
+            Err(e) => {
+                wr.objects_failed += 1;
+                if wr.errors.len() < MAX_ERRORS {
+                    wr.errors.push(ObjectError {
+                        object: name.clone(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        wr.percent_complete = ((i + 1) as f64 * 100.0 / names.len() as f64 * 10.0).floor() / 10.0;
+        progress(wr);
+        if last_save.elapsed().as_millis() >= 1000 {
+            save(store, wr, false)?;
+            last_save = Instant::now();
+        }
+    }
+    store.sync_all()?;
+    let state = if wr.objects_failed == 0 {
+        State::Succeeded
+    } else {
+        State::Failed
+    };
+    wr.percent_complete = 100.0;
+    finish(store, wr, state)
+}
+
+fn find_bucket(store: &Store, wr: &WorkRequest) -> Result<crate::format::records::BucketRecord> {
+    let b = store.bucket(&wr.bucket_name)?;
+    if hex(&b.bucket_id) != wr.bucket_id {
+        return Err(Error::NotFound(format!(
+            "bucket {:?} was removed or replaced after the request was accepted",
+            wr.bucket_name
+        )));
+    }
+    Ok(b)
+}
+
+fn finish_cancel(store: &Store, wr: &mut WorkRequest) -> Result<()> {
+    store.sync_all()?;
+    finish(store, wr, State::Canceled)
+}
+
+fn finish(store: &Store, wr: &mut WorkRequest, state: State) -> Result<()> {
+    wr.status = state;
+    wr.time_finished = Some(now_s());
+    save(store, wr, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_parse() {
+        assert_eq!(State::parse("succeeded").unwrap(), State::Succeeded);
+        assert_eq!(State::parse("in-progress").unwrap(), State::InProgress);
+        assert!(State::parse("done").is_err());
+    }
+}
