@@ -6,6 +6,9 @@
 //! - pure core, no FUSE: [`format`] (the only byte encoding), [`crypto`], [`keystore`],
 //!   [`store`] (store, buckets, object I/O over the chunk format), [`rewrap`], [`workreq`];
 //! - [`command`]: the one command language shared by the CLI and the control file;
+//! - [`vfs`]: filesystem semantics over the store, with its own reply types, and the
+//!   control tree `.envelopefs/`;
+//! - [`fuse`]: the thin `fuser::Filesystem` adapter over [`vfs`];
 
 //! - [`mount`]: mounting, unmounting, the mount record; [`cli`]: the thin CLI.
 #![deny(unsafe_code)]
@@ -16,10 +19,12 @@ pub mod command;
 pub mod crypto;
 pub mod error;
 pub mod format;
+pub mod fuse;
 pub mod keystore;
 pub mod mount;
 pub mod rewrap;
 pub mod store;
+pub mod vfs;
 pub mod workreq;
 
 pub use error::{Error, Result};

@@ -1,8 +1,25 @@
-//! Mounting and unmounting (the FUSE side comes with the mount issue).
+//! Mounting and unmounting: the background daemon, the mount record, signals.
+//!
+//! `envelopefs mount` without `--foreground` starts itself again in the foreground as a
+//! daemon (its own process group, stderr to `STORE/.envelopefs/mount.log`), hands it the
+//! secret on a pipe, and returns once the daemon reports the mount usable.
+#![allow(unsafe_code)]
 
-use crate::cli::{Cli, MountArgs};
-use crate::error::{Error, Result};
-use std::path::Path;
+use crate::cli::{secret, Cli, MountArgs};
+use crate::error::{Error, IoContext, Result};
+use crate::fuse::EnvelopeFuse;
+use crate::keystore::Secret;
+use crate::store::{Store, StoreLock, META_DIR};
+use crate::vfs::{Vfs, VfsOptions};
+use fuser::{Config, MountOption, SessionACL};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+const DAEMON_ENV: &str = "ENVELOPEFS_DAEMON";
 
 /// Sets up logging to stderr, filtered by `--log-level` or `RUST_LOG`.
 pub fn init_logging(level: Option<&str>) {
@@ -13,19 +30,290 @@ pub fn init_logging(level: Option<&str>) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        .with_ansi(false)
         .try_init();
 }
 
-/// `envelopefs mount`.
-pub fn run_mount_command(_cli: &Cli, _args: &MountArgs) -> Result<()> {
-    Err(Error::Unsupported(
-        "mount is not available in this build".into(),
-    ))
+fn absolute(p: &Path) -> Result<PathBuf> {
+    std::fs::canonicalize(p).ctx(|| format!("resolving {}", p.display()))
 }
 
-/// `envelopefs unmount`.
-pub fn unmount(_mountpoint: &Path) -> Result<()> {
-    Err(Error::Unsupported(
-        "unmount is not available in this build".into(),
-    ))
+/// `envelopefs mount`.
+pub fn run_mount_command(cli: &Cli, args: &MountArgs) -> Result<()> {
+    let root = absolute(&args.path)?;
+    let mnt = absolute(&args.mountpoint)?;
+    if std::env::var_os(DAEMON_ENV).is_some() {
+        return daemon_main(&root, &mnt, args);
+    }
+    // Fail fast, before asking for a secret, if the store is mounted or not a store.
+    let cfg = Store::read_config(&root)?;
+    drop(StoreLock::acquire(&root)?);
+    let secret = secret::for_open(cli, &cfg.key_source)?;
+    if args.foreground {
+        return serve(&root, &mnt, args, &secret, false);
+    }
+    spawn_daemon(&root, &mnt, args, &secret)
+}
+
+fn encode_secret(s: &Secret) -> Zeroizing<Vec<u8>> {
+    let mut v = Zeroizing::new(Vec::new());
+    match s {
+        Secret::Passphrase(p) => {
+            v.push(b'P');
+            v.extend_from_slice(p);
+        }
+        Secret::KeyFile(k) => {
+            v.push(b'K');
+            v.extend_from_slice(k.expose());
+        }
+    }
+    v
+}
+
+fn decode_secret(v: &[u8]) -> Result<Secret> {
+    match v.split_first() {
+        Some((b'P', p)) => Ok(Secret::Passphrase(Zeroizing::new(p.to_vec()))),
+        Some((b'K', k)) => Ok(Secret::KeyFile(crate::crypto::parse_key_file(k)?)),
+        _ => Err(Error::InvalidArgument("daemon: no secret on stdin".into())),
+    }
+}
+
+fn spawn_daemon(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret) -> Result<()> {
+    let exe = std::env::current_exe().ctx(|| "finding the envelopefs binary".to_string())?;
+    let log_path = root.join(META_DIR).join("mount.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .ctx(|| format!("opening {}", log_path.display()))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("mount").arg(root).arg(mnt).arg("--foreground");
+    cmd.arg("--threads").arg(args.threads.to_string());
+    if args.allow_other {
+        cmd.arg("--allow-other");
+    }
+    if args.read_only {
+        cmd.arg("--read-only");
+    }
+    cmd.env(DAEMON_ENV, "1")
+        .env_remove("ENVELOPEFS_PASSWORD_FILE")
+        .env_remove("ENVELOPEFS_KEY_FILE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log));
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd
+        .spawn()
+        .ctx(|| "starting the mount daemon".to_string())?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(&encode_secret(secret))
+            .ctx(|| "handing the secret to the daemon".to_string())?;
+    }
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| Error::InvalidArgument("daemon has no stdout".into()))?;
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .ctx(|| "waiting for the mount daemon".to_string())?;
+    if line.trim() == "READY" {
+        return Ok(());
+    }
+    let _ = child.wait();
+    let msg = line
+        .trim()
+        .strip_prefix("ERROR: ")
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("the mount daemon exited; see {}", log_path.display()));
+    Err(Error::InvalidArgument(msg))
+}
+
+fn daemon_main(root: &Path, mnt: &Path, args: &MountArgs) -> Result<()> {
+    let mut buf = Zeroizing::new(Vec::new());
+    std::io::stdin()
+        .read_to_end(&mut buf)
+        .ctx(|| "reading the secret".to_string())?;
+    let res = decode_secret(&buf).and_then(|s| serve(root, mnt, args, &s, true));
+    if let Err(e) = &res {
+        println!("ERROR: {e}");
+        tracing::error!("mount failed: {e}");
+    }
+    res
+}
+
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset operations on a local, zero-initialized set; pthread_sigmask on the
+    // current thread with a valid set pointer.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> bool {
+    let ts = libc::timespec {
+        tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(1),
+        tv_nsec: i64::from(timeout.subsec_nanos()),
+    };
+    // SAFETY: set and ts are valid; a null siginfo pointer is allowed.
+    let r = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+    r > 0
+}
+
+fn harden_process() {
+    // SAFETY: plain system calls with valid arguments; failures are ignored on purpose
+    // (best effort: not every environment allows them).
+    unsafe {
+        libc::umask(0);
+        // No core dumps of a process holding keys.
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// Serves a mount until a signal or an external unmount.
+fn serve(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret, daemon: bool) -> Result<()> {
+    let lock = StoreLock::acquire(root)?;
+    let store = Arc::new(Store::open(root, lock, secret)?);
+    harden_process();
+    let opts = VfsOptions {
+        read_only: args.read_only,
+        writeback_cache: std::env::var_os("ENVELOPEFS_NO_WRITEBACK").is_none(),
+    };
+    let vfs = Arc::new(Vfs::new(store.clone(), opts));
+    {
+        let weak = Arc::downgrade(&vfs);
+        *vfs.control
+            .on_bucket_change
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Box::new(move || {
+            if let Some(v) = weak.upgrade() {
+                v.invalidate_buckets();
+            }
+        }));
+    }
+    if !args.read_only {
+        vfs.control.start_workers()?;
+    }
+    let mut options = vec![
+        MountOption::FSName(format!("envelopefs:{}", root.display())),
+        MountOption::Subtype("envelopefs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoAtime,
+    ];
+    if args.read_only {
+        options.push(MountOption::RO);
+    }
+    let mut config = Config::default();
+    config.mount_options = options;
+    config.acl = if args.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(args.threads.clamp(1, 64));
+    config.clone_fd = true;
+    let set = block_signals();
+    let session = fuser::spawn_mount(EnvelopeFuse::new(vfs.clone()), mnt, &config)
+        .map_err(|e| Error::io(format!("mounting at {}", mnt.display()), e))?;
+    let record = serde_json::json!({
+        "mountpoint": mnt.display().to_string(),
+        "pid": std::process::id(),
+        "store": root.display().to_string(),
+    });
+    crate::store::fsutil::write_atomic(
+        &root.join(META_DIR).join("mount.json"),
+        record.to_string().as_bytes(),
+        0o644,
+    )?;
+    tracing::info!("mounted {} at {}", root.display(), mnt.display());
+    if daemon {
+        println!("READY");
+        let _ = std::io::stdout().flush();
+    }
+    let mut signalled = false;
+    while !session.guard.is_finished() {
+        if wait_signal(&set, Duration::from_millis(200)) {
+            signalled = true;
+            break;
+        }
+    }
+    vfs.control.stop_workers();
+    let res = if signalled {
+        session.umount_and_join()
+    } else {
+        session.join()
+    };
+    let _ = std::fs::remove_file(root.join(META_DIR).join("mount.json"));
+    if let Err(e) = store.sync_all() {
+        tracing::error!("final sync: {e}");
+    }
+    res.map_err(|e| Error::io("serving the mount", e))
+}
+
+/// The `envelopefs:STORE` source of a mountpoint in /proc/self/mountinfo, if mounted.
+pub fn mounted_store(mnt: &Path) -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let target = mnt.to_string_lossy();
+    for line in info.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let sep = fields.iter().position(|f| *f == "-")?;
+        if fields.get(4).map(|m| unescape(m)) == Some(target.to_string()) {
+            let source = fields.get(sep + 2)?;
+            return unescape(source)
+                .strip_prefix("envelopefs:")
+                .map(PathBuf::from);
+        }
+    }
+    None
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+/// `envelopefs unmount MNT`: fusermount3 -u, then wait until the daemon has let go of the
+/// store (so a following command finds it consistent and unlocked).
+pub fn unmount(mountpoint: &Path) -> Result<()> {
+    let mnt = absolute(mountpoint)?;
+    let store = mounted_store(&mnt)
+        .ok_or_else(|| Error::NotFound(format!("{} is not an envelopefs mount", mnt.display())))?;
+    let out = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mnt)
+        .output()
+        .ctx(|| "running fusermount3 (install fuse3)".to_string())?;
+    if !out.status.success() {
+        return Err(Error::Busy(format!(
+            "unmounting {}: {}",
+            mnt.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        match StoreLock::acquire(&store) {
+            Ok(_) => return Ok(()),
+            Err(Error::Busy(_)) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::TimedOut(format!(
+        "{} was unmounted but its daemon still holds the store",
+        mnt.display()
+    )))
 }

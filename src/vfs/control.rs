@@ -1,0 +1,574 @@
+//! The control tree `.envelopefs/` of a mount: ctl (a transaction file speaking the CLI's
+//! command language), per-bucket `kms-key-id` and `reencrypt`, `work-requests/ID` and
+//! `keys/KEY`. Contents are produced at open (reads see a snapshot) and use direct I/O, so
+//! `cat` shows the whole content although `stat` says 0 bytes.
+//!
+//! Work requests run on a small worker pool owned by this module; the filesystem keeps
+//! serving while they run.
+
+use super::{Attr, Kind, ROOT};
+use crate::command::{self, DataStreams, Env, NoStreams, StoreCommand, WorkRequestCmd};
+use crate::crypto::Key32;
+use crate::error::{Error, Result};
+use crate::keystore::key_id_text;
+use crate::store::object::CustomerKeys;
+use crate::store::Store;
+use crate::workreq::{self, WorkRequest};
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+/// `.envelopefs/`
+pub const CTL_DIR_INO: u64 = 2;
+const CTL_FILE_INO: u64 = 3;
+const BUCKETS_INO: u64 = 4;
+const WRS_INO: u64 = 5;
+const KEYS_INO: u64 = 6;
+const FIRST_DYNAMIC: u64 = 16;
+
+/// Number of work-request workers.
+pub const WORKERS: usize = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Node {
+    BucketDir(String),
+    BucketKey(String),
+    BucketReencrypt(String),
+    WorkRequest(String),
+    Key(String),
+}
+
+struct Open {
+    content: Vec<u8>,
+    result: Option<Vec<u8>>,
+}
+
+/// The control tree and the work-request pool.
+pub struct Control {
+    store: Arc<Store>,
+    nodes: RwLock<(HashMap<Node, u64>, HashMap<u64, Node>)>,
+    next_ino: AtomicU64,
+    open: Mutex<HashMap<u64, Open>>,
+    next_fh: AtomicU64,
+    owner: (u32, u32),
+    started: SystemTime,
+    work_tx: Mutex<Option<Sender<String>>>,
+    cancelled: Arc<Mutex<HashSet<String>>>,
+    ring: RwLock<HashMap<[u8; 32], Key32>>,
+    /// Called after a command changes buckets (to drop the vfs's cache).
+    pub on_bucket_change: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+}
+
+impl CustomerKeys for Control {
+    fn customer_key(&self, fingerprint: &[u8; 32]) -> Option<Key32> {
+        self.ring
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(fingerprint)
+            .cloned()
+    }
+}
+
+fn eperm(m: &str) -> Error {
+    Error::PermissionDenied(m.into())
+}
+
+impl Control {
+    /// A control tree over a store (no workers until [`Control::start_workers`]).
+    pub fn new(store: Arc<Store>) -> Self {
+        // SAFETY: getuid/getgid have no preconditions.
+        let owner = unsafe { (libc::getuid(), libc::getgid()) };
+        Control {
+            store,
+            nodes: RwLock::new((HashMap::new(), HashMap::new())),
+            next_ino: AtomicU64::new(FIRST_DYNAMIC),
+            open: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1 << 62),
+            owner,
+            started: SystemTime::now(),
+            work_tx: Mutex::new(None),
+            cancelled: Arc::new(Mutex::new(HashSet::new())),
+            ring: RwLock::new(HashMap::new()),
+            on_bucket_change: Mutex::new(None),
+        }
+    }
+
+    /// Starts the worker pool and queues every unfinished work request (resume).
+    pub fn start_workers(self: &Arc<Self>) -> Result<()> {
+        let (tx, rx) = channel::<String>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..WORKERS {
+            let me = Arc::clone(self);
+            let rx: Arc<Mutex<Receiver<String>>> = Arc::clone(&rx);
+            std::thread::Builder::new()
+                .name(format!("envelopefs-wr-{i}"))
+                .spawn(move || loop {
+                    let id = match rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
+                        Ok(id) => id,
+                        Err(_) => return,
+                    };
+                    me.run_work_request(&id);
+                })
+                .map_err(|e| Error::io("starting work-request workers", e))?;
+        }
+        for wr in workreq::unfinished(&self.store)? {
+            tracing::info!("resuming work request {}", wr.id);
+            let _ = tx.send(wr.id);
+        }
+        *self.work_tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        Ok(())
+    }
+
+    /// Stops taking work (at unmount); running requests stop at the next object and resume
+    /// at the next mount.
+    pub fn stop_workers(&self) {
+        self.work_tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
+
+    fn run_work_request(&self, id: &str) {
+        let mut wr = match workreq::load(&self.store, id) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!("work request {id}: {e}");
+                return;
+            }
+        };
+        let cancelled = {
+            let set = Arc::clone(&self.cancelled);
+            let stopping = &self.work_tx;
+            let id = id.to_string();
+            move || {
+                set.lock().unwrap_or_else(|p| p.into_inner()).contains(&id)
+                    || stopping.lock().unwrap_or_else(|p| p.into_inner()).is_none()
+            }
+        };
+        let stopping = || {
+            self.work_tx
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_none()
+        };
+        let res = workreq::run(&self.store, &mut wr, self, &cancelled, &mut |_| {});
+        if stopping() && !wr.cancel_requested {
+            // Unmounting: leave it to resume. run() marked it CANCELED; undo that.
+            if let Ok(mut w) = workreq::load(&self.store, id) {
+                if w.status == workreq::State::Canceled {
+                    w.status = workreq::State::InProgress;
+                    w.time_finished = None;
+                    let _ = workreq::save(&self.store, &w, true);
+                }
+            }
+            return;
+        }
+        if let Err(e) = res {
+            tracing::error!("work request {id}: {e}");
+        }
+    }
+
+    fn spawn_work(&self, wr: &WorkRequest) {
+        if let Some(tx) = self
+            .work_tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            let _ = tx.send(wr.id.clone());
+        }
+    }
+
+    /// Executes one command line as the mount (the ctl file's engine).
+    pub fn execute_line(&self, line: &str) -> Result<serde_json::Value> {
+        let cmd = command::parse_line(line)?;
+        self.execute(&cmd)
+    }
+
+    /// Executes a parsed command as the mount.
+    pub fn execute(&self, cmd: &StoreCommand) -> Result<serde_json::Value> {
+        if let StoreCommand::WorkRequest(WorkRequestCmd::Cancel { id }) = cmd {
+            self.cancelled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.clone());
+        }
+        let mut streams = NoStreams;
+        let spawn = |wr: &WorkRequest| self.spawn_work(wr);
+        let mut progress = |_: &WorkRequest| {};
+        let mut env = Env {
+            customer: self,
+            streams: &mut streams as &mut dyn DataStreams,
+            progress: &mut progress,
+            spawn_work: Some(&spawn),
+        };
+        let out = command::execute(&self.store, cmd, &mut env);
+        if matches!(cmd, StoreCommand::Bucket(_)) {
+            if let Some(f) = self
+                .on_bucket_change
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+            {
+                f();
+            }
+        }
+        out
+    }
+
+    // ----- inodes -----
+
+    fn ino_of(&self, node: Node) -> u64 {
+        {
+            let t = self.nodes.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = t.0.get(&node) {
+                return *i;
+            }
+        }
+        let mut t = self.nodes.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = t.0.get(&node) {
+            return *i;
+        }
+        let i = self.next_ino.fetch_add(1, Ordering::Relaxed);
+        if i >= super::INO_BASE {
+            tracing::warn!("control inode space exhausted");
+        }
+        t.0.insert(node.clone(), i);
+        t.1.insert(i, node);
+        i
+    }
+
+    fn node(&self, ino: u64) -> Option<Node> {
+        self.nodes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .get(&ino)
+            .cloned()
+    }
+
+    fn attr(&self, ino: u64, kind: Kind) -> Attr {
+        let perm = match kind {
+            Kind::Dir => 0o755,
+            _ => 0o644,
+        };
+        Attr {
+            ino,
+            size: 0,
+            blocks: 0,
+            atime: self.started,
+            mtime: self.started,
+            ctime: self.started,
+            kind,
+            perm,
+            nlink: if kind == Kind::Dir { 2 } else { 1 },
+            uid: self.owner.0,
+            gid: self.owner.1,
+            rdev: 0,
+            blksize: 4096,
+        }
+    }
+
+    /// Attributes of `.envelopefs/`.
+    pub fn root_attr(&self) -> Attr {
+        self.attr(CTL_DIR_INO, Kind::Dir)
+    }
+
+    /// getattr of a control inode.
+    pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        let kind = match ino {
+            CTL_DIR_INO | BUCKETS_INO | WRS_INO | KEYS_INO => Kind::Dir,
+            CTL_FILE_INO => Kind::File,
+            _ => match self.node(ino) {
+                Some(Node::BucketDir(_)) => Kind::Dir,
+                Some(_) => Kind::File,
+                None => return Err(Error::NotFound("stale control inode".into())),
+            },
+        };
+        Ok(self.attr(ino, kind))
+    }
+
+    fn name_str(name: &OsStr) -> Result<&str> {
+        name.to_str()
+            .ok_or_else(|| Error::NotFound("no such control file".into()))
+    }
+
+    /// lookup in the control tree.
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr> {
+        let n = Self::name_str(name)?;
+        let ino = match (parent, self.node(parent)) {
+            (CTL_DIR_INO, _) => match n {
+                "ctl" => CTL_FILE_INO,
+                "buckets" => BUCKETS_INO,
+                "work-requests" => WRS_INO,
+                "keys" => KEYS_INO,
+                _ => return Err(Error::NotFound(format!("no control file {n}"))),
+            },
+            (BUCKETS_INO, _) => {
+                self.store.bucket(n)?;
+                self.ino_of(Node::BucketDir(n.into()))
+            }
+            (WRS_INO, _) => {
+                workreq::load(&self.store, n)?;
+                self.ino_of(Node::WorkRequest(n.into()))
+            }
+            (KEYS_INO, _) => {
+                self.store.keys().resolve(n)?;
+                self.ino_of(Node::Key(n.into()))
+            }
+            (_, Some(Node::BucketDir(b))) => match n {
+                "kms-key-id" => self.ino_of(Node::BucketKey(b)),
+                "reencrypt" => self.ino_of(Node::BucketReencrypt(b)),
+                _ => return Err(Error::NotFound(format!("no control file {n}"))),
+            },
+            _ => return Err(Error::NotFound(format!("no control file {n}"))),
+        };
+        self.getattr(ino)
+    }
+
+    /// Entries of a control directory.
+    pub fn readdir(&self, ino: u64) -> Result<Vec<(u64, Kind, OsString)>> {
+        let mut out = Vec::new();
+        match (ino, self.node(ino)) {
+            (CTL_DIR_INO, _) => {
+                out.push((CTL_FILE_INO, Kind::File, "ctl".into()));
+                out.push((BUCKETS_INO, Kind::Dir, "buckets".into()));
+                out.push((WRS_INO, Kind::Dir, "work-requests".into()));
+                out.push((KEYS_INO, Kind::Dir, "keys".into()));
+            }
+            (BUCKETS_INO, _) => {
+                for (name, _) in self.store.buckets()? {
+                    let i = self.ino_of(Node::BucketDir(name.clone()));
+                    out.push((i, Kind::Dir, name.into()));
+                }
+            }
+            (WRS_INO, _) => {
+                for wr in workreq::list(&self.store, None)? {
+                    let i = self.ino_of(Node::WorkRequest(wr.id.clone()));
+                    out.push((i, Kind::File, wr.id.into()));
+                }
+            }
+            (KEYS_INO, _) => {
+                let ids: Vec<String> = self
+                    .store
+                    .keys()
+                    .keys()
+                    .iter()
+                    .map(|k| key_id_text(&k.id))
+                    .collect();
+                for id in ids {
+                    let i = self.ino_of(Node::Key(id.clone()));
+                    out.push((i, Kind::File, id.into()));
+                }
+            }
+            (_, Some(Node::BucketDir(b))) => {
+                out.push((
+                    self.ino_of(Node::BucketKey(b.clone())),
+                    Kind::File,
+                    "kms-key-id".into(),
+                ));
+                out.push((
+                    self.ino_of(Node::BucketReencrypt(b)),
+                    Kind::File,
+                    "reencrypt".into(),
+                ));
+            }
+            _ => return Err(Error::NotFound("not a control directory".into())),
+        }
+        let _ = ROOT;
+        Ok(out)
+    }
+
+    fn render(&self, ino: u64) -> Result<Vec<u8>> {
+        let pretty = |v: serde_json::Value| {
+            let mut s = serde_json::to_vec_pretty(&v).unwrap_or_default();
+            s.push(b'\n');
+            s
+        };
+        Ok(match self.node(ino) {
+            Some(Node::BucketKey(b)) => {
+                let rec = self.store.bucket(&b)?;
+                match rec.kms_key_id {
+                    Some(k) => format!("{}\n", key_id_text(&k)).into_bytes(),
+                    None => Vec::new(),
+                }
+            }
+            Some(Node::BucketReencrypt(b)) => {
+                let latest = workreq::list(&self.store, Some(&b))?.pop();
+                match latest {
+                    Some(w) => format!("{}\n", w.id).into_bytes(),
+                    None => Vec::new(),
+                }
+            }
+            Some(Node::WorkRequest(id)) => {
+                pretty(serde_json::to_value(workreq::load(&self.store, &id)?).unwrap_or_default())
+            }
+            Some(Node::Key(k)) => {
+                let ks = self.store.keys();
+                pretty(ks.describe(ks.resolve(&k)?))
+            }
+            _ => Vec::new(),
+        })
+    }
+
+    /// Opens a control file; returns a handle.
+    pub fn open(&self, ino: u64, flags: i32) -> Result<u64> {
+        let kind = self.getattr(ino)?.kind;
+        if kind == Kind::Dir {
+            return Err(Error::io(
+                "open",
+                std::io::Error::from_raw_os_error(libc::EISDIR),
+            ));
+        }
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let read_only_node = matches!(
+            self.node(ino),
+            Some(Node::WorkRequest(_)) | Some(Node::Key(_))
+        );
+        if writable && read_only_node {
+            return Err(eperm("this control file is read-only"));
+        }
+        let content = if ino == CTL_FILE_INO {
+            Vec::new()
+        } else {
+            self.render(ino)?
+        };
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            fh,
+            Open {
+                content,
+                result: None,
+            },
+        );
+        Ok(fh)
+    }
+
+    /// Whether a file handle belongs to the control tree.
+    pub fn owns(&self, fh: u64) -> bool {
+        fh >= 1 << 62
+    }
+
+    /// Reads from a control handle: the result of the last command written, else the content.
+    pub fn read(&self, _ino: u64, fh: u64, off: u64, size: u32, out: &mut Vec<u8>) -> Result<()> {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let o = open
+            .get(&fh)
+            .ok_or_else(|| Error::io("read", std::io::Error::from_raw_os_error(libc::EBADF)))?;
+        let data = o.result.as_ref().unwrap_or(&o.content);
+        let start = usize::try_from(off).unwrap_or(usize::MAX).min(data.len());
+        let end = start.saturating_add(size as usize).min(data.len());
+        out.clear();
+        out.extend_from_slice(&data[start..end]);
+        Ok(())
+    }
+
+    /// Writes a command to a control handle and runs it. On failure the write fails with
+    /// the command's errno and the reason is readable on the same handle.
+    pub fn write(&self, ino: u64, fh: u64, _off: u64, data: &[u8]) -> Result<u32> {
+        let len = u32::try_from(data.len())
+            .map_err(|_| Error::InvalidArgument("write too large".into()))?;
+        if data.len() > command::MAX_LINE {
+            let e = Error::InvalidArgument(format!(
+                "control writes are limited to {} bytes",
+                command::MAX_LINE
+            ));
+            self.set_result(fh, &Err(e.clone_msg()));
+            return Err(e);
+        }
+        let text = String::from_utf8_lossy(data);
+        let line = text.trim();
+        let res = match (ino, self.node(ino)) {
+            (CTL_FILE_INO, _) => self.execute_line(line),
+            (_, Some(Node::BucketKey(b))) => {
+                let cmd = if line.is_empty() {
+                    command::StoreCommand::Bucket(command::BucketCmd::Update {
+                        name: b,
+                        kms_key_id: None,
+                        remove_kms_key: true,
+                    })
+                } else {
+                    command::StoreCommand::Bucket(command::BucketCmd::Update {
+                        name: b,
+                        kms_key_id: Some(line.to_string()),
+                        remove_kms_key: false,
+                    })
+                };
+                self.execute(&cmd)
+            }
+            (_, Some(Node::BucketReencrypt(b))) => {
+                let key = if line.is_empty() || line == "latest" {
+                    None
+                } else {
+                    Some(line.to_string())
+                };
+                self.execute(&command::StoreCommand::Bucket(
+                    command::BucketCmd::Reencrypt {
+                        bucket_name: b,
+                        kms_key_id: key,
+                        wait: command::WaitArgs::default(),
+                    },
+                ))
+            }
+            _ => Err(eperm("this control file is read-only")),
+        };
+        let errno = res.as_ref().err().map(Error::errno);
+        self.set_result(fh, &res.map_err(|e| e.clone_msg()));
+        match errno {
+            None => Ok(len),
+            Some(e) => Err(Error::from_errno(e, "control command failed".into())),
+        }
+    }
+
+    fn set_result(
+        &self,
+        fh: u64,
+        res: &std::result::Result<serde_json::Value, (String, String, i32)>,
+    ) {
+        let v = match res {
+            Ok(v) => json!({"ok": true, "result": v}),
+            Err((kind, msg, errno)) => {
+                json!({"ok": false, "error": {"kind": kind, "message": msg, "errno": errno}})
+            }
+        };
+        let mut bytes = serde_json::to_vec_pretty(&v).unwrap_or_default();
+        bytes.push(b'\n');
+        if let Some(o) = self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&fh)
+        {
+            o.result = Some(bytes);
+        }
+    }
+
+    /// Closes a control handle.
+    pub fn release(&self, fh: u64) {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh);
+    }
+
+    /// Loads a customer key into the ring; returns its fingerprint.
+    pub fn add_customer_key(&self, key: Key32) -> [u8; 32] {
+        let fp = crate::crypto::customer_fingerprint(&key);
+        self.ring
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fp, key);
+        fp
+    }
+}
+
+impl Error {
+    /// (kind, message, errno) of an error, for control-file replies.
+    pub fn clone_msg(&self) -> (String, String, i32) {
+        (self.kind().to_string(), self.to_string(), self.errno())
+    }
+}

@@ -1,0 +1,1157 @@
+//! Filesystem semantics over the store, not tied to the fuser bindings.
+//!
+//! Inodes are path-based: each known inode remembers its names as (parent, name) pairs, and
+//! its number is the backing inode number plus [`INO_BASE`] (so hard links share one inode
+//! and numbers are stable across mounts). Open regular files share one [`ObjectIo`] per
+//! inode, whose DEK is unwrapped once at the first open. Locks are per table, never one lock
+//! for the whole filesystem; object I/O takes only the object's own lock.
+#![allow(unsafe_code)]
+
+pub mod control;
+mod posix;
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::hex;
+use crate::format::records::{BucketRecord, Wrapping};
+use crate::keystore::key_id_text;
+use crate::rewrap::{self, Target};
+use crate::store::object::{self, ObjectIo};
+use crate::store::{fsutil, read_bucket_record, xattr, Store, META_DIR};
+pub use posix::{Attr, Kind, SetTime, StatFs};
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirEntryExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+/// The root inode.
+pub const ROOT: u64 = 1;
+/// Inode numbers below this are reserved for the root and the control tree.
+pub const INO_BASE: u64 = 1 << 20;
+
+/// Read-only virtual xattrs of objects.
+pub const XATTR_KEY_ID: &str = "user.envelopefs.key-id";
+/// See [`XATTR_KEY_ID`].
+pub const XATTR_KEY_VERSION: &str = "user.envelopefs.key-version";
+/// See [`XATTR_KEY_ID`].
+pub const XATTR_OBJECT_ID: &str = "user.envelopefs.object-id";
+/// See [`XATTR_KEY_ID`].
+pub const XATTR_ENCRYPTION: &str = "user.envelopefs.encryption";
+/// Writing this xattr rewraps the object (value `latest` or a key id).
+pub const XATTR_REENCRYPT: &str = "user.envelopefs.reencrypt";
+const XATTR_PREFIX: &[u8] = b"user.envelopefs.";
+
+#[derive(Debug, Default)]
+struct Node {
+    names: Vec<(u64, OsString)>,
+    lookups: u64,
+}
+
+/// One open object shared by all handles of an inode.
+pub struct OpenObject {
+    io: RwLock<ObjectIo>,
+}
+
+struct Handle {
+    obj: Arc<OpenObject>,
+    append: bool,
+}
+
+struct DirHandle {
+    entries: Vec<(u64, Kind, OsString)>,
+}
+
+/// Options of a mounted filesystem.
+#[derive(Debug, Clone, Copy)]
+pub struct VfsOptions {
+    /// Refuse every change.
+    pub read_only: bool,
+    /// The kernel's writeback cache is on (then the kernel handles O_APPEND).
+    pub writeback_cache: bool,
+}
+
+/// The filesystem.
+pub struct Vfs {
+    store: Arc<Store>,
+    opts: VfsOptions,
+    nodes: RwLock<HashMap<u64, Node>>,
+    handles: RwLock<HashMap<u64, Arc<Handle>>>,
+    dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
+    open: Mutex<HashMap<u64, Weak<OpenObject>>>,
+    next_fh: AtomicU64,
+    buckets: RwLock<HashMap<String, BucketRecord>>,
+    /// The control tree (`.envelopefs/`).
+    pub control: Arc<control::Control>,
+    am_root: bool,
+}
+
+fn einval(m: &str) -> Error {
+    Error::InvalidArgument(m.into())
+}
+
+fn os_err(e: i32, what: &str) -> Error {
+    Error::io(what.to_string(), std::io::Error::from_raw_os_error(e))
+}
+
+impl Vfs {
+    /// A filesystem over an open store.
+    pub fn new(store: Arc<Store>, opts: VfsOptions) -> Self {
+        let mut nodes = HashMap::new();
+        nodes.insert(ROOT, Node::default());
+        let control = Arc::new(control::Control::new(store.clone()));
+        Vfs {
+            store,
+            opts,
+            nodes: RwLock::new(nodes),
+            handles: RwLock::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            open: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            buckets: RwLock::new(HashMap::new()),
+            control,
+            // SAFETY: geteuid has no preconditions.
+            am_root: unsafe { libc::geteuid() } == 0,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Options.
+    pub fn options(&self) -> VfsOptions {
+        self.opts
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.opts.read_only {
+            Err(os_err(libc::EROFS, "read-only mount"))
+        } else {
+            Ok(())
+        }
+    }
+
+    // ----- inode table -----
+
+    fn components(&self, ino: u64) -> Result<Vec<OsString>> {
+        let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        let mut cur = ino;
+        while cur != ROOT {
+            let node = nodes
+                .get(&cur)
+                .ok_or_else(|| os_err(libc::ESTALE, "unknown inode"))?;
+            let (parent, name) = node
+                .names
+                .first()
+                .ok_or_else(|| os_err(libc::ENOENT, "inode has no name left"))?;
+            out.push(name.clone());
+            cur = *parent;
+            if out.len() > 4096 {
+                return Err(os_err(libc::ELOOP, "inode table loop"));
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Backing path of an inode, and its bucket name (None for the root).
+    fn path_of(&self, ino: u64) -> Result<(PathBuf, Option<OsString>)> {
+        let comps = self.components(ino)?;
+        let mut p = self.store.root().to_path_buf();
+        for c in &comps {
+            p.push(c);
+        }
+        Ok((p, comps.into_iter().next()))
+    }
+
+    fn child_path(&self, parent: u64, name: &OsStr) -> Result<(PathBuf, Option<OsString>)> {
+        check_name(name)?;
+        let (mut p, bucket) = self.path_of(parent)?;
+        p.push(name);
+        Ok((p, Some(bucket.unwrap_or_else(|| name.to_os_string()))))
+    }
+
+    fn remember(&self, ino: u64, parent: u64, name: &OsStr) {
+        let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
+        let node = nodes.entry(ino).or_default();
+        node.lookups += 1;
+        if let Some(pos) = node
+            .names
+            .iter()
+            .position(|(p, n)| *p == parent && n.as_os_str() == name)
+        {
+            // Most recently used name first: it is the one most likely still valid.
+            let e = node.names.remove(pos);
+            node.names.insert(0, e);
+        } else {
+            node.names.insert(0, (parent, name.to_os_string()));
+        }
+    }
+
+    fn forget_name(&self, parent: u64, name: &OsStr) {
+        let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
+        for node in nodes.values_mut() {
+            node.names
+                .retain(|(p, n)| !(*p == parent && n.as_os_str() == name));
+        }
+    }
+
+    fn rename_name(&self, parent: u64, name: &OsStr, newparent: u64, newname: &OsStr) {
+        let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
+        for node in nodes.values_mut() {
+            node.names
+                .retain(|(p, n)| !(*p == newparent && n.as_os_str() == newname));
+        }
+        for node in nodes.values_mut() {
+            for (p, n) in node.names.iter_mut() {
+                if *p == parent && n.as_os_str() == name {
+                    *p = newparent;
+                    *n = newname.to_os_string();
+                }
+            }
+        }
+    }
+
+    fn exchange_names(&self, parent: u64, name: &OsStr, newparent: u64, newname: &OsStr) {
+        let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
+        for node in nodes.values_mut() {
+            for (p, n) in node.names.iter_mut() {
+                if *p == parent && n.as_os_str() == name {
+                    *p = newparent;
+                    *n = newname.to_os_string();
+                } else if *p == newparent && n.as_os_str() == newname {
+                    *p = parent;
+                    *n = name.to_os_string();
+                }
+            }
+        }
+    }
+
+    /// The kernel forgets `n` lookups of an inode.
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino == ROOT || ino < INO_BASE {
+            return;
+        }
+        let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(node) = nodes.get_mut(&ino) {
+            node.lookups = node.lookups.saturating_sub(n);
+            if node.lookups == 0 {
+                // Children may still refer to it as a parent; keep directories that have
+                // known children, drop the rest.
+                let has_children = nodes
+                    .values()
+                    .any(|c| c.names.iter().any(|(p, _)| *p == ino));
+                if !has_children {
+                    nodes.remove(&ino);
+                }
+            }
+        }
+    }
+
+    // ----- buckets -----
+
+    fn bucket_record(&self, bucket: &OsStr) -> Result<BucketRecord> {
+        let name = bucket
+            .to_str()
+            .ok_or_else(|| einval("bucket names are UTF-8"))?;
+        if let Some(r) = self
+            .buckets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return Ok(r.clone());
+        }
+        let rec = read_bucket_record(&self.store.bucket_dir(name), name)?;
+        self.buckets
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), rec.clone());
+        Ok(rec)
+    }
+
+    /// Drops cached bucket records (after a bucket changes).
+    pub fn invalidate_buckets(&self) {
+        self.buckets
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    // ----- attributes -----
+
+    fn attr_of_meta(&self, m: &fs::Metadata) -> Attr {
+        let mut a = posix::attr_from_meta(m, m.ino() + INO_BASE);
+        if a.kind == Kind::File {
+            a.size = self.store.geometry().plain_len_lossy(m.len());
+        }
+        a
+    }
+
+    fn lstat(path: &Path) -> Result<fs::Metadata> {
+        fs::symlink_metadata(path).map_err(|e| Error::io(format!("stat {}", path.display()), e))
+    }
+
+    /// lookup(2)
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr> {
+        if parent == ROOT && name == META_DIR {
+            return Ok(self.control.root_attr());
+        }
+        if parent < INO_BASE && parent != ROOT {
+            return self.control.lookup(parent, name);
+        }
+        let (path, _) = self.child_path(parent, name)?;
+        let m = Self::lstat(&path)?;
+        let a = self.attr_of_meta(&m);
+        self.remember(a.ino, parent, name);
+        Ok(a)
+    }
+
+    /// getattr(2)
+    pub fn getattr(&self, ino: u64, fh: Option<u64>) -> Result<Attr> {
+        if ino < INO_BASE && ino != ROOT {
+            return self.control.getattr(ino);
+        }
+        if let Some(h) = fh.and_then(|fh| self.handle(fh).ok()) {
+            let io = h.obj.io.read().unwrap_or_else(|p| p.into_inner());
+            let m = io.file().metadata().ctx(|| "fstat".to_string())?;
+            return Ok(self.attr_of_meta(&m));
+        }
+        let (path, _) = self.path_of(ino)?;
+        let m = Self::lstat(&path)?;
+        let mut a = self.attr_of_meta(&m);
+        if ino == ROOT {
+            a.ino = ROOT;
+        }
+        Ok(a)
+    }
+
+    /// setattr(2): chmod, chown, truncate, utimens.
+    #[allow(clippy::too_many_arguments)]
+    pub fn setattr(
+        &self,
+        ino: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<posix::SetTime>,
+        mtime: Option<posix::SetTime>,
+        fh: Option<u64>,
+    ) -> Result<Attr> {
+        if ino < INO_BASE && ino != ROOT {
+            if size.is_some() {
+                return self.control.getattr(ino); // truncation of control files is a no-op
+            }
+            return Err(os_err(libc::EPERM, "control files have fixed attributes"));
+        }
+        self.check_writable()?;
+        let (path, _) = self.path_of(ino)?;
+        if let Some(size) = size {
+            self.truncate(ino, &path, size, fh)?;
+        }
+        if uid.is_some() || gid.is_some() {
+            posix::lchown(&path, uid, gid).ctx(|| format!("chown {}", path.display()))?;
+        }
+        if let Some(mode) = mode {
+            let m = Self::lstat(&path)?;
+            if !m.file_type().is_symlink() {
+                fs::set_permissions(
+                    &path,
+                    std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777),
+                )
+                .ctx(|| format!("chmod {}", path.display()))?;
+            }
+        }
+        if atime.is_some() || mtime.is_some() {
+            posix::utimens(&path, atime, mtime).ctx(|| format!("utimens {}", path.display()))?;
+        }
+        self.getattr(ino, None)
+    }
+
+    fn truncate(&self, ino: u64, path: &Path, size: u64, fh: Option<u64>) -> Result<()> {
+        let obj = match fh.and_then(|fh| self.handle(fh).ok()) {
+            Some(h) => h.obj.clone(),
+            None => self.open_object(ino, path, false)?,
+        };
+        let mut io = obj.io.write().unwrap_or_else(|p| p.into_inner());
+        if io.size() == size {
+            // Same size: still a truncate, which updates mtime and ctime.
+            let len = io.file().metadata().ctx(|| "fstat".to_string())?.len();
+            return io.file().set_len(len).ctx(|| "truncate".to_string());
+        }
+        io.set_len(size)
+    }
+
+    // ----- objects -----
+
+    fn open_object(&self, ino: u64, path: &Path, truncate: bool) -> Result<Arc<OpenObject>> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(obj) = open.get(&ino).and_then(Weak::upgrade) {
+            drop(open);
+            if truncate {
+                obj.io
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .set_len(0)?;
+            }
+            return Ok(obj);
+        }
+        let comps = self.components(ino)?;
+        let bucket_name = comps
+            .first()
+            .ok_or_else(|| os_err(libc::EISDIR, "the root is not an object"))?;
+        let bucket = self.bucket_record(bucket_name)?;
+        let file = self.open_backing(path)?;
+        let what = path
+            .strip_prefix(self.store.root())
+            .unwrap_or(path)
+            .display()
+            .to_string();
+        let mut io = object::open_object_file(&self.store, &bucket, file, &what, &*self.control)
+            .inspect_err(|e| tracing::error!("open {what}: {e}"))?;
+        if truncate {
+            io.set_len(0)?;
+        }
+        let obj = Arc::new(OpenObject {
+            io: RwLock::new(io),
+        });
+        open.retain(|_, w| w.strong_count() > 0);
+        open.insert(ino, Arc::downgrade(&obj));
+        Ok(obj)
+    }
+
+    fn open_backing(&self, path: &Path) -> Result<File> {
+        let rw = OpenOptions::new()
+            .read(true)
+            .write(!self.opts.read_only)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path);
+        match rw {
+            Ok(f) => Ok(f),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EROFS)) => {
+                OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(path)
+                    .ctx(|| format!("open {}", path.display()))
+            }
+            Err(e) => Err(Error::io(format!("open {}", path.display()), e)),
+        }
+    }
+
+    fn new_fh(&self) -> u64 {
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn handle(&self, fh: u64) -> Result<Arc<Handle>> {
+        self.handles
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| os_err(libc::EBADF, "unknown file handle"))
+    }
+
+    fn add_handle(&self, obj: Arc<OpenObject>, flags: i32) -> u64 {
+        let fh = self.new_fh();
+        let append = flags & libc::O_APPEND != 0 && !self.opts.writeback_cache;
+        self.handles
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fh, Arc::new(Handle { obj, append }));
+        fh
+    }
+
+    /// open(2) of a regular file.
+    pub fn open(&self, ino: u64, flags: i32) -> Result<u64> {
+        if ino < INO_BASE && ino != ROOT {
+            return self.control.open(ino, flags);
+        }
+        let writes = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        if writes {
+            self.check_writable()?;
+        }
+        let (path, _) = self.path_of(ino)?;
+        let obj = self.open_object(ino, &path, flags & libc::O_TRUNC != 0)?;
+        Ok(self.add_handle(obj, flags))
+    }
+
+    /// create(2): a new object, opened.
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(Attr, u64)> {
+        self.check_writable()?;
+        if parent < INO_BASE {
+            return Err(os_err(
+                libc::EPERM,
+                "only buckets (directories) can be created at the root",
+            ));
+        }
+        let (path, bucket) = self.child_path(parent, name)?;
+        let bucket = bucket.ok_or_else(|| einval("no bucket"))?;
+        let rec = self.bucket_record(&bucket)?;
+        let gid = self.inherited_gid(parent, gid)?;
+        let am_root = self.am_root;
+        let io = object::create_object(&self.store, &rec, &path, mode & 0o7777, true, &mut |o| {
+            if am_root {
+                posix::fchown(o.file(), uid, gid).ctx(|| "chown of a new object".to_string())?;
+                if mode & 0o6000 != 0 {
+                    // chown clears set-id bits; put back the ones asked for.
+                    posix::fchmod(o.file(), mode & 0o7777).ctx(|| "chmod".to_string())?;
+                }
+            }
+            Ok(())
+        })?;
+        let m = io.file().metadata().ctx(|| "fstat".to_string())?;
+        let a = self.attr_of_meta(&m);
+        self.remember(a.ino, parent, name);
+        let obj = Arc::new(OpenObject {
+            io: RwLock::new(io),
+        });
+        {
+            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            open.insert(a.ino, Arc::downgrade(&obj));
+        }
+        let fh = self.add_handle(obj, flags);
+        Ok((a, fh))
+    }
+
+    fn inherited_gid(&self, parent: u64, gid: u32) -> Result<u32> {
+        if parent == ROOT {
+            return Ok(gid);
+        }
+        let (ppath, _) = self.path_of(parent)?;
+        let pm = Self::lstat(&ppath)?;
+        Ok(if pm.mode() & libc::S_ISGID != 0 {
+            pm.gid()
+        } else {
+            gid
+        })
+    }
+
+    /// read(2)
+    pub fn read(&self, ino: u64, fh: u64, off: u64, size: u32, out: &mut Vec<u8>) -> Result<()> {
+        if ino < INO_BASE && ino != ROOT {
+            return self.control.read(ino, fh, off, size, out);
+        }
+        let h = self.handle(fh)?;
+        let io = h.obj.io.read().unwrap_or_else(|p| p.into_inner());
+        out.resize(size as usize, 0);
+        let n = io.read_at(off, out)?;
+        out.truncate(n);
+        Ok(())
+    }
+
+    /// write(2)
+    pub fn write(&self, ino: u64, fh: u64, off: u64, data: &[u8]) -> Result<u32> {
+        if ino < INO_BASE && ino != ROOT {
+            return self.control.write(ino, fh, off, data);
+        }
+        self.check_writable()?;
+        let h = self.handle(fh)?;
+        let mut io = h.obj.io.write().unwrap_or_else(|p| p.into_inner());
+        let off = if h.append { io.size() } else { off };
+        io.write_at(off, data)?;
+        u32::try_from(data.len()).map_err(|_| einval("write too large"))
+    }
+
+    /// fsync(2) / fdatasync(2)
+    pub fn fsync(&self, ino: u64, fh: u64, datasync: bool) -> Result<()> {
+        if ino < INO_BASE && ino != ROOT {
+            return Ok(());
+        }
+        let h = self.handle(fh)?;
+        let io = h.obj.io.read().unwrap_or_else(|p| p.into_inner());
+        io.sync(datasync)
+    }
+
+    /// close(2) of the last descriptor of an open file description.
+    pub fn release(&self, ino: u64, fh: u64) {
+        if ino < INO_BASE && ino != ROOT {
+            self.control.release(fh);
+            return;
+        }
+        let h = self
+            .handles
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh);
+        drop(h);
+    }
+
+    /// fallocate(2): mode 0 extends the object; other modes are EOPNOTSUPP.
+    pub fn fallocate(&self, fh: u64, off: u64, len: u64, mode: i32) -> Result<()> {
+        self.check_writable()?;
+        if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
+            return Err(Error::Unsupported(
+                "only plain fallocate (allocate, optionally keeping the size) is supported".into(),
+            ));
+        }
+        let h = self.handle(fh)?;
+        let mut io = h.obj.io.write().unwrap_or_else(|p| p.into_inner());
+        let end = off
+            .checked_add(len)
+            .ok_or_else(|| os_err(libc::EFBIG, "fallocate past the largest offset"))?;
+        if mode & libc::FALLOC_FL_KEEP_SIZE == 0 && end > io.size() {
+            io.set_len(end)?;
+        }
+        Ok(())
+    }
+
+    // ----- namespace -----
+
+    /// mkdir(2): at the root, a new bucket (default key).
+    pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, uid: u32, gid: u32) -> Result<Attr> {
+        self.check_writable()?;
+        if parent < INO_BASE && parent != ROOT {
+            return Err(os_err(libc::EPERM, "the control tree is fixed"));
+        }
+        let (path, _) = self.child_path(parent, name)?;
+        if parent == ROOT {
+            let n = name
+                .to_str()
+                .ok_or_else(|| einval("bucket names are UTF-8"))?;
+            if n == META_DIR {
+                return Err(os_err(libc::EEXIST, ".envelopefs is reserved"));
+            }
+            self.store.create_bucket(n, None, mode & 0o7777)?;
+        } else {
+            fsutil::mkdir(&path, mode & 0o7777).ctx(|| format!("mkdir {}", path.display()))?;
+        }
+        let gid = self.inherited_gid(parent, gid)?;
+        self.own(&path, uid, gid)?;
+        self.lookup(parent, name)
+    }
+
+    fn own(&self, path: &Path, uid: u32, gid: u32) -> Result<()> {
+        if self.am_root {
+            let before = Self::lstat(path)?.mode();
+            posix::lchown(path, Some(uid), Some(gid))
+                .ctx(|| format!("chown {}", path.display()))?;
+            if before & 0o6000 != 0 && before & libc::S_IFMT != libc::S_IFLNK {
+                fs::set_permissions(
+                    path,
+                    std::os::unix::fs::PermissionsExt::from_mode(before & 0o7777),
+                )
+                .ctx(|| format!("chmod {}", path.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// mknod(2): regular files become objects; fifos, sockets and devices are plain nodes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        rdev: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Attr> {
+        self.check_writable()?;
+        if parent < INO_BASE {
+            return Err(os_err(
+                libc::EPERM,
+                "only buckets can be created at the root",
+            ));
+        }
+        if mode & libc::S_IFMT == libc::S_IFREG {
+            let (a, fh) = self.create(parent, name, mode, libc::O_RDWR, uid, gid)?;
+            self.release(a.ino, fh);
+            return Ok(a);
+        }
+        let (path, _) = self.child_path(parent, name)?;
+        posix::mknod(&path, mode, rdev).ctx(|| format!("mknod {}", path.display()))?;
+        let gid = self.inherited_gid(parent, gid)?;
+        self.own(&path, uid, gid)?;
+        self.lookup(parent, name)
+    }
+
+    /// symlink(2)
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        target: &Path,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Attr> {
+        self.check_writable()?;
+        if parent < INO_BASE {
+            return Err(os_err(
+                libc::EPERM,
+                "only buckets can be created at the root",
+            ));
+        }
+        let (path, _) = self.child_path(parent, name)?;
+        std::os::unix::fs::symlink(target, &path).ctx(|| format!("symlink {}", path.display()))?;
+        let gid = self.inherited_gid(parent, gid)?;
+        self.own(&path, uid, gid)?;
+        self.lookup(parent, name)
+    }
+
+    /// readlink(2)
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        let (path, _) = self.path_of(ino)?;
+        let t = fs::read_link(&path).ctx(|| format!("readlink {}", path.display()))?;
+        Ok(t.as_os_str().as_bytes().to_vec())
+    }
+
+    /// unlink(2)
+    pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
+        self.check_writable()?;
+        if parent < INO_BASE && parent != ROOT {
+            return Err(os_err(libc::EPERM, "the control tree is fixed"));
+        }
+        if parent == ROOT && name == META_DIR {
+            return Err(os_err(libc::EPERM, ".envelopefs is reserved"));
+        }
+        let (path, _) = self.child_path(parent, name)?;
+        fs::remove_file(&path).ctx(|| format!("unlink {}", path.display()))?;
+        self.forget_name(parent, name);
+        Ok(())
+    }
+
+    /// rmdir(2): at the root, removes an empty bucket.
+    pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
+        self.check_writable()?;
+        if parent < INO_BASE && parent != ROOT {
+            return Err(os_err(libc::EPERM, "the control tree is fixed"));
+        }
+        if parent == ROOT && name == META_DIR {
+            return Err(os_err(libc::EPERM, ".envelopefs is reserved"));
+        }
+        let (path, _) = self.child_path(parent, name)?;
+        fs::remove_dir(&path).ctx(|| format!("rmdir {}", path.display()))?;
+        self.forget_name(parent, name);
+        if parent == ROOT {
+            self.invalidate_buckets();
+        }
+        Ok(())
+    }
+
+    /// link(2): within one bucket only (EXDEV across buckets).
+    pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> Result<Attr> {
+        self.check_writable()?;
+        if newparent < INO_BASE || ino < INO_BASE {
+            return Err(os_err(
+                libc::EPERM,
+                "no hard links at the root or in the control tree",
+            ));
+        }
+        let (from, from_bucket) = self.path_of(ino)?;
+        let (to, to_bucket) = self.child_path(newparent, newname)?;
+        if from_bucket != to_bucket {
+            return Err(Error::CrossBucket(
+                "hard links cannot cross buckets (each bucket binds its objects' keys)".into(),
+            ));
+        }
+        fs::hard_link(&from, &to).ctx(|| format!("link {}", to.display()))?;
+        self.lookup(newparent, newname)
+    }
+
+    /// rename(2), with RENAME_NOREPLACE and RENAME_EXCHANGE. Across buckets, objects are
+    /// rewrapped under the destination bucket's key (no data is rewritten).
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> Result<()> {
+        self.check_writable()?;
+        if parent < INO_BASE && parent != ROOT || newparent < INO_BASE && newparent != ROOT {
+            return Err(os_err(libc::EPERM, "the control tree is fixed"));
+        }
+        if (parent == ROOT && name == META_DIR) || (newparent == ROOT && newname == META_DIR) {
+            return Err(os_err(libc::EPERM, ".envelopefs is reserved"));
+        }
+        let (from, from_bucket) = self.child_path(parent, name)?;
+        let (to, to_bucket) = self.child_path(newparent, newname)?;
+        let fm = Self::lstat(&from)?;
+        if (parent == ROOT) != (newparent == ROOT) {
+            return Err(os_err(
+                libc::EPERM,
+                "buckets stay at the root and only buckets live there",
+            ));
+        }
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        if parent == ROOT {
+            // Renaming a bucket: its id (bound into the keys) does not change.
+            let n = newname
+                .to_str()
+                .ok_or_else(|| einval("bucket names are UTF-8"))?;
+            crate::store::validate_bucket_name(n)?;
+            fsutil::rename_flags(&from, &to, flags).ctx(|| format!("rename {}", from.display()))?;
+            self.invalidate_buckets();
+        } else if from_bucket == to_bucket {
+            fsutil::rename_flags(&from, &to, flags).ctx(|| format!("rename {}", from.display()))?;
+        } else {
+            if exchange {
+                return Err(einval("RENAME_EXCHANGE across buckets is not supported"));
+            }
+            self.rename_across(&from, &to, &fm, from_bucket, to_bucket, flags)?;
+        }
+        if exchange {
+            self.exchange_names(parent, name, newparent, newname);
+        } else {
+            self.rename_name(parent, name, newparent, newname);
+        }
+        Ok(())
+    }
+
+    fn rename_across(
+        &self,
+        from: &Path,
+        to: &Path,
+        fm: &fs::Metadata,
+        from_bucket: Option<OsString>,
+        to_bucket: Option<OsString>,
+        flags: u32,
+    ) -> Result<()> {
+        let src = self.bucket_record(&from_bucket.ok_or_else(|| einval("no bucket"))?)?;
+        let dst = self.bucket_record(&to_bucket.ok_or_else(|| einval("no bucket"))?)?;
+        let objects: Vec<PathBuf> = if fm.is_dir() {
+            crate::workreq::walk_objects(from)?
+                .into_iter()
+                .map(|n| from.join(n))
+                .collect()
+        } else if fm.is_file() {
+            vec![from.to_path_buf()]
+        } else {
+            Vec::new()
+        };
+        // A hard-linked object cannot move: its other names would keep a header bound to
+        // the destination bucket. mv then falls back to copy and delete.
+        for p in &objects {
+            if Self::lstat(p)?.nlink() > 1 {
+                return Err(Error::CrossBucket(
+                    "a hard-linked object cannot move to another bucket".into(),
+                ));
+            }
+        }
+        let mut done: Vec<&PathBuf> = Vec::new();
+        let result = (|| -> Result<()> {
+            for p in &objects {
+                let what = p
+                    .strip_prefix(self.store.root())
+                    .unwrap_or(p)
+                    .display()
+                    .to_string();
+                let f = rewrap::open_for_rewrap(p, &what)?;
+                rewrap::rewrap_file(
+                    &self.store,
+                    &f,
+                    &what,
+                    &src,
+                    &dst,
+                    &Target::BucketLatest,
+                    &*self.control,
+                    None,
+                    false,
+                )?;
+                done.push(p);
+            }
+            fsutil::rename_flags(from, to, flags).ctx(|| format!("rename {}", from.display()))
+        })();
+        if let Err(e) = result {
+            // Put the moved headers back under the source bucket.
+            for p in done {
+                let what = p.display().to_string();
+                if let Ok(f) = rewrap::open_for_rewrap(p, &what) {
+                    let _ = rewrap::rewrap_file(
+                        &self.store,
+                        &f,
+                        &what,
+                        &dst,
+                        &src,
+                        &Target::BucketLatest,
+                        &*self.control,
+                        None,
+                        false,
+                    );
+                }
+            }
+            return Err(e);
+        }
+        if let Some(d) = to.parent() {
+            let _ = fsutil::sync_dir(d);
+        }
+        Ok(())
+    }
+
+    // ----- directories -----
+
+    /// opendir(2): snapshots the entries.
+    pub fn opendir(&self, ino: u64) -> Result<u64> {
+        let mut entries = vec![
+            (ino, Kind::Dir, OsString::from(".")),
+            (ROOT, Kind::Dir, OsString::from("..")),
+        ];
+        if ino < INO_BASE && ino != ROOT {
+            entries.extend(self.control.readdir(ino)?);
+        } else {
+            let (path, _) = self.path_of(ino)?;
+            if ino == ROOT {
+                entries.push((control::CTL_DIR_INO, Kind::Dir, OsString::from(META_DIR)));
+            }
+            for e in fs::read_dir(&path).ctx(|| format!("readdir {}", path.display()))? {
+                let e = e.ctx(|| format!("readdir {}", path.display()))?;
+                let name = e.file_name();
+                if ino == ROOT && name == META_DIR {
+                    continue;
+                }
+                let kind = e
+                    .file_type()
+                    .map(|t| posix::kind_of(&t))
+                    .unwrap_or(Kind::File);
+                if ino == ROOT && kind != Kind::Dir {
+                    continue;
+                }
+                entries.push((e.ino() + INO_BASE, kind, name));
+            }
+        }
+        let fh = self.new_fh();
+        self.dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fh, Arc::new(DirHandle { entries }));
+        Ok(fh)
+    }
+
+    /// readdir(2): entries from `offset`, passed to `add` until it returns true (full).
+    pub fn readdir(
+        &self,
+        fh: u64,
+        offset: u64,
+        add: &mut dyn FnMut(u64, u64, Kind, &OsStr) -> bool,
+    ) -> Result<()> {
+        let d = self
+            .dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| os_err(libc::EBADF, "unknown directory handle"))?;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (i, (ino, kind, name)) in d.entries.iter().enumerate().skip(start) {
+            if add(*ino, i as u64 + 1, *kind, name) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// closedir(2)
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh);
+    }
+
+    /// statfs(2) of the backing filesystem.
+    pub fn statfs(&self) -> Result<posix::StatFs> {
+        posix::statfs(self.store.root()).ctx(|| "statfs".to_string())
+    }
+
+    // ----- xattrs -----
+
+    fn header_of(&self, path: &Path) -> Result<crate::format::records::ObjectHeader> {
+        let what = path
+            .strip_prefix(self.store.root())
+            .unwrap_or(path)
+            .display()
+            .to_string();
+        let f = rewrap::open_for_rewrap(path, &what)?;
+        object::read_header(&f, &what)
+    }
+
+    /// getxattr(2)
+    pub fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
+        if ino < INO_BASE && ino != ROOT {
+            return Err(os_err(libc::ENODATA, "no xattrs on control files"));
+        }
+        let (path, _) = self.path_of(ino)?;
+        let n = name.as_bytes();
+        if n.starts_with(XATTR_PREFIX) {
+            let m = Self::lstat(&path)?;
+            if !m.is_file() {
+                return Err(os_err(libc::ENODATA, "no such attribute"));
+            }
+            let h = self.header_of(&path)?;
+            let v = match (n, &h.wrapping) {
+                (b"user.envelopefs.object-id", _) => hex(&h.object_id),
+                (b"user.envelopefs.encryption", Wrapping::Master { .. }) => "master".into(),
+                (b"user.envelopefs.encryption", Wrapping::Customer { .. }) => "sse-c".into(),
+                (b"user.envelopefs.key-id", Wrapping::Master { key_id, .. }) => key_id_text(key_id),
+                (b"user.envelopefs.key-version", Wrapping::Master { version, .. }) => {
+                    version.to_string()
+                }
+                (b"user.envelopefs.key-id", Wrapping::Customer { fingerprint }) => {
+                    format!("sse-c:{}", hex(fingerprint))
+                }
+                _ => return Err(os_err(libc::ENODATA, "no such attribute")),
+            };
+            return Ok(v.into_bytes());
+        }
+        check_user_xattr(n)?;
+        match xattr::get(&path, n).ctx(|| format!("getxattr {}", path.display()))? {
+            Some(v) => Ok(v),
+            None => Err(os_err(libc::ENODATA, "no such attribute")),
+        }
+    }
+
+    /// listxattr(2): user xattrs plus the read-only envelopefs ones; never the header.
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
+        if ino < INO_BASE && ino != ROOT {
+            return Ok(Vec::new());
+        }
+        let (path, _) = self.path_of(ino)?;
+        let mut out = Vec::new();
+        for n in xattr::list(&path).ctx(|| format!("listxattr {}", path.display()))? {
+            if n.starts_with(XATTR_PREFIX) || !n.starts_with(b"user.") {
+                continue;
+            }
+            out.extend_from_slice(&n);
+            out.push(0);
+        }
+        if Self::lstat(&path)?.is_file() {
+            let enc = self.header_of(&path).map(|h| h.wrapping);
+            let mut names = vec![XATTR_OBJECT_ID, XATTR_ENCRYPTION, XATTR_KEY_ID];
+            if matches!(enc, Ok(Wrapping::Master { .. })) {
+                names.push(XATTR_KEY_VERSION);
+            }
+            for n in names {
+                out.extend_from_slice(n.as_bytes());
+                out.push(0);
+            }
+        }
+        Ok(out)
+    }
+
+    /// setxattr(2): user xattrs; `user.envelopefs.reencrypt` rewraps the object.
+    pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
+        self.check_writable()?;
+        if ino < INO_BASE && ino != ROOT {
+            return Err(os_err(libc::EPERM, "no xattrs on control files"));
+        }
+        let (path, bucket) = self.path_of(ino)?;
+        let n = name.as_bytes();
+        if n == XATTR_REENCRYPT.as_bytes() {
+            let bucket = bucket.ok_or_else(|| einval("the root is not an object"))?;
+            return self.reencrypt_object(&path, &bucket, value);
+        }
+        if n.starts_with(XATTR_PREFIX) {
+            return Err(Error::PermissionDenied(format!(
+                "{} is read-only",
+                String::from_utf8_lossy(n)
+            )));
+        }
+        check_user_xattr(n)?;
+        xattr::set(&path, n, value, flags).ctx(|| format!("setxattr {}", path.display()))
+    }
+
+    fn reencrypt_object(&self, path: &Path, bucket: &OsStr, value: &[u8]) -> Result<()> {
+        let v = std::str::from_utf8(value)
+            .map_err(|_| einval("reencrypt value must be \"latest\" or a key id"))?
+            .trim();
+        let target = if v.is_empty() || v == "latest" {
+            Target::BucketLatest
+        } else {
+            Target::Master(self.store.resolve_key(v)?)
+        };
+        let rec = self.bucket_record(bucket)?;
+        let what = path
+            .strip_prefix(self.store.root())
+            .unwrap_or(path)
+            .display()
+            .to_string();
+        let f = rewrap::open_for_rewrap(path, &what)?;
+        rewrap::rewrap_file(
+            &self.store,
+            &f,
+            &what,
+            &rec,
+            &rec,
+            &target,
+            &*self.control,
+            None,
+            true,
+        )
+        .map(|_| ())
+    }
+
+    /// removexattr(2)
+    pub fn removexattr(&self, ino: u64, name: &OsStr) -> Result<()> {
+        self.check_writable()?;
+        if ino < INO_BASE && ino != ROOT {
+            return Err(os_err(libc::EPERM, "no xattrs on control files"));
+        }
+        let (path, _) = self.path_of(ino)?;
+        let n = name.as_bytes();
+        if n.starts_with(XATTR_PREFIX) {
+            return Err(Error::PermissionDenied(format!(
+                "{} cannot be removed",
+                String::from_utf8_lossy(n)
+            )));
+        }
+        check_user_xattr(n)?;
+        xattr::remove(&path, n).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENODATA) {
+                os_err(libc::ENODATA, "no such attribute")
+            } else {
+                Error::io(format!("removexattr {}", path.display()), e)
+            }
+        })
+    }
+
+    /// access(2): permissions are checked by the kernel (default_permissions); this only
+    /// confirms the inode exists.
+    pub fn access(&self, ino: u64) -> Result<()> {
+        self.getattr(ino, None).map(|_| ())
+    }
+
+    /// Unmount: make everything durable.
+    pub fn destroy(&self) {
+        if let Err(e) = self.store.sync_all() {
+            tracing::error!("sync at unmount: {e}");
+        }
+    }
+}
+
+fn check_name(name: &OsStr) -> Result<()> {
+    let b = name.as_bytes();
+    if b.is_empty() || b.contains(&b'/') || b == b"." || b == b".." {
+        return Err(einval("invalid name"));
+    }
+    if b.len() > 255 {
+        return Err(os_err(libc::ENAMETOOLONG, "name too long"));
+    }
+    Ok(())
+}
+
+fn check_user_xattr(n: &[u8]) -> Result<()> {
+    if n.starts_with(b"user.") {
+        Ok(())
+    } else {
+        Err(Error::Unsupported(
+            "only user.* extended attributes are supported".into(),
+        ))
+    }
+}
