@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs every test of envelopefs: formatting, lints, unit and integration tests (which mount
+# real filesystems), then pjdfstest and fsx against a mount. Installs what it needs first.
+# `.ci/run` calls exactly this. Needs root (FUSE mounts with allow_other, pjdfstest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+step() { printf '\n== %s\n' "$*"; }
+results="$(mktemp)"
+trap 'rm -f "$results"' EXIT
+
+step "dependencies"
+scripts/install-deps.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+step "cargo test (unit, property, CLI and mounted tests)"
+cargo build --all-targets
+cargo test --all-targets 2>&1 | tee "$results"
+
+step "quickstart (README's first command), with the debug binary in a temporary place"
+qs="$(mktemp -d)"
+ENVELOPEFS_BIN=target/debug/envelopefs ENVELOPEFS_QUICKSTART_DIR="$qs/quickstart" scripts/quickstart.sh
+rm -rf "$qs"
+
+step "pjdfstest and fsx on a mount"
+scripts/mounted-suites.sh target/debug/envelopefs
+
+step "no mount left behind"
+if grep -q "envelopefs" /proc/self/mounts; then
+    echo "test.sh: envelopefs mounts are left behind:" >&2
+    grep envelopefs /proc/self/mounts >&2
+    exit 1
+fi
+echo "none"
+
+passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$results" | awk '{s+=$4} END {print s+0}')
+echo
+echo "cargo tests: $passed passed, 0 failed"

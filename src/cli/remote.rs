@@ -1,0 +1,239 @@
+//! Carrying out store commands through a live mount's `.envelopefs/ctl` (no passphrase;
+//! the mount's caches stay coherent).
+//!
+//! The command line sent is the user's own argv minus the global options (`--store`,
+//! secrets, logging), with file arguments made absolute, so the mount parses exactly what
+//! the user typed with the same parser.
+
+use super::{check_wanted, print_json, Cli, Progress};
+use crate::command::{self, BucketCmd, ObjectCmd, StoreCommand, WaitArgs, WorkRequestCmd};
+use crate::error::{Error, IoContext, Result};
+use crate::store::{mount_record, StoreLock};
+use crate::workreq::WorkRequest;
+use serde_json::Value;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The mountpoint of a live mount of `root`, if any. A record left by a dead mount is
+/// reported as stale and ignored.
+pub fn live_mount(root: &Path) -> Option<PathBuf> {
+    let mnt = mount_record(root)?;
+    match StoreLock::acquire(root) {
+        Err(Error::Busy(_)) => {}
+        _ => {
+            eprintln!("envelopefs: ignoring a stale mount record (no mount of this store is running at {mnt})");
+            let _ = std::fs::remove_file(root.join(crate::store::META_DIR).join("mount.json"));
+            return None;
+        }
+    }
+    let mnt = PathBuf::from(mnt);
+    let source = crate::mount::mounted_store(&mnt)?;
+    let same = std::fs::canonicalize(root).ok()? == source;
+    same.then_some(mnt)
+}
+
+const GLOBAL_WITH_VALUE: [&str; 4] = ["--store", "--password-file", "--key-file", "--log-level"];
+const FILE_ARGS: [&str; 3] = [
+    "--file",
+    "--encryption-key-file",
+    "--source-encryption-key-file",
+];
+
+/// The user's command words as the mount should see them.
+pub fn command_words(argv: &[String]) -> Result<Vec<String>> {
+    let cwd = std::env::current_dir().ctx(|| "finding the current directory".to_string())?;
+    let mut out = Vec::new();
+    let mut it = argv.iter().skip(1).peekable();
+    while let Some(a) = it.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (a.as_str(), None),
+        };
+        if GLOBAL_WITH_VALUE.contains(&flag) {
+            if inline.is_none() {
+                it.next();
+            }
+            continue;
+        }
+        if FILE_ARGS.contains(&flag) {
+            let v = match inline {
+                Some(v) => v,
+                None => it.next().cloned().unwrap_or_default(),
+            };
+            out.push(flag.to_string());
+            out.push(cwd.join(v).display().to_string());
+            continue;
+        }
+        out.push(a.clone());
+    }
+    Ok(out)
+}
+
+/// Sends one command line to the mount and returns its JSON result.
+pub fn call(mnt: &Path, words: &[String]) -> Result<Value> {
+    let line = shell_words::join(words);
+    let ctl = mnt.join(".envelopefs").join("ctl");
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&ctl)
+        .ctx(|| format!("opening {}", ctl.display()))?;
+    let wrote = f.write_all(line.as_bytes());
+    let mut reply = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut off = 0u64;
+    loop {
+        let n = f
+            .read_at(&mut buf, off)
+            .ctx(|| "reading the control reply".to_string())?;
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&buf[..n]);
+        off += n as u64;
+    }
+    let v: Value = serde_json::from_slice(&reply)
+        .map_err(|e| Error::Corrupt(format!("the mount's reply does not parse ({e})")))?;
+    if v["ok"] == Value::Bool(true) {
+        return Ok(v["result"].clone());
+    }
+    let errno = v["error"]["errno"]
+        .as_i64()
+        .and_then(|e| i32::try_from(e).ok())
+        .or_else(|| wrote.as_ref().err().and_then(std::io::Error::raw_os_error))
+        .unwrap_or(libc::EIO);
+    let msg = v["error"]["message"]
+        .as_str()
+        .unwrap_or("the mount refused the command")
+        .to_string();
+    Err(Error::from_errno(errno, msg))
+}
+
+/// Runs a store command through the mount at `mnt`.
+pub fn run(_cli: &Cli, cmd: &StoreCommand, mnt: &Path) -> Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    let words = command_words(&argv)?;
+    match cmd {
+        StoreCommand::Object(ObjectCmd::Put {
+            bucket_name,
+            name,
+            file: None,
+        }) => {
+            command_name_check(bucket_name, name)?;
+            let path = mnt.join(bucket_name).join(name);
+            if let Some(p) = path.parent() {
+                std::fs::create_dir_all(p).ctx(|| format!("creating {}", p.display()))?;
+            }
+            let mut out =
+                std::fs::File::create(&path).ctx(|| format!("creating {}", path.display()))?;
+            std::io::copy(&mut std::io::stdin().lock(), &mut out)
+                .ctx(|| format!("writing {}", path.display()))?;
+            out.sync_all().ctx(|| format!("fsync {}", path.display()))?;
+            let head = vec![
+                "object".into(),
+                "head".into(),
+                "--bucket-name".into(),
+                bucket_name.clone(),
+                "--name".into(),
+                name.clone(),
+            ];
+            print_json(&call(mnt, &head)?);
+            Ok(())
+        }
+        StoreCommand::Object(ObjectCmd::Get {
+            bucket_name,
+            name,
+            file: None,
+        }) => {
+            command_name_check(bucket_name, name)?;
+            let path = mnt.join(bucket_name).join(name);
+            let mut f = std::fs::File::open(&path).ctx(|| format!("opening {}", path.display()))?;
+            std::io::copy(&mut f, &mut std::io::stdout().lock())
+                .ctx(|| format!("reading {}", path.display()))?;
+            Ok(())
+        }
+        StoreCommand::WorkRequest(WorkRequestCmd::Wait { id, wait }) => wait_for(mnt, id, wait),
+        StoreCommand::Bucket(BucketCmd::Reencrypt { wait, .. }) => {
+            let out = call(mnt, &words)?;
+            if wait.wait_for_state.is_empty() {
+                print_json(&out);
+                return Ok(());
+            }
+            let id = out["id"].as_str().unwrap_or_default().to_string();
+            wait_for(mnt, &id, wait)
+        }
+        _ => {
+            print_json(&call(mnt, &words)?);
+            Ok(())
+        }
+    }
+}
+
+fn command_name_check(bucket: &str, name: &str) -> Result<()> {
+    crate::store::validate_bucket_name(bucket)?;
+    crate::store::validate_object_name(name)
+}
+
+/// Polls a work request through the mount until it reaches a wanted state (exit 0), ends in
+/// another (exit 1) or the wait runs out (exit 2).
+fn wait_for(mnt: &Path, id: &str, wait: &WaitArgs) -> Result<()> {
+    let wanted = command::wait_states(wait)?;
+    let deadline = Instant::now() + Duration::from_secs(wait.max_wait_seconds);
+    let interval = Duration::from_secs(wait.wait_interval_seconds.max(1));
+    let bar = Progress::new();
+    let get = vec![
+        "work-request".to_string(),
+        "get".to_string(),
+        id.to_string(),
+    ];
+    loop {
+        let v = call(mnt, &get)?;
+        let wr: WorkRequest =
+            serde_json::from_value(v).map_err(|e| Error::Corrupt(format!("work request: {e}")))?;
+        bar.update(&wr);
+        if wanted.contains(&wr.status) || wr.status.is_terminal() || Instant::now() >= deadline {
+            bar.finish();
+            print_json(&serde_json::to_value(&wr).unwrap_or(Value::Null));
+            return check_wanted(&wr, wait);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        std::thread::sleep(interval.min(left).max(Duration::from_millis(10)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn global_options_are_dropped_and_files_made_absolute() {
+        let argv: Vec<String> = [
+            "envelopefs",
+            "--store",
+            "s",
+            "object",
+            "put",
+            "--password-file=pw",
+            "--bucket-name",
+            "b",
+            "--name",
+            "x",
+            "--file",
+            "rel/f",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let w = command_words(&argv).unwrap();
+        assert_eq!(
+            &w[..6],
+            ["object", "put", "--bucket-name", "b", "--name", "x"]
+        );
+        assert_eq!(w[6], "--file");
+        assert!(Path::new(&w[7]).is_absolute());
+        assert!(w[7].ends_with("rel/f"));
+    }
+}
