@@ -4,7 +4,15 @@ use clap::Parser;
 use envelopefs::cli::{self, Cli, Exit};
 
 fn main() {
-    let cli = Cli::parse();
+    // Usage errors exit 1 (2 is reserved for "a wait timed out"); help and version exit 0.
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
     envelopefs::mount::init_logging(cli.log_level.as_deref());
     match cli::run(cli) {
         Exit::Ok => {}

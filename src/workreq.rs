@@ -185,14 +185,13 @@ pub fn unfinished(store: &Store) -> Result<Vec<WorkRequest>> {
 /// Accepts a bucket re-encrypt. `key`: `None`/`latest` for the bucket's assigned key, or a
 /// key reference, which is first assigned to the bucket.
 pub fn accept(store: &Store, bucket_name: &str, key: Option<&str>) -> Result<WorkRequest> {
-    let mut bucket = store.bucket(bucket_name)?;
-    if let Some(k) = key.filter(|k| *k != "latest") {
-        let id = store.resolve_key(k)?;
-        if bucket.kms_key_id != Some(id) {
-            bucket = store.update_bucket(bucket_name, Some(&key_id_text(&id)))?;
-        }
-    }
-    let key_id = bucket.kms_key_id.ok_or_else(|| {
+    let bucket = store.bucket(bucket_name)?;
+    // Every check comes before the bucket is changed, so a refused request changes nothing.
+    let requested = key
+        .filter(|k| *k != "latest")
+        .map(|k| store.resolve_key(k))
+        .transpose()?;
+    let key_id = requested.or(bucket.kms_key_id).ok_or_else(|| {
         Error::InvalidArgument(format!(
             "bucket {bucket_name:?} has no assigned key: assign one first (bucket update --name {bucket_name} --kms-key-id KEY)"
         ))
@@ -211,6 +210,9 @@ pub fn accept(store: &Store, bucket_name: &str, key: Option<&str>) -> Result<Wor
         ks.check_allowed(&key_id, crate::keystore::ops::REENCRYPT_TO)?;
         ks.current(&key_id)?
     };
+    if bucket.kms_key_id != Some(key_id) {
+        store.update_bucket(bucket_name, Some(&key_id_text(&key_id)))?;
+    }
     let wr = WorkRequest {
         id: format!("wr-{}", hex(&crate::crypto::random_array::<16>()?)),
         operation_type: "REENCRYPT_BUCKET".into(),

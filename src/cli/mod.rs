@@ -156,6 +156,7 @@ fn run_store_command(cli: &Cli, cmd: &StoreCommand) -> Result<()> {
         resume_unfinished(&store, Some(bucket_name), &mut progress)?;
     }
     if let StoreCommand::WorkRequest(WorkRequestCmd::Wait { id, wait }) = cmd {
+        command::wait_states(wait)?;
         let mut wr = workreq::load(&store, id)?;
         if !wr.status.is_terminal() {
             workreq::run(&store, &mut wr, &NoCustomerKeys, &|| false, &mut progress)?;

@@ -157,6 +157,7 @@ pub fn run(_cli: &Cli, cmd: &StoreCommand, mnt: &Path) -> Result<()> {
         }
         StoreCommand::WorkRequest(WorkRequestCmd::Wait { id, wait }) => wait_for(mnt, id, wait),
         StoreCommand::Bucket(BucketCmd::Reencrypt { wait, .. }) => {
+            command::wait_states(wait)?;
             let out = call(mnt, &words)?;
             if wait.wait_for_state.is_empty() {
                 print_json(&out);

@@ -175,6 +175,30 @@ mod tests {
         assert_eq!(g.plain_len(10), None);
     }
 
+    proptest::proptest! {
+        /// `plain_len` inverts `backing_len` exactly: every plaintext size has one backing
+        /// size, and a backing size is valid only if some plaintext size produces it.
+        #[test]
+        fn plain_len_is_exactly_the_inverse_of_backing_len(
+            shift in 12u32..=20,
+            plain in 0u64..(1 << 40),
+            backing in 0u64..(1 << 40),
+        ) {
+            let g = Geometry::new(1 << shift);
+            proptest::prop_assert_eq!(g.plain_len(g.backing_len(plain)), Some(plain));
+            match g.plain_len(backing) {
+                Some(p) => proptest::prop_assert_eq!(g.backing_len(p), backing),
+                None => {
+                    // No valid size: the body ends inside a chunk's overhead.
+                    let body = backing.checked_sub(PREAMBLE_LEN);
+                    proptest::prop_assert!(body.is_none_or(|b| b % g.stride() < CHUNK_OVERHEAD));
+                }
+            }
+            let last = g.final_index(plain);
+            proptest::prop_assert!(g.chunk_plain_len(last, plain) < g.chunk_size);
+        }
+    }
+
     #[test]
     fn aad_bytes() {
         let a = chunk_aad(&[7u8; 16], 0x0102, true);

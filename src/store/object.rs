@@ -77,6 +77,13 @@ pub fn unwrap_header(
             store.chunk_size()
         )));
     }
+    // The header's object id is not part of the wrap's context (the preamble's is), so
+    // check it here: a header that names another object is never believed.
+    if &header.object_id != object_id {
+        return Err(Error::Corrupt(format!(
+            "{what}: header belongs to another object (moved or copied header)"
+        )));
+    }
     let kek = match &header.wrapping {
         Wrapping::Master { key_id, version } => {
             let ks = store.keys();
@@ -100,15 +107,9 @@ pub fn unwrap_header(
         &header.wrapping,
     );
     crypto::unwrap_dek(&kek, &header.wrap_nonce, &ctx, &header.wrapped_dek).ok_or_else(|| {
-        if &header.object_id != object_id {
-            Error::Corrupt(format!(
-                "{what}: header belongs to another object (moved or copied header)"
-            ))
-        } else {
-            Error::Corrupt(format!(
-                "{what}: object header does not unwrap (tampered, or moved from another bucket or store)"
-            ))
-        }
+        Error::Corrupt(format!(
+            "{what}: object header does not unwrap (tampered, or moved from another bucket or store)"
+        ))
     })
 }
 
@@ -271,7 +272,9 @@ pub fn open_object_file(
             "{what}: backing size {len} is not a valid object size (truncated?)"
         ))
     })?;
-    Ok(ObjectIo::new(file, &dek, object_id, geometry, size))
+    let io = ObjectIo::new(file, &dek, object_id, geometry, size);
+    io.check_empty_final_chunk()?;
+    Ok(io)
 }
 
 fn read_full_at(file: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
@@ -421,6 +424,18 @@ impl ObjectIo {
             }
             Ok(copied)
         })
+    }
+
+    /// Authenticates the final chunk when it is empty. No read ever touches an empty final
+    /// chunk, so without this check a backing file cut to a chunk boundary plus 28 bytes (a
+    /// valid backing size) would read as a shorter, valid object.
+    fn check_empty_final_chunk(&self) -> Result<()> {
+        let g = self.geometry;
+        let last = g.final_index(self.size);
+        if g.chunk_plain_len(last, self.size) != 0 {
+            return Ok(());
+        }
+        self.read_chunk(last, self.size, &mut [])
     }
 
     fn fail_or_short(&self, copied: usize, chunk: u64, why: &str) -> Result<usize> {
