@@ -22,15 +22,25 @@ pub const TTL: Duration = Duration::from_secs(1);
 /// Largest write the kernel sends in one request.
 pub const MAX_WRITE: u32 = 1 << 20;
 
+/// With the `panic-on-lookup` fault (see [`crate::fault`]), a lookup of this name panics
+/// inside the handler, to prove that a panic is answered with EIO and does not take a worker
+/// thread or the mount down.
+pub const PANIC_NAME: &str = "envelopefs-fault-panic";
+
 /// The adapter.
 pub struct EnvelopeFuse {
     vfs: Arc<Vfs>,
+    panic_on_lookup: bool,
 }
 
 impl EnvelopeFuse {
     /// Wraps a vfs.
     pub fn new(vfs: Arc<Vfs>) -> Self {
-        EnvelopeFuse { vfs }
+        let panic_on_lookup = crate::fault::enabled("panic-on-lookup");
+        EnvelopeFuse {
+            vfs,
+            panic_on_lookup,
+        }
     }
 }
 
@@ -130,7 +140,12 @@ impl fuser::Filesystem for EnvelopeFuse {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match guard("lookup", || self.vfs.lookup(parent.0, name)) {
+        match guard("lookup", || {
+            if self.panic_on_lookup && name == PANIC_NAME {
+                panic!("fault injection: panic in lookup");
+            }
+            self.vfs.lookup(parent.0, name)
+        }) {
             Ok(a) => reply.entry(&TTL, &fattr(&a), Generation(0)),
             Err(e) => reply.error(e),
         }

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod command;
 pub mod crypto;
 pub mod error;
+pub mod fault;
 pub mod format;
 pub mod fuse;
 pub mod keystore;

@@ -319,6 +319,9 @@ pub fn run(
         if cancelled() {
             return finish_cancel(store, wr);
         }
+        if crate::fault::enabled("slow-work-requests") {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
         let what = format!("{}/{name}", wr.bucket_name);
         let res = rewrap::open_for_rewrap(&bucket_dir.join(name), &what).and_then(|f| {
             rewrap::rewrap_file(

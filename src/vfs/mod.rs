@@ -1,13 +1,13 @@
 //! Filesystem semantics over the store, not tied to the fuser bindings.
 //!
-//! Inodes are path-based: each known inode remembers its names as (parent, name) pairs, and
-//! its number is the backing inode number plus [`INO_BASE`] (so hard links share one inode
-//! and numbers are stable across mounts). Open regular files share one [`ObjectIo`] per
+//! Inodes are path-based (see [`inodes`]); an inode's number is the backing inode number
+//! plus [`INO_BASE`] (so hard links share one inode and numbers are stable across mounts). Open regular files share one [`ObjectIo`] per
 //! inode, whose DEK is unwrapped once at the first open. Locks are per table, never one lock
 //! for the whole filesystem; object I/O takes only the object's own lock.
 #![allow(unsafe_code)]
 
 pub mod control;
+mod inodes;
 mod posix;
 
 use crate::error::{Error, IoContext, Result};
@@ -44,12 +44,6 @@ pub const XATTR_ENCRYPTION: &str = "user.envelopefs.encryption";
 pub const XATTR_REENCRYPT: &str = "user.envelopefs.reencrypt";
 const XATTR_PREFIX: &[u8] = b"user.envelopefs.";
 
-#[derive(Debug, Default)]
-struct Node {
-    names: Vec<(u64, OsString)>,
-    lookups: u64,
-}
-
 /// One open object shared by all handles of an inode.
 pub struct OpenObject {
     io: RwLock<ObjectIo>,
@@ -77,7 +71,7 @@ pub struct VfsOptions {
 pub struct Vfs {
     store: Arc<Store>,
     opts: VfsOptions,
-    nodes: RwLock<HashMap<u64, Node>>,
+    nodes: inodes::InodeTable,
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
     dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
     open: Mutex<HashMap<u64, Weak<OpenObject>>>,
@@ -99,13 +93,11 @@ fn os_err(e: i32, what: &str) -> Error {
 impl Vfs {
     /// A filesystem over an open store.
     pub fn new(store: Arc<Store>, opts: VfsOptions) -> Self {
-        let mut nodes = HashMap::new();
-        nodes.insert(ROOT, Node::default());
         let control = Arc::new(control::Control::new(store.clone()));
         Vfs {
             store,
             opts,
-            nodes: RwLock::new(nodes),
+            nodes: inodes::InodeTable::default(),
             handles: RwLock::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             open: Mutex::new(HashMap::new()),
@@ -138,25 +130,11 @@ impl Vfs {
     // ----- inode table -----
 
     fn components(&self, ino: u64) -> Result<Vec<OsString>> {
-        let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
-        let mut out = Vec::new();
-        let mut cur = ino;
-        while cur != ROOT {
-            let node = nodes
-                .get(&cur)
-                .ok_or_else(|| os_err(libc::ESTALE, "unknown inode"))?;
-            let (parent, name) = node
-                .names
-                .first()
-                .ok_or_else(|| os_err(libc::ENOENT, "inode has no name left"))?;
-            out.push(name.clone());
-            cur = *parent;
-            if out.len() > 4096 {
-                return Err(os_err(libc::ELOOP, "inode table loop"));
-            }
-        }
-        out.reverse();
-        Ok(out)
+        self.nodes.components(ino).map_err(|e| match e {
+            inodes::PathError::Unknown => os_err(libc::ESTALE, "unknown inode"),
+            inodes::PathError::Unlinked => os_err(libc::ENOENT, "inode has no name left"),
+            inodes::PathError::Loop => os_err(libc::ELOOP, "inode table loop"),
+        })
     }
 
     /// Backing path of an inode, and its bucket name (None for the root).
@@ -176,80 +154,15 @@ impl Vfs {
         Ok((p, Some(bucket.unwrap_or_else(|| name.to_os_string()))))
     }
 
-    fn remember(&self, ino: u64, parent: u64, name: &OsStr) {
-        let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
-        let node = nodes.entry(ino).or_default();
-        node.lookups += 1;
-        if let Some(pos) = node
-            .names
-            .iter()
-            .position(|(p, n)| *p == parent && n.as_os_str() == name)
-        {
-            // Most recently used name first: it is the one most likely still valid.
-            let e = node.names.remove(pos);
-            node.names.insert(0, e);
-        } else {
-            node.names.insert(0, (parent, name.to_os_string()));
-        }
-    }
-
-    fn forget_name(&self, parent: u64, name: &OsStr) {
-        let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
-        for node in nodes.values_mut() {
-            node.names
-                .retain(|(p, n)| !(*p == parent && n.as_os_str() == name));
-        }
-    }
-
-    fn rename_name(&self, parent: u64, name: &OsStr, newparent: u64, newname: &OsStr) {
-        let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
-        for node in nodes.values_mut() {
-            node.names
-                .retain(|(p, n)| !(*p == newparent && n.as_os_str() == newname));
-        }
-        for node in nodes.values_mut() {
-            for (p, n) in node.names.iter_mut() {
-                if *p == parent && n.as_os_str() == name {
-                    *p = newparent;
-                    *n = newname.to_os_string();
-                }
-            }
-        }
-    }
-
-    fn exchange_names(&self, parent: u64, name: &OsStr, newparent: u64, newname: &OsStr) {
-        let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
-        for node in nodes.values_mut() {
-            for (p, n) in node.names.iter_mut() {
-                if *p == parent && n.as_os_str() == name {
-                    *p = newparent;
-                    *n = newname.to_os_string();
-                } else if *p == newparent && n.as_os_str() == newname {
-                    *p = parent;
-                    *n = name.to_os_string();
-                }
-            }
-        }
+    fn remember(&self, a: &Attr, parent: u64, name: &OsStr) {
+        self.nodes
+            .remember(a.ino, parent, name, a.kind == Kind::Dir);
     }
 
     /// The kernel forgets `n` lookups of an inode.
     pub fn forget(&self, ino: u64, n: u64) {
-        if ino == ROOT || ino < INO_BASE {
-            return;
-        }
-        let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(node) = nodes.get_mut(&ino) {
-            node.lookups = node.lookups.saturating_sub(n);
-            if node.lookups == 0 {
-                // Children may still refer to it as a parent; keep directories that have
-                // known children, drop the rest.
-                let has_children = nodes
-                    .values()
-                    .any(|c| c.names.iter().any(|(p, _)| *p == ino));
-                if !has_children {
-                    nodes.remove(&ino);
-                }
-            }
+        if ino >= INO_BASE {
+            self.nodes.forget(ino, n);
         }
     }
 
@@ -308,7 +221,7 @@ impl Vfs {
         let (path, _) = self.child_path(parent, name)?;
         let m = Self::lstat(&path)?;
         let a = self.attr_of_meta(&m);
-        self.remember(a.ino, parent, name);
+        self.remember(&a, parent, name);
         Ok(a)
     }
 
@@ -516,7 +429,7 @@ impl Vfs {
         })?;
         let m = io.file().metadata().ctx(|| "fstat".to_string())?;
         let a = self.attr_of_meta(&m);
-        self.remember(a.ino, parent, name);
+        self.remember(&a, parent, name);
         let obj = Arc::new(OpenObject {
             io: RwLock::new(io),
         });
@@ -722,7 +635,7 @@ impl Vfs {
         }
         let (path, _) = self.child_path(parent, name)?;
         fs::remove_file(&path).ctx(|| format!("unlink {}", path.display()))?;
-        self.forget_name(parent, name);
+        self.nodes.forget_name(parent, name);
         Ok(())
     }
 
@@ -737,7 +650,7 @@ impl Vfs {
         }
         let (path, _) = self.child_path(parent, name)?;
         fs::remove_dir(&path).ctx(|| format!("rmdir {}", path.display()))?;
-        self.forget_name(parent, name);
+        self.nodes.forget_name(parent, name);
         if parent == ROOT {
             self.invalidate_buckets();
         }
@@ -808,9 +721,9 @@ impl Vfs {
             self.rename_across(&from, &to, &fm, from_bucket, to_bucket, flags)?;
         }
         if exchange {
-            self.exchange_names(parent, name, newparent, newname);
+            self.nodes.exchange(parent, name, newparent, newname);
         } else {
-            self.rename_name(parent, name, newparent, newname);
+            self.nodes.rename(parent, name, newparent, newname);
         }
         Ok(())
     }

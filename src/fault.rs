@@ -1,0 +1,22 @@
+//! Fault injection for tests, switched on only by the environment variable
+//! `ENVELOPEFS_FAULT_INJECTION` (a comma-separated list of names) at process start:
+//! - `panic-on-lookup`: a lookup of `envelopefs-fault-panic` panics inside the FUSE handler;
+//! - `slow-work-requests`: work requests pause 2 ms per object, so a test can kill the
+//!   mount in the middle of one.
+
+use std::sync::OnceLock;
+
+/// The environment variable.
+pub const ENV: &str = "ENVELOPEFS_FAULT_INJECTION";
+
+/// Whether fault `name` is switched on.
+pub fn enabled(name: &str) -> bool {
+    static SET: OnceLock<Vec<String>> = OnceLock::new();
+    SET.get_or_init(|| {
+        std::env::var(ENV)
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+            .unwrap_or_default()
+    })
+    .iter()
+    .any(|f| f == name)
+}
