@@ -536,6 +536,21 @@ impl fuser::Filesystem for EnvelopeFuse {
         }
     }
 
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // No ioctls (isatty() and the like ask; the answer is "not a terminal").
+        reply.error(Errno::from_i32(libc::ENOTTY));
+    }
+
     fn fallocate(
         &self,
         _req: &Request,

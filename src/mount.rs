@@ -27,6 +27,8 @@ pub fn init_logging(level: Option<&str>) {
         .map(str::to_string)
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| "warn".to_string());
+    // fuser warns when the kernel has already unmounted (fusermount3 -u): expected here.
+    let filter = format!("{filter},fuser::mnt=error");
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
@@ -184,6 +186,9 @@ fn harden_process() {
 
 /// Serves a mount until a signal or an external unmount.
 fn serve(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret, daemon: bool) -> Result<()> {
+    // Before any thread exists, so every thread inherits the mask and only the main thread
+    // (in sigtimedwait) receives SIGINT/SIGTERM/SIGHUP.
+    let set = block_signals();
     let lock = StoreLock::acquire(root)?;
     let store = Arc::new(Store::open(root, lock, secret)?);
     harden_process();
@@ -224,9 +229,31 @@ fn serve(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret, daemon: boo
     };
     config.n_threads = Some(args.threads.clamp(1, 64));
     config.clone_fd = true;
-    let set = block_signals();
     let session = fuser::spawn_mount(EnvelopeFuse::new(vfs.clone()), mnt, &config)
         .map_err(|e| Error::io(format!("mounting at {}", mnt.display()), e))?;
+    {
+        // Commands through ctl that replace objects or add buckets tell the kernel to drop
+        // its cached entry for that name, so the mount shows the change at once.
+        let notifier = session.notifier();
+        let store_root = root.to_path_buf();
+        *vfs.control
+            .on_path_change
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Box::new(move |path: &Path| {
+            let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+                return;
+            };
+            let parent_ino = if parent == store_root {
+                crate::vfs::ROOT
+            } else {
+                match std::fs::symlink_metadata(parent) {
+                    Ok(m) => std::os::unix::fs::MetadataExt::ino(&m) + crate::vfs::INO_BASE,
+                    Err(_) => return,
+                }
+            };
+            let _ = notifier.inval_entry(fuser::INodeNo(parent_ino), name);
+        }));
+    }
     let record = serde_json::json!({
         "mountpoint": mnt.display().to_string(),
         "pid": std::process::id(),

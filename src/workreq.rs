@@ -275,13 +275,29 @@ pub fn walk_objects(bucket_dir: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Runs (or resumes) a work request to a terminal state. `cancelled` is polled between
-/// objects; `progress` is called after every object.
+/// What a running work request should do next (polled between objects).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Go on.
+    Continue,
+    /// A cancel was asked for: end CANCELED.
+    Cancel,
+    /// The mount is going away: save progress and leave it to resume (stays IN_PROGRESS).
+    Pause,
+}
+
+/// Never stop.
+pub fn never_stop() -> Stop {
+    Stop::Continue
+}
+
+/// Runs (or resumes) a work request to a terminal state, or until `stop` says to pause.
+/// `progress` is called after every object.
 pub fn run(
     store: &Store,
     wr: &mut WorkRequest,
     customer: &dyn CustomerKeys,
-    cancelled: &dyn Fn() -> bool,
+    stop: &dyn Fn() -> Stop,
     progress: &mut dyn FnMut(&WorkRequest),
 ) -> Result<()> {
     if wr.status.is_terminal() {
@@ -316,8 +332,10 @@ pub fn run(
     save(store, wr, true)?;
     let mut last_save = Instant::now();
     for (i, name) in names.iter().enumerate() {
-        if cancelled() {
-            return finish_cancel(store, wr);
+        match stop() {
+            Stop::Continue => {}
+            Stop::Cancel => return finish_cancel(store, wr),
+            Stop::Pause => return save(store, wr, true),
         }
         if crate::fault::enabled("slow-work-requests") {
             std::thread::sleep(std::time::Duration::from_millis(2));
@@ -379,6 +397,7 @@ fn find_bucket(store: &Store, wr: &WorkRequest) -> Result<crate::format::records
 }
 
 fn finish_cancel(store: &Store, wr: &mut WorkRequest) -> Result<()> {
+    wr.cancel_requested = true;
     store.sync_all()?;
     finish(store, wr, State::Canceled)
 }

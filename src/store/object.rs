@@ -202,7 +202,12 @@ pub fn create_object(
     let result = (|| {
         xattr::fset(&file, xattr::HEADER.as_bytes(), &header.encode(), 0)
             .ctx(|| "writing the object header".to_string())?;
-        let mut obj = ObjectIo::new(file, &dek, object_id, store.geometry(), 0);
+        let label = final_path
+            .strip_prefix(store.root())
+            .unwrap_or(final_path)
+            .display()
+            .to_string();
+        let mut obj = ObjectIo::new(file, label, &dek, object_id, store.geometry(), 0);
         obj.write_empty_object()?;
         fill(&mut obj)?;
         let moved = if exclusive {
@@ -272,7 +277,7 @@ pub fn open_object_file(
             "{what}: backing size {len} is not a valid object size (truncated?)"
         ))
     })?;
-    let io = ObjectIo::new(file, &dek, object_id, geometry, size);
+    let io = ObjectIo::new(file, what.to_string(), &dek, object_id, geometry, size);
     io.check_empty_final_chunk()?;
     Ok(io)
 }
@@ -319,6 +324,8 @@ impl Source<'_> {
 /// run concurrently; writes and truncation take `&mut self`.
 pub struct ObjectIo {
     file: File,
+    /// How errors name the object: its path in the store when it was opened.
+    label: String,
     cipher: ChunkCipher,
     object_id: Id16,
     geometry: Geometry,
@@ -326,9 +333,17 @@ pub struct ObjectIo {
 }
 
 impl ObjectIo {
-    fn new(file: File, dek: &Key32, object_id: Id16, geometry: Geometry, size: u64) -> Self {
+    fn new(
+        file: File,
+        label: String,
+        dek: &Key32,
+        object_id: Id16,
+        geometry: Geometry,
+        size: u64,
+    ) -> Self {
         ObjectIo {
             file,
+            label,
             cipher: ChunkCipher::new(dek),
             object_id,
             geometry,
@@ -352,7 +367,7 @@ impl ObjectIo {
     }
 
     fn what(&self) -> String {
-        format!("object {}", hex(&self.object_id))
+        format!("{} (object {})", self.label, hex(&self.object_id))
     }
 
     fn write_empty_object(&mut self) -> Result<()> {
@@ -442,9 +457,11 @@ impl ObjectIo {
         if copied > 0 {
             return Ok(copied);
         }
-        let msg = format!("{}: chunk {chunk}: {why}", self.what());
-        tracing::error!("{msg}");
-        Err(Error::Corrupt(msg))
+        // Not logged here: the caller reports it once (the mount logs every EIO it answers).
+        Err(Error::Corrupt(format!(
+            "{}: chunk {chunk}: {why}",
+            self.what()
+        )))
     }
 
     /// Decrypts chunk `j` as stored for plaintext size `size` into `out` (which must hold

@@ -44,8 +44,15 @@ enum Node {
 
 struct Open {
     content: Vec<u8>,
+    /// The reply of the last command written. It is read as a stream: a read at offset 0
+    /// starts it over, any other read continues where the last one ended. That serves both
+    /// a shell (write, then read at the fd's offset) and pread from 0.
     result: Option<Vec<u8>>,
+    cursor: usize,
 }
+
+/// A callback told about a changed backing path.
+pub type PathHook = Box<dyn Fn(&std::path::Path) + Send + Sync>;
 
 /// The control tree and the work-request pool.
 pub struct Control {
@@ -58,9 +65,13 @@ pub struct Control {
     started: SystemTime,
     work_tx: Mutex<Option<Sender<String>>>,
     cancelled: Arc<Mutex<HashSet<String>>>,
+    running: Mutex<HashSet<String>>,
     ring: RwLock<HashMap<[u8; 32], Key32>>,
     /// Called after a command changes buckets (to drop the vfs's cache).
     pub on_bucket_change: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+    /// Called with the backing path of a name a command created or replaced (the mount
+    /// uses it to invalidate the kernel's cached entry).
+    pub on_path_change: Mutex<Option<PathHook>>,
 }
 
 impl CustomerKeys for Control {
@@ -92,8 +103,10 @@ impl Control {
             started: SystemTime::now(),
             work_tx: Mutex::new(None),
             cancelled: Arc::new(Mutex::new(HashSet::new())),
+            running: Mutex::new(HashSet::new()),
             ring: RwLock::new(HashMap::new()),
             on_bucket_change: Mutex::new(None),
+            on_path_change: Mutex::new(None),
         }
     }
 
@@ -133,43 +146,61 @@ impl Control {
     }
 
     fn run_work_request(&self, id: &str) {
-        let mut wr = match workreq::load(&self.store, id) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::error!("work request {id}: {e}");
-                return;
-            }
-        };
-        let cancelled = {
-            let set = Arc::clone(&self.cancelled);
-            let stopping = &self.work_tx;
-            let id = id.to_string();
-            move || {
-                set.lock().unwrap_or_else(|p| p.into_inner()).contains(&id)
-                    || stopping.lock().unwrap_or_else(|p| p.into_inner()).is_none()
-            }
-        };
-        let stopping = || {
-            self.work_tx
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_none()
-        };
-        let res = workreq::run(&self.store, &mut wr, self, &cancelled, &mut |_| {});
-        if stopping() && !wr.cancel_requested {
-            // Unmounting: leave it to resume. run() marked it CANCELED; undo that.
-            if let Ok(mut w) = workreq::load(&self.store, id) {
-                if w.status == workreq::State::Canceled {
-                    w.status = workreq::State::InProgress;
-                    w.time_finished = None;
-                    let _ = workreq::save(&self.store, &w, true);
+        // Registered as running before it is loaded: a cancel either saved its request
+        // before this load, or finds it running and only flags it (the worker is then the
+        // only writer of the record).
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string());
+        let res = workreq::load(&self.store, id).and_then(|mut wr| {
+            let stop = || {
+                if self
+                    .cancelled
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(id)
+                {
+                    workreq::Stop::Cancel
+                } else if self
+                    .work_tx
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_none()
+                {
+                    workreq::Stop::Pause
+                } else {
+                    workreq::Stop::Continue
                 }
-            }
-            return;
-        }
+            };
+            workreq::run(&self.store, &mut wr, self, &stop, &mut |_| {})
+        });
         if let Err(e) = res {
             tracing::error!("work request {id}: {e}");
         }
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    fn cancel(&self, id: &str) -> Result<serde_json::Value> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        self.cancelled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string());
+        let mut wr = workreq::load(&self.store, id)?;
+        if running.contains(id) {
+            // The worker records the cancel itself at the next object.
+            if !wr.status.is_terminal() {
+                wr.status = workreq::State::Canceling;
+                wr.cancel_requested = true;
+            }
+        } else {
+            wr = workreq::request_cancel(&self.store, id)?;
+        }
+        Ok(serde_json::to_value(&wr).unwrap_or_default())
     }
 
     fn spawn_work(&self, wr: &WorkRequest) {
@@ -192,10 +223,7 @@ impl Control {
     /// Executes a parsed command as the mount.
     pub fn execute(&self, cmd: &StoreCommand) -> Result<serde_json::Value> {
         if let StoreCommand::WorkRequest(WorkRequestCmd::Cancel { id }) = cmd {
-            self.cancelled
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id.clone());
+            return self.cancel(id);
         }
         let mut streams = NoStreams;
         let spawn = |wr: &WorkRequest| self.spawn_work(wr);
@@ -207,6 +235,25 @@ impl Control {
             spawn_work: Some(&spawn),
         };
         let out = command::execute(&self.store, cmd, &mut env);
+        let changed = match cmd {
+            StoreCommand::Object(command::ObjectCmd::Put {
+                bucket_name, name, ..
+            }) => Some(self.store.bucket_dir(bucket_name).join(name)),
+            StoreCommand::Bucket(command::BucketCmd::Create { name, .. }) => {
+                Some(self.store.bucket_dir(name))
+            }
+            _ => None,
+        };
+        if let (Some(path), true) = (changed, out.is_ok()) {
+            if let Some(f) = self
+                .on_path_change
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+            {
+                f(&path);
+            }
+        }
         if matches!(cmd, StoreCommand::Bucket(_)) {
             if let Some(f) = self
                 .on_bucket_change
@@ -443,6 +490,7 @@ impl Control {
             Open {
                 content,
                 result: None,
+                cursor: 0,
             },
         );
         Ok(fh)
@@ -455,15 +503,28 @@ impl Control {
 
     /// Reads from a control handle: the result of the last command written, else the content.
     pub fn read(&self, _ino: u64, fh: u64, off: u64, size: u32, out: &mut Vec<u8>) -> Result<()> {
-        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let o = open
-            .get(&fh)
+            .get_mut(&fh)
             .ok_or_else(|| Error::io("read", std::io::Error::from_raw_os_error(libc::EBADF)))?;
-        let data = o.result.as_ref().unwrap_or(&o.content);
-        let start = usize::try_from(off).unwrap_or(usize::MAX).min(data.len());
-        let end = start.saturating_add(size as usize).min(data.len());
         out.clear();
-        out.extend_from_slice(&data[start..end]);
+        match &o.result {
+            Some(r) => {
+                if off == 0 {
+                    o.cursor = 0;
+                }
+                let start = o.cursor.min(r.len());
+                let end = start.saturating_add(size as usize).min(r.len());
+                out.extend_from_slice(&r[start..end]);
+                o.cursor = end;
+            }
+            None => {
+                let data = &o.content;
+                let start = usize::try_from(off).unwrap_or(usize::MAX).min(data.len());
+                let end = start.saturating_add(size as usize).min(data.len());
+                out.extend_from_slice(&data[start..end]);
+            }
+        }
         Ok(())
     }
 

@@ -230,8 +230,8 @@ impl Vfs {
         if ino < INO_BASE && ino != ROOT {
             return self.control.getattr(ino);
         }
-        if let Some(h) = fh.and_then(|fh| self.handle(fh).ok()) {
-            let io = h.obj.io.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(obj) = self.open_obj(ino, fh) {
+            let io = obj.io.read().unwrap_or_else(|p| p.into_inner());
             let m = io.file().metadata().ctx(|| "fstat".to_string())?;
             return Ok(self.attr_of_meta(&m));
         }
@@ -258,15 +258,39 @@ impl Vfs {
         fh: Option<u64>,
     ) -> Result<Attr> {
         if ino < INO_BASE && ino != ROOT {
-            if size.is_some() {
-                return self.control.getattr(ino); // truncation of control files is a no-op
+            // Truncation (O_TRUNC of a redirect) and time updates (the kernel flushes them
+            // at close) are accepted and ignored; ownership and mode are fixed.
+            if mode.is_some() || uid.is_some() || gid.is_some() {
+                return Err(os_err(libc::EPERM, "control files have fixed attributes"));
             }
-            return Err(os_err(libc::EPERM, "control files have fixed attributes"));
+            return self.control.getattr(ino);
         }
         self.check_writable()?;
+        // An open object is changed through its descriptor: that works after it was
+        // renamed or unlinked too.
+        if let Some(obj) = self.open_obj(ino, fh) {
+            let mut io = obj.io.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(size) = size {
+                truncate_io(&mut io, size)?;
+            }
+            let f = io.file();
+            if uid.is_some() || gid.is_some() {
+                posix::fchown_opt(f, uid, gid).ctx(|| "fchown".to_string())?;
+            }
+            if let Some(mode) = mode {
+                posix::fchmod(f, mode & 0o7777).ctx(|| "fchmod".to_string())?;
+            }
+            if atime.is_some() || mtime.is_some() {
+                posix::futimens(f, atime, mtime).ctx(|| "futimens".to_string())?;
+            }
+            let m = f.metadata().ctx(|| "fstat".to_string())?;
+            return Ok(self.attr_of_meta(&m));
+        }
         let (path, _) = self.path_of(ino)?;
         if let Some(size) = size {
-            self.truncate(ino, &path, size, fh)?;
+            let obj = self.open_object(ino, &path, false)?;
+            let mut io = obj.io.write().unwrap_or_else(|p| p.into_inner());
+            truncate_io(&mut io, size)?;
         }
         if uid.is_some() || gid.is_some() {
             posix::lchown(&path, uid, gid).ctx(|| format!("chown {}", path.display()))?;
@@ -287,18 +311,16 @@ impl Vfs {
         self.getattr(ino, None)
     }
 
-    fn truncate(&self, ino: u64, path: &Path, size: u64, fh: Option<u64>) -> Result<()> {
-        let obj = match fh.and_then(|fh| self.handle(fh).ok()) {
-            Some(h) => h.obj.clone(),
-            None => self.open_object(ino, path, false)?,
-        };
-        let mut io = obj.io.write().unwrap_or_else(|p| p.into_inner());
-        if io.size() == size {
-            // Same size: still a truncate, which updates mtime and ctime.
-            let len = io.file().metadata().ctx(|| "fstat".to_string())?.len();
-            return io.file().set_len(len).ctx(|| "truncate".to_string());
+    /// The open object of an inode: through the handle if given, else any open one.
+    fn open_obj(&self, ino: u64, fh: Option<u64>) -> Option<Arc<OpenObject>> {
+        if let Some(h) = fh.and_then(|fh| self.handle(fh).ok()) {
+            return Some(h.obj.clone());
         }
-        io.set_len(size)
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&ino)
+            .and_then(Weak::upgrade)
     }
 
     // ----- objects -----
@@ -326,8 +348,7 @@ impl Vfs {
             .unwrap_or(path)
             .display()
             .to_string();
-        let mut io = object::open_object_file(&self.store, &bucket, file, &what, &*self.control)
-            .inspect_err(|e| tracing::error!("open {what}: {e}"))?;
+        let mut io = object::open_object_file(&self.store, &bucket, file, &what, &*self.control)?;
         if truncate {
             io.set_len(0)?;
         }
@@ -1046,6 +1067,15 @@ impl Vfs {
             tracing::error!("sync at unmount: {e}");
         }
     }
+}
+
+/// Truncation of an open object. Same size: still a truncate, which updates mtime and ctime.
+fn truncate_io(io: &mut ObjectIo, size: u64) -> Result<()> {
+    if io.size() == size {
+        let len = io.file().metadata().ctx(|| "fstat".to_string())?.len();
+        return io.file().set_len(len).ctx(|| "truncate".to_string());
+    }
+    io.set_len(size)
 }
 
 fn check_name(name: &OsStr) -> Result<()> {

@@ -162,6 +162,25 @@ pub fn fchown(f: &File, uid: u32, gid: u32) -> io::Result<()> {
     check(unsafe { libc::fchown(f.as_raw_fd(), uid, gid) })
 }
 
+/// fchown with optional owner and group.
+pub fn fchown_opt(f: &File, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
+    // SAFETY: the fd is open for the borrow's duration; u32::MAX (-1) leaves a field unchanged.
+    check(unsafe {
+        libc::fchown(
+            f.as_raw_fd(),
+            uid.unwrap_or(u32::MAX),
+            gid.unwrap_or(u32::MAX),
+        )
+    })
+}
+
+/// futimens.
+pub fn futimens(f: &File, atime: Option<SetTime>, mtime: Option<SetTime>) -> io::Result<()> {
+    let ts = [timespec(atime), timespec(mtime)];
+    // SAFETY: the fd is open for the borrow's duration and ts points to two timespecs.
+    check(unsafe { libc::futimens(f.as_raw_fd(), ts.as_ptr()) })
+}
+
 /// fchmod.
 pub fn fchmod(f: &File, mode: u32) -> io::Result<()> {
     // SAFETY: the fd is open for the borrow's duration.
