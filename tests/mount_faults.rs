@@ -186,3 +186,58 @@ fn open_files_keep_working_while_their_bucket_is_rewrapped() {
         "appended file after remount",
     );
 }
+
+#[test]
+fn a_wait_that_runs_out_exits_2_and_a_stale_mount_record_is_detected() {
+    faults_on();
+    const N: usize = 2000; // 2 ms each: about 4 s, longer than the 1 s wait below
+    let mut t = TestMount::init_only(None);
+    populate(&t, "slow", N);
+    t.mount();
+    t.ctl("key rotate k").ok();
+    let out = t.cli_store(&[
+        "bucket",
+        "reencrypt",
+        "--bucket-name",
+        "slow",
+        "--wait-for-state",
+        "SUCCEEDED",
+        "--max-wait-seconds",
+        "1",
+        "--wait-interval-seconds",
+        "1",
+    ]);
+    assert_eq!(out.code, 2, "a wait that times out must exit 2: {out:?}");
+    let wr: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON on stdout");
+    let id = wr["id"].as_str().expect("work request id").to_string();
+    let done = t.wait_work_request(&id, Duration::from_secs(120));
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+
+    // Kill the daemon: its mount record stays behind. The CLI must notice that no mount
+    // serves the store any more and open it itself.
+    let pid = t.daemon_pid().expect("daemon pid");
+    // SAFETY: sending SIGKILL to the daemon this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    poll(Duration::from_secs(30), "the daemon to die", || {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
+    let _ = std::process::Command::new("fusermount3")
+        .arg("-uz")
+        .arg(&t.mnt)
+        .status();
+    t.mark_unmounted();
+    assert!(
+        t.store.join(".envelopefs/mount.json").exists(),
+        "the record is left by the crash"
+    );
+    let out = t.cli_store(&["bucket", "get", "--name", "slow"]);
+    assert_eq!(out.code, 0, "offline command after a crash: {out:?}");
+    assert!(
+        out.stderr.contains("stale"),
+        "the stale record is reported: {out:?}"
+    );
+    assert!(
+        !t.store.join(".envelopefs/mount.json").exists(),
+        "the stale record is removed"
+    );
+}
