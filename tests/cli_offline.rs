@@ -189,7 +189,7 @@ fn password_file(dir: &Path, name: &str, pw: &str) -> PathBuf {
 fn init_with_a_key_file_and_refusals() {
     let fx = fixture();
     let cfg = Store::read_config(&fx.store).expect("config");
-    assert_eq!(cfg.chunk_size, 16384, "default chunk size");
+    assert_eq!(cfg.chunk_size, 4096, "default chunk size");
     let before = snapshot(&fx.store);
 
     let mut c = bin();
@@ -621,7 +621,7 @@ fn object_put_get_head_with_stdin_files_and_prefixes() {
         "empty",
     ]);
     assert_eq!(h["size"], 0);
-    assert_eq!(h["chunk_size"], 16384);
+    assert_eq!(h["chunk_size"], 4096);
     assert!(h["object_id"].as_str().is_some_and(|s| s.len() == 32));
     // overwrite replaces
     fs::write(&src, b"second version").expect("src");

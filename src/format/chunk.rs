@@ -158,6 +158,10 @@ mod tests {
 
     #[test]
     fn worked_examples_from_format_md() {
+        let d = Geometry::new(4096);
+        assert_eq!(d.backing_len(4095), 4147);
+        assert_eq!(d.backing_len(4096), 4176);
+        assert_eq!(d.backing_len(4097), 4177);
         let g = Geometry::new(16384);
         assert_eq!(g.backing_len(0), 52);
         assert_eq!(g.backing_len(1), 53);

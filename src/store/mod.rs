@@ -27,7 +27,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 /// Name of the reserved metadata directory (in the store and in the mount).
 pub const META_DIR: &str = ".envelopefs";
 /// Default chunk size for new stores (chosen by measurement: docs/CHUNK-SIZE.md).
-pub const DEFAULT_CHUNK_SIZE: u32 = 16384;
+pub const DEFAULT_CHUNK_SIZE: u32 = 4096;
 
 /// Validates a bucket name: the rules of DESIGN.md.
 pub fn validate_bucket_name(name: &str) -> Result<()> {

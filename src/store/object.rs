@@ -387,8 +387,7 @@ impl ObjectIo {
     }
 
     /// Reads plaintext at `off` into `buf`; returns bytes read (0 at or past the end).
-    /// A chunk that fails authentication is an error if it is the first chunk of the range;
-    /// otherwise the read stops short before it, so the next read reports it.
+    /// If any chunk of the range fails authentication, the whole read is an error.
     pub fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<usize> {
         if off >= self.size || buf.is_empty() {
             return Ok(0);
@@ -416,18 +415,14 @@ impl ObjectIo {
                 let rel = usize::try_from(g.backing_offset(j) - start_b).unwrap_or(usize::MAX);
                 let slot_len = plen as usize + NONCE_LEN + TAG_LEN;
                 if rel.saturating_add(slot_len) > got {
-                    return self.fail_or_short(
-                        copied,
-                        j,
-                        "backing file is shorter than its chunks",
-                    );
+                    return self.corrupt_chunk(j, "backing file is shorter than its chunks");
                 }
                 let slot = &mut s[rel..rel + slot_len];
                 let (nonce, rest) = slot.split_at_mut(NONCE_LEN);
                 let (ct, tag) = rest.split_at_mut(plen as usize);
                 let aad = chunk_aad(&self.object_id, j, j == final_idx);
                 if !self.cipher.decrypt(nonce, &aad, ct, tag) {
-                    return self.fail_or_short(copied, j, "chunk failed authentication");
+                    return self.corrupt_chunk(j, "chunk failed authentication");
                 }
                 let cstart = j * cs;
                 let from = off.max(cstart);
@@ -453,10 +448,11 @@ impl ObjectIo {
         self.read_chunk(last, self.size, &mut [])
     }
 
-    fn fail_or_short(&self, copied: usize, chunk: u64, why: &str) -> Result<usize> {
-        if copied > 0 {
-            return Ok(copied);
-        }
+    /// A read that touches a chunk failing authentication fails as a whole. (A short read
+    /// would be taken as end-of-file by the kernel, which then zero-fills the rest of the
+    /// page-cache range: garbage. After an EIO the kernel retries the good pages singly, so
+    /// only reads of the bad chunk fail.)
+    fn corrupt_chunk<T>(&self, chunk: u64, why: &str) -> Result<T> {
         // Not logged here: the caller reports it once (the mount logs every EIO it answers).
         Err(Error::Corrupt(format!(
             "{}: chunk {chunk}: {why}",
@@ -478,17 +474,13 @@ impl ObjectIo {
             let got = read_full_at(&self.file, &mut s[..need], g.backing_offset(j))
                 .ctx(|| format!("{}: reading", self.what()))?;
             if got < need {
-                return self
-                    .fail_or_short(0, j, "backing file is shorter than its chunks")
-                    .map(|_| ());
+                return self.corrupt_chunk(j, "backing file is shorter than its chunks");
             }
             let (nonce, rest) = s[..need].split_at_mut(NONCE_LEN);
             let (ct, tag) = rest.split_at_mut(plen);
             let aad = chunk_aad(&self.object_id, j, j == g.final_index(size));
             if !self.cipher.decrypt(nonce, &aad, ct, tag) {
-                return self
-                    .fail_or_short(0, j, "chunk failed authentication")
-                    .map(|_| ());
+                return self.corrupt_chunk(j, "chunk failed authentication");
             }
             out[..plen].copy_from_slice(ct);
             Ok(())
