@@ -54,7 +54,25 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 impl Config {
+    /// `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without
+    /// it, and then a quick smoke pass (tiny sizes, one repetition) checks that the
+    /// benchmark still works without spending CI minutes on measuring.
     fn from_env() -> Self {
+        let full = std::env::args().any(|a| a == "--bench");
+        let mut c = Self::from_env_full();
+        if !full {
+            c.sizes_kib = vec![4, 16];
+            c.reps = 1;
+            c.rand_secs = 0.05;
+            c.seq_mib = 4;
+            c.rand_mib = 1;
+            c.files = 50;
+            c.pretouch_mib = 0;
+        }
+        c
+    }
+
+    fn from_env_full() -> Self {
         let sizes_kib = std::env::var("CHUNK_BENCH_SIZES")
             .ok()
             .map(|s| {

@@ -7,8 +7,9 @@
 use crate::error::{Error, Result};
 use crate::format::chunk::TAG_LEN;
 use crate::format::records::{KdfParams, WRAPPED_DEK_LEN};
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use aes_gcm::aead::array::Array;
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use aes_gcm::Aes256Gcm;
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -35,7 +36,7 @@ impl Key32 {
     }
 
     fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(aes_gcm::Key::<Aes256Gcm>::from_slice(&self.0))
+        Aes256Gcm::new(&aes_gcm::Key::<Aes256Gcm>::from(self.0))
     }
 }
 
@@ -65,7 +66,7 @@ pub fn seal_in_place(
 ) -> Result<[u8; 16]> {
     let tag = key
         .cipher()
-        .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf)
+        .encrypt_inout_detached(&Array::from(*nonce), aad, buf.into())
         .map_err(|_| Error::InvalidArgument("AES-GCM refused the input length".into()))?;
     Ok(tag.into())
 }
@@ -91,13 +92,9 @@ pub fn open(
     }
     let (ct, tag) = sealed.split_at(sealed.len() - TAG_LEN);
     let mut buf = Zeroizing::new(ct.to_vec());
+    let tag = <Array<u8, _>>::try_from(tag).ok()?;
     key.cipher()
-        .decrypt_in_place_detached(
-            Nonce::from_slice(nonce),
-            aad,
-            &mut buf,
-            Tag::from_slice(tag),
-        )
+        .decrypt_inout_detached(&Array::from(*nonce), aad, buf.as_mut_slice().into(), &tag)
         .ok()?;
     Some(buf)
 }
@@ -195,17 +192,25 @@ impl ChunkCipher {
 
     /// Encrypts `buf` in place and returns its tag.
     pub fn encrypt(&self, nonce: &[u8], aad: &[u8], buf: &mut [u8]) -> Result<[u8; 16]> {
+        let nonce = <Array<u8, _>>::try_from(nonce)
+            .map_err(|_| Error::InvalidArgument("a chunk nonce is 12 bytes".into()))?;
         let tag = self
             .cipher
-            .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf)
+            .encrypt_inout_detached(&nonce, aad, buf.into())
             .map_err(|_| Error::InvalidArgument("AES-GCM refused the chunk".into()))?;
         Ok(tag.into())
     }
 
     /// Decrypts `buf` in place; `false` if authentication failed (then `buf` is garbage).
     pub fn decrypt(&self, nonce: &[u8], aad: &[u8], buf: &mut [u8], tag: &[u8]) -> bool {
+        let (Ok(nonce), Ok(tag)) = (
+            <Array<u8, _>>::try_from(nonce),
+            <Array<u8, _>>::try_from(tag),
+        ) else {
+            return false;
+        };
         self.cipher
-            .decrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf, Tag::from_slice(tag))
+            .decrypt_inout_detached(&nonce, aad, buf.into(), &tag)
             .is_ok()
     }
 }
