@@ -4,7 +4,6 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// Name of the object header xattr.
@@ -12,9 +11,7 @@ pub const HEADER: &str = "user.envelopefs.header";
 /// Name of the bucket record xattr.
 pub const BUCKET: &str = "user.envelopefs.bucket";
 
-fn cpath(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
+use super::fsutil::{check, cpath};
 
 fn cname(n: &[u8]) -> io::Result<CString> {
     CString::new(n).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
@@ -24,22 +21,22 @@ fn ret_len(r: libc::ssize_t) -> io::Result<usize> {
     usize::try_from(r).map_err(|_| io::Error::last_os_error())
 }
 
-/// Reads an xattr of a path (not following symlinks). `Ok(None)` if absent.
-pub fn get(path: &Path, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
-    let p = cpath(path)?;
-    let n = cname(name)?;
-    let mut buf = vec![0u8; 256];
+/// Calls `call` with a growing buffer until the value fits: the get/list pattern of the
+/// xattr system calls (ERANGE means "buffer too small").
+fn read_growing(
+    start: usize,
+    max: usize,
+    mut call: impl FnMut(&mut [u8]) -> libc::ssize_t,
+) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = vec![0u8; start];
     loop {
-        // SAFETY: p and n are valid NUL-terminated strings; buf is valid for buf.len() bytes.
-        let r =
-            unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        match ret_len(r) {
+        match ret_len(call(&mut buf)) {
             Ok(len) => {
                 buf.truncate(len);
                 return Ok(Some(buf));
             }
             Err(e) if e.raw_os_error() == Some(libc::ENODATA) => return Ok(None),
-            Err(e) if e.raw_os_error() == Some(libc::ERANGE) && buf.len() < (1 << 16) => {
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) && buf.len() < max => {
                 buf.resize(buf.len() * 4, 0);
             }
             Err(e) => return Err(e),
@@ -47,32 +44,30 @@ pub fn get(path: &Path, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
     }
 }
 
+/// Reads an xattr of a path (not following symlinks). `Ok(None)` if absent.
+pub fn get(path: &Path, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
+    let p = cpath(path)?;
+    let n = cname(name)?;
+    read_growing(256, 1 << 16, |buf| {
+        // SAFETY: p and n are valid NUL-terminated strings; buf is valid for buf.len() bytes.
+        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) }
+    })
+}
+
 /// Reads an xattr of an open file. `Ok(None)` if absent.
 pub fn fget(fd: &impl AsRawFd, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
     let n = cname(name)?;
-    let mut buf = vec![0u8; 256];
-    loop {
+    read_growing(256, 1 << 16, |buf| {
         // SAFETY: the fd is open for the borrow's duration; n is NUL-terminated; buf is valid.
-        let r = unsafe {
+        unsafe {
             libc::fgetxattr(
                 fd.as_raw_fd(),
                 n.as_ptr(),
                 buf.as_mut_ptr().cast(),
                 buf.len(),
             )
-        };
-        match ret_len(r) {
-            Ok(len) => {
-                buf.truncate(len);
-                return Ok(Some(buf));
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => return Ok(None),
-            Err(e) if e.raw_os_error() == Some(libc::ERANGE) && buf.len() < (1 << 16) => {
-                buf.resize(buf.len() * 4, 0);
-            }
-            Err(e) => return Err(e),
         }
-    }
+    })
 }
 
 /// Sets an xattr of a path (not following symlinks). `flags`: 0, XATTR_CREATE or XATTR_REPLACE.
@@ -89,11 +84,7 @@ pub fn set(path: &Path, name: &[u8], value: &[u8], flags: i32) -> io::Result<()>
             flags,
         )
     };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    check(r)
 }
 
 /// Sets an xattr of an open file.
@@ -109,11 +100,7 @@ pub fn fset(fd: &impl AsRawFd, name: &[u8], value: &[u8], flags: i32) -> io::Res
             flags,
         )
     };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    check(r)
 }
 
 /// Removes an xattr of a path (not following symlinks).
@@ -122,29 +109,18 @@ pub fn remove(path: &Path, name: &[u8]) -> io::Result<()> {
     let n = cname(name)?;
     // SAFETY: valid NUL-terminated strings.
     let r = unsafe { libc::lremovexattr(p.as_ptr(), n.as_ptr()) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    check(r)
 }
 
 /// Lists xattr names of a path (not following symlinks).
 pub fn list(path: &Path) -> io::Result<Vec<Vec<u8>>> {
     let p = cpath(path)?;
-    let mut buf = vec![0u8; 1024];
-    let len = loop {
+    let buf = read_growing(1024, 1 << 20, |buf| {
         // SAFETY: p is NUL-terminated and buf valid for its length.
-        let r = unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        match ret_len(r) {
-            Ok(len) => break len,
-            Err(e) if e.raw_os_error() == Some(libc::ERANGE) && buf.len() < (1 << 20) => {
-                buf.resize(buf.len() * 4, 0);
-            }
-            Err(e) => return Err(e),
-        }
-    };
-    Ok(buf[..len]
+        unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) }
+    })?
+    .unwrap_or_default();
+    Ok(buf
         .split(|b| *b == 0)
         .filter(|s| !s.is_empty())
         .map(<[u8]>::to_vec)

@@ -645,8 +645,8 @@ impl Vfs {
         Ok(t.as_os_str().as_bytes().to_vec())
     }
 
-    /// unlink(2)
-    pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
+    /// Refuses changes to the control tree and to the reserved name at the root.
+    fn check_removable(&self, parent: u64, name: &OsStr) -> Result<()> {
         self.check_writable()?;
         if parent < INO_BASE && parent != ROOT {
             return Err(os_err(libc::EPERM, "the control tree is fixed"));
@@ -654,6 +654,12 @@ impl Vfs {
         if parent == ROOT && name == META_DIR {
             return Err(os_err(libc::EPERM, ".envelopefs is reserved"));
         }
+        Ok(())
+    }
+
+    /// unlink(2)
+    pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
+        self.check_removable(parent, name)?;
         let (path, _) = self.child_path(parent, name)?;
         fs::remove_file(&path).ctx(|| format!("unlink {}", path.display()))?;
         self.nodes.forget_name(parent, name);
@@ -662,13 +668,7 @@ impl Vfs {
 
     /// rmdir(2): at the root, removes an empty bucket.
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
-        self.check_writable()?;
-        if parent < INO_BASE && parent != ROOT {
-            return Err(os_err(libc::EPERM, "the control tree is fixed"));
-        }
-        if parent == ROOT && name == META_DIR {
-            return Err(os_err(libc::EPERM, ".envelopefs is reserved"));
-        }
+        self.check_removable(parent, name)?;
         let (path, _) = self.child_path(parent, name)?;
         fs::remove_dir(&path).ctx(|| format!("rmdir {}", path.display()))?;
         self.nodes.forget_name(parent, name);

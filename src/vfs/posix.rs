@@ -1,11 +1,9 @@
 //! Attribute types of the vfs and the few POSIX calls std does not wrap.
 #![allow(unsafe_code)]
 
-use std::ffi::CString;
 use std::fs::{File, FileType, Metadata};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -137,17 +135,7 @@ pub fn attr_from_meta(m: &Metadata, ino: u64) -> Attr {
     }
 }
 
-fn cpath(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
-
-fn check(r: libc::c_int) -> io::Result<()> {
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
+use crate::store::fsutil::{check, cpath};
 
 /// lchown with optional owner and group.
 pub fn lchown(path: &Path, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
