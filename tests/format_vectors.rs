@@ -31,36 +31,36 @@ const BUMP: &str = "format version bump required";
 const DEK_CONTEXT_MASTER: &str = concat!(
     "656e76656c6f706566732e64656b2e7631000102030405060708090a0b0c0d0e",
     "0f101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e",
-    "2f01303132333435363738393a3b3c3d3e3f03000000",
+    "2f15cd853dfe9c971701303132333435363738393a3b3c3d3e3f03000000",
 );
 const DEK_CONTEXT_CUSTOMER: &str = concat!(
     "656e76656c6f706566732e64656b2e7631000102030405060708090a0b0c0d0e",
     "0f101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e",
-    "2f02578d229d84fdfcc7e147b2f75b45e36af2a63ad529686ca00f4578462cfd",
-    "134e",
+    "2f15cd853dfe9c971702578d229d84fdfcc7e147b2f75b45e36af2a63ad52968",
+    "6ca00f4578462cfd134e",
 );
 const CUSTOMER_FINGERPRINT: &str =
     "578d229d84fdfcc7e147b2f75b45e36af2a63ad529686ca00f4578462cfd134e";
 const WRAPPED_DEK_MASTER: &str = concat!(
     "4d3fdca446114ce40003fa431ecffb4d888dbba13912906386f702afad681f03",
-    "68f8f54943a01bdd62b0d04c9dfb9ded",
+    "872e56a09c88194fa324842da3647dfc",
 );
 const WRAPPED_DEK_CUSTOMER: &str = concat!(
     "07b6a3612c48c37a5c376d84e6734fdc1119a2de5937a8c893f396894e74ae57",
-    "d5838a6c9b17ffed0a38b5e448389e82",
+    "0291f48fa891b8a65e274fd762104b1e",
 );
 const HEADER_MASTER: &str = concat!(
     "45465348010000400000202122232425262728292a2b2c2d2e2f15cd853dfe9c",
     "971700000000303132333435363738393a3b3c3d3e3f03000000808182838485",
     "868788898a8b4d3fdca446114ce40003fa431ecffb4d888dbba13912906386f7",
-    "02afad681f0368f8f54943a01bdd62b0d04c9dfb9ded",
+    "02afad681f03872e56a09c88194fa324842da3647dfc",
 );
 const HEADER_CUSTOMER: &str = concat!(
     "45465348010000400000202122232425262728292a2b2c2d2e2f15cd853dfe9c",
     "971701000000578d229d84fdfcc7e147b2f75b45e36af2a63ad529686ca00f45",
     "78462cfd134e808182838485868788898a8b07b6a3612c48c37a5c376d84e673",
-    "4fdc1119a2de5937a8c893f396894e74ae57d5838a6c9b17ffed0a38b5e44838",
-    "9e82",
+    "4fdc1119a2de5937a8c893f396894e74ae570291f48fa891b8a65e274fd76210",
+    "4b1e",
 );
 const BUCKET_RECORD_ASSIGNED: &str = concat!(
     "454653420100101112131415161718191a1b1c1d1e1f01303132333435363738",
@@ -182,7 +182,7 @@ fn customer_wrapping() -> Wrapping {
 }
 
 fn header(wrapping: Wrapping, kek: &Key32) -> ObjectHeader {
-    let ctx = dek_context(&STORE_ID, &bucket_id(), &object_id(), &wrapping);
+    let ctx = dek_context(&STORE_ID, &bucket_id(), &object_id(), CREATED_NS, &wrapping);
     ObjectHeader {
         magic: HEADER_MAGIC,
         version: 1,
@@ -338,20 +338,32 @@ fn bucket_records() {
 
 #[test]
 fn dek_wrap_encryption_context() {
-    let m = dek_context(&STORE_ID, &bucket_id(), &object_id(), &master_wrapping());
+    let m = dek_context(
+        &STORE_ID,
+        &bucket_id(),
+        &object_id(),
+        CREATED_NS,
+        &master_wrapping(),
+    );
     assert_eq!(
         hex(&m),
         DEK_CONTEXT_MASTER,
         "{BUMP}: DEK-wrap context (master)"
     );
-    assert_eq!(m.len(), 17 + 48 + 21, "{BUMP}: master context length");
-    let c = dek_context(&STORE_ID, &bucket_id(), &object_id(), &customer_wrapping());
+    assert_eq!(m.len(), 17 + 56 + 21, "{BUMP}: master context length");
+    let c = dek_context(
+        &STORE_ID,
+        &bucket_id(),
+        &object_id(),
+        CREATED_NS,
+        &customer_wrapping(),
+    );
     assert_eq!(
         hex(&c),
         DEK_CONTEXT_CUSTOMER,
         "{BUMP}: DEK-wrap context (customer)"
     );
-    assert_eq!(c.len(), 17 + 48 + 33, "{BUMP}: customer context length");
+    assert_eq!(c.len(), 17 + 56 + 33, "{BUMP}: customer context length");
 }
 
 #[test]
@@ -474,7 +486,13 @@ fn data_preamble_and_a_whole_backing_file() {
     );
     // And the golden header opens it.
     let h = ObjectHeader::decode(&unhex(HEADER_MASTER)).expect("decode");
-    let ctx = dek_context(&STORE_ID, &bucket_id(), &object_id(), &h.wrapping);
+    let ctx = dek_context(
+        &STORE_ID,
+        &bucket_id(),
+        &object_id(),
+        h.created_ns,
+        &h.wrapping,
+    );
     let d = crypto::unwrap_dek(&kek(), &h.wrap_nonce, &ctx, &h.wrapped_dek).expect("unwrap");
     let bytes = unhex(OBJECT_HELLO);
     let (nonce, rest) = bytes[24..].split_at(12);

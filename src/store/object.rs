@@ -104,6 +104,7 @@ pub fn unwrap_header(
         store.store_id(),
         &bucket.bucket_id,
         object_id,
+        header.created_ns,
         &header.wrapping,
     );
     crypto::unwrap_dek(&kek, &header.wrap_nonce, &ctx, &header.wrapped_dek).ok_or_else(|| {
@@ -132,7 +133,13 @@ pub fn make_header(
     dek: &Key32,
     nonce: [u8; 12],
 ) -> Result<ObjectHeader> {
-    let ctx = dek_context(store.store_id(), &bucket.bucket_id, object_id, &wrapping);
+    let ctx = dek_context(
+        store.store_id(),
+        &bucket.bucket_id,
+        object_id,
+        created_ns,
+        &wrapping,
+    );
     Ok(ObjectHeader {
         magic: HEADER_MAGIC,
         version: FORMAT_VERSION,
