@@ -27,7 +27,7 @@ CARGO_HOME_DIR="${CARGO_HOME:-$HOME/.cargo}"
 # Where `cargo install` puts binaries (it honours CARGO_INSTALL_ROOT).
 CARGO_BIN_DIR="${CARGO_INSTALL_ROOT:-$CARGO_HOME_DIR}/bin"
 
-APT_PACKAGES=(fuse3 attr fio)
+APT_PACKAGES=(fuse3 attr fio rsync)
 
 die() {
     echo "install-deps: error: $*" >&2

@@ -89,6 +89,36 @@ fn cp_a_of_a_tree_then_diff_r() {
 }
 
 #[test]
+fn rsync_ax_into_out_of_and_between_buckets() {
+    let m = TestMount::new();
+    fs::create_dir(m.p("b")).unwrap();
+    fs::create_dir(m.p("c")).unwrap();
+    let cs = m.chunk_size() as usize;
+    make_tree(&m.scratch.join("src"), cs);
+    m.sh(
+        r#"for f in "$X"/src/*; do [ -f "$f" ] && setfattr -n user.note -v kept "$f"; done; true"#,
+    )
+    .ok();
+    // In, with xattrs: the mount's own read-only xattrs must not get in the way (exit 0).
+    m.sh(r#"rsync -aX "$X/src/" "$M/b/dst/""#).ok();
+    m.sh(r#"diff -r --no-dereference "$X/src" "$M/b/dst""#).ok();
+    // A second run with --delete after a change syncs the change.
+    m.sh(r#"echo changed > "$X/src/new.txt" && rsync -aX --delete "$X/src/" "$M/b/dst/""#)
+        .ok();
+    m.sh(r#"diff -r --no-dereference "$X/src" "$M/b/dst""#).ok();
+    // Between buckets and back out; the user's xattrs travel, envelopefs's do not.
+    m.sh(r#"rsync -aX "$M/b/dst/" "$M/c/copy/" && rsync -aX "$M/c/copy/" "$X/out/""#)
+        .ok();
+    m.sh(r#"diff -r --no-dereference "$X/src" "$X/out""#).ok();
+    let dump = m.sh(r#"getfattr -R -h -d -m - "$X/out""#).ok().stdout;
+    assert!(dump.contains("user.note"), "user xattrs travel: {dump}");
+    assert!(
+        !dump.contains("envelopefs"),
+        "no envelopefs xattr leaves the mount: {dump}"
+    );
+}
+
+#[test]
 fn tar_into_and_out_of_the_mount() {
     let mut m = TestMount::new();
     fs::create_dir(m.p("b")).unwrap();

@@ -951,7 +951,10 @@ impl Vfs {
         }
     }
 
-    /// listxattr(2): user xattrs plus the read-only envelopefs ones; never the header.
+    /// listxattr(2): the user's own xattrs. The read-only `user.envelopefs.*` attributes are
+    /// readable by name but not listed (as CephFS does with its virtual xattrs): tools that
+    /// copy every listed xattr (`rsync -X`, `tar --xattrs`, `cp -a`) would otherwise carry them
+    /// to other files, or try to remove them here and fail. The header is never exposed.
     pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
         if ino < INO_BASE && ino != ROOT {
             return Ok(Vec::new());
@@ -964,17 +967,6 @@ impl Vfs {
             }
             out.extend_from_slice(&n);
             out.push(0);
-        }
-        if Self::lstat(&path)?.is_file() {
-            let enc = self.header_of(&path).map(|h| h.wrapping);
-            let mut names = vec![XATTR_OBJECT_ID, XATTR_ENCRYPTION, XATTR_KEY_ID];
-            if matches!(enc, Ok(Wrapping::Master { .. })) {
-                names.push(XATTR_KEY_VERSION);
-            }
-            for n in names {
-                out.extend_from_slice(n.as_bytes());
-                out.push(0);
-            }
         }
         Ok(out)
     }
