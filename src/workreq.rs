@@ -170,7 +170,9 @@ pub fn list(store: &Store, bucket: Option<&str>) -> Result<Vec<WorkRequest>> {
             Err(err) => tracing::warn!("skipping work request {id}: {err}"),
         }
     }
-    out.sort_by(|a, b| (a.time_accepted, &a.id).cmp(&(b.time_accepted, &b.id)));
+    // Acceptance order to the nanosecond (time_accepted is whole seconds: requests accepted
+    // in the same second must still list in the order they were made).
+    out.sort_by(|a, b| (a.scope_created_before_ns, &a.id).cmp(&(b.scope_created_before_ns, &b.id)));
     Ok(out)
 }
 
@@ -411,6 +413,41 @@ fn finish(store: &Store, wr: &mut WorkRequest, state: State) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_orders_requests_accepted_in_one_second_by_acceptance() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("s");
+        let key = crate::crypto::Key32::from_bytes([3u8; 32]);
+        let secret = crate::keystore::Secret::KeyFile(key);
+        Store::init(&root, 4096, &secret).unwrap();
+        let store = Store::open(
+            &root,
+            crate::store::StoreLock::acquire(&root).unwrap(),
+            &secret,
+        )
+        .unwrap();
+        store.create_bucket("b", Some("default"), 0o755).unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..20 {
+            let mut wr = accept(&store, "b", None).unwrap();
+            run(
+                &store,
+                &mut wr,
+                &crate::store::object::NoCustomerKeys,
+                &never_stop,
+                &mut |_| {},
+            )
+            .unwrap();
+            ids.push(wr.id);
+        }
+        let listed: Vec<String> = list(&store, Some("b"))
+            .unwrap()
+            .into_iter()
+            .map(|w| w.id)
+            .collect();
+        assert_eq!(listed, ids, "latest last, whatever the random ids");
+    }
 
     #[test]
     fn state_names_parse() {
