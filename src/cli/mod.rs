@@ -8,7 +8,7 @@ use crate::command::{self, BucketCmd, DataStreams, Env, StoreCommand, WaitArgs, 
 use crate::error::{Error, Result};
 use crate::store::object::NoCustomerKeys;
 use crate::store::{Store, StoreLock, DEFAULT_CHUNK_SIZE};
-use crate::workreq::{self, State, WorkRequest};
+use crate::workreq::{self, WorkRequest};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 use std::io::IsTerminal;
@@ -145,7 +145,7 @@ pub fn open_offline(cli: &Cli, root: &Path) -> Result<Store> {
 fn run_store_command(cli: &Cli, cmd: &StoreCommand) -> Result<()> {
     let root = store_path(cli)?;
     if let Some(mnt) = remote::live_mount(root) {
-        return remote::run(cli, cmd, &mnt);
+        return remote::run(cmd, &mnt);
     }
     let store = open_offline(cli, root)?;
     let mut streams = StdStreams;
@@ -299,9 +299,4 @@ impl Default for Progress {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// Whether `state` is one of the wanted ones (used by the mounted wait loop).
-pub fn reached(wr: &WorkRequest, wanted: &[State]) -> bool {
-    wanted.contains(&wr.status)
 }

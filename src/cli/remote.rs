@@ -5,7 +5,7 @@
 //! secrets, logging), with file arguments made absolute, so the mount parses exactly what
 //! the user typed with the same parser.
 
-use super::{check_wanted, print_json, Cli, Progress};
+use super::{check_wanted, print_json, Progress};
 use crate::command::{self, BucketCmd, ObjectCmd, StoreCommand, WaitArgs, WorkRequestCmd};
 use crate::error::{Error, IoContext, Result};
 use crate::store::{mount_record, StoreLock};
@@ -113,7 +113,7 @@ pub fn call(mnt: &Path, words: &[String]) -> Result<Value> {
 }
 
 /// Runs a store command through the mount at `mnt`.
-pub fn run(_cli: &Cli, cmd: &StoreCommand, mnt: &Path) -> Result<()> {
+pub fn run(cmd: &StoreCommand, mnt: &Path) -> Result<()> {
     let argv: Vec<String> = std::env::args().collect();
     let words = command_words(&argv)?;
     match cmd {

@@ -64,7 +64,7 @@ pub struct Control {
     owner: (u32, u32),
     started: SystemTime,
     work_tx: Mutex<Option<Sender<String>>>,
-    cancelled: Arc<Mutex<HashSet<String>>>,
+    cancelled: Mutex<HashSet<String>>,
     running: Mutex<HashSet<String>>,
     ring: RwLock<HashMap<[u8; 32], Key32>>,
     /// Called after a command changes buckets (to drop the vfs's cache).
@@ -102,7 +102,7 @@ impl Control {
             owner,
             started: SystemTime::now(),
             work_tx: Mutex::new(None),
-            cancelled: Arc::new(Mutex::new(HashSet::new())),
+            cancelled: Mutex::new(HashSet::new()),
             running: Mutex::new(HashSet::new()),
             ring: RwLock::new(HashMap::new()),
             on_bucket_change: Mutex::new(None),
@@ -496,11 +496,6 @@ impl Control {
         Ok(fh)
     }
 
-    /// Whether a file handle belongs to the control tree.
-    pub fn owns(&self, fh: u64) -> bool {
-        fh >= 1 << 62
-    }
-
     /// Reads from a control handle: the result of the last command written, else the content.
     pub fn read(&self, _ino: u64, fh: u64, off: u64, size: u32, out: &mut Vec<u8>) -> Result<()> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
@@ -538,8 +533,9 @@ impl Control {
                 "control writes are limited to {} bytes",
                 command::MAX_LINE
             ));
-            self.set_result(fh, &Err(e.clone_msg()));
-            return Err(e);
+            let res = Err(e);
+            self.set_result(fh, &res);
+            return res;
         }
         let text = String::from_utf8_lossy(data);
         let line = text.trim();
@@ -577,24 +573,19 @@ impl Control {
             }
             _ => Err(eperm("this control file is read-only")),
         };
-        let errno = res.as_ref().err().map(Error::errno);
-        self.set_result(fh, &res.map_err(|e| e.clone_msg()));
-        match errno {
-            None => Ok(len),
-            Some(e) => Err(Error::from_errno(e, "control command failed".into())),
-        }
+        self.set_result(fh, &res);
+        res.map(|_| len)
     }
 
-    fn set_result(
-        &self,
-        fh: u64,
-        res: &std::result::Result<serde_json::Value, (String, String, i32)>,
-    ) {
+    fn set_result<T>(&self, fh: u64, res: &Result<T>)
+    where
+        T: serde::Serialize,
+    {
         let v = match res {
             Ok(v) => json!({"ok": true, "result": v}),
-            Err((kind, msg, errno)) => {
-                json!({"ok": false, "error": {"kind": kind, "message": msg, "errno": errno}})
-            }
+            Err(e) => json!({"ok": false, "error": {
+                "kind": e.kind(), "message": e.to_string(), "errno": e.errno()
+            }}),
         };
         let mut bytes = serde_json::to_vec_pretty(&v).unwrap_or_default();
         bytes.push(b'\n');
@@ -614,22 +605,5 @@ impl Control {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&fh);
-    }
-
-    /// Loads a customer key into the ring; returns its fingerprint.
-    pub fn add_customer_key(&self, key: Key32) -> [u8; 32] {
-        let fp = crate::crypto::customer_fingerprint(&key);
-        self.ring
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(fp, key);
-        fp
-    }
-}
-
-impl Error {
-    /// (kind, message, errno) of an error, for control-file replies.
-    pub fn clone_msg(&self) -> (String, String, i32) {
-        (self.kind().to_string(), self.to_string(), self.errno())
     }
 }

@@ -427,12 +427,7 @@ impl Vfs {
         gid: u32,
     ) -> Result<(Attr, u64)> {
         self.check_writable()?;
-        if parent < INO_BASE {
-            return Err(os_err(
-                libc::EPERM,
-                "only buckets (directories) can be created at the root",
-            ));
-        }
+        check_in_bucket(parent)?;
         let (path, bucket) = self.child_path(parent, name)?;
         let bucket = bucket.ok_or_else(|| einval("no bucket"))?;
         let rec = self.bucket_record(&bucket)?;
@@ -564,8 +559,14 @@ impl Vfs {
         } else {
             fsutil::mkdir(&path, mode & 0o7777).ctx(|| format!("mkdir {}", path.display()))?;
         }
+        self.adopt(parent, name, &path, uid, gid)
+    }
+
+    /// The common end of mkdir, mknod and symlink: the caller (or the set-group-id parent
+    /// directory's group) owns the new node, which the kernel then looks up.
+    fn adopt(&self, parent: u64, name: &OsStr, path: &Path, uid: u32, gid: u32) -> Result<Attr> {
         let gid = self.inherited_gid(parent, gid)?;
-        self.own(&path, uid, gid)?;
+        self.own(path, uid, gid)?;
         self.lookup(parent, name)
     }
 
@@ -597,12 +598,7 @@ impl Vfs {
         gid: u32,
     ) -> Result<Attr> {
         self.check_writable()?;
-        if parent < INO_BASE {
-            return Err(os_err(
-                libc::EPERM,
-                "only buckets can be created at the root",
-            ));
-        }
+        check_in_bucket(parent)?;
         if mode & libc::S_IFMT == libc::S_IFREG {
             let (a, fh) = self.create(parent, name, mode, libc::O_RDWR, uid, gid)?;
             self.release(a.ino, fh);
@@ -610,9 +606,7 @@ impl Vfs {
         }
         let (path, _) = self.child_path(parent, name)?;
         posix::mknod(&path, mode, rdev).ctx(|| format!("mknod {}", path.display()))?;
-        let gid = self.inherited_gid(parent, gid)?;
-        self.own(&path, uid, gid)?;
-        self.lookup(parent, name)
+        self.adopt(parent, name, &path, uid, gid)
     }
 
     /// symlink(2)
@@ -625,17 +619,10 @@ impl Vfs {
         gid: u32,
     ) -> Result<Attr> {
         self.check_writable()?;
-        if parent < INO_BASE {
-            return Err(os_err(
-                libc::EPERM,
-                "only buckets can be created at the root",
-            ));
-        }
+        check_in_bucket(parent)?;
         let (path, _) = self.child_path(parent, name)?;
         std::os::unix::fs::symlink(target, &path).ctx(|| format!("symlink {}", path.display()))?;
-        let gid = self.inherited_gid(parent, gid)?;
-        self.own(&path, uid, gid)?;
-        self.lookup(parent, name)
+        self.adopt(parent, name, &path, uid, gid)
     }
 
     /// readlink(2)
@@ -1059,6 +1046,17 @@ impl Vfs {
             tracing::error!("sync at unmount: {e}");
         }
     }
+}
+
+/// Only buckets (directories) live at the root, and the control tree is fixed.
+fn check_in_bucket(parent: u64) -> Result<()> {
+    if parent < INO_BASE {
+        return Err(os_err(
+            libc::EPERM,
+            "only buckets (directories) can be created at the root",
+        ));
+    }
+    Ok(())
 }
 
 /// Truncation of an open object. Same size: still a truncate, which updates mtime and ctime.
