@@ -492,7 +492,7 @@ fn run_one(b: &Bench, si: usize, rep: usize, cfg: &Config, res: &mut Results) ->
     b.store.sync_all()?;
 
     // AES-GCM on one chunk in memory: the crypto ceiling for this chunk size
-    let cipher = ChunkCipher::new(&Key32::from_bytes([0x11; 32]));
+    let cipher = ChunkCipher::new(&Key32::from_bytes([0x11; 32])).expect("cipher");
     let mut chunk = vec![0u8; b.cs as usize];
     let aad = [0u8; 25];
     let nonce = [0u8; 12];
@@ -551,7 +551,7 @@ fn micro() -> BoxResult<Vec<(String, f64)>> {
         "vec![0u8; 12] alloc+free (nonce buffer per write_at)".into(),
         secs(t.elapsed()) * 1e9 / f64::from(n),
     ));
-    let cipher = ChunkCipher::new(&Key32::from_bytes([0x11; 32]));
+    let cipher = ChunkCipher::new(&Key32::from_bytes([0x11; 32])).expect("cipher");
     let mut blk = vec![0u8; 4096];
     let t = Instant::now();
     for _ in 0..n {

@@ -7,9 +7,7 @@
 use crate::error::{Error, Result};
 use crate::format::chunk::TAG_LEN;
 use crate::format::records::{KdfParams, WRAPPED_DEK_LEN};
-use aes_gcm::aead::array::Array;
-use aes_gcm::aead::{AeadInOut, KeyInit};
-use aes_gcm::Aes256Gcm;
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -35,8 +33,13 @@ impl Key32 {
         &self.0
     }
 
-    fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(&aes_gcm::Key::<Aes256Gcm>::from(self.0))
+    /// The expanded AES-256-GCM key. aws-lc keeps the key schedule in memory it allocates
+    /// itself and cleanses when the key is dropped (`OPENSSL_free` zeroes every allocation),
+    /// so the expanded key is zeroized like the raw one.
+    fn cipher(&self) -> Result<LessSafeKey> {
+        let k = UnboundKey::new(&AES_256_GCM, &self.0)
+            .map_err(|_| Error::InvalidArgument("AES-256-GCM refused a 32-byte key".into()))?;
+        Ok(LessSafeKey::new(k))
     }
 }
 
@@ -64,11 +67,29 @@ pub fn seal_in_place(
     aad: &[u8],
     buf: &mut [u8],
 ) -> Result<[u8; 16]> {
+    seal_with(&key.cipher()?, nonce, aad, buf)
+}
+
+fn seal_with(key: &LessSafeKey, nonce: &[u8], aad: &[u8], buf: &mut [u8]) -> Result<[u8; 16]> {
+    let nonce = Nonce::try_assume_unique_for_key(nonce)
+        .map_err(|_| Error::InvalidArgument("an AES-GCM nonce is 12 bytes".into()))?;
     let tag = key
-        .cipher()
-        .encrypt_inout_detached(&Array::from(*nonce), aad, buf.into())
+        .seal_in_place_separate_tag(nonce, Aad::from(aad), buf)
         .map_err(|_| Error::InvalidArgument("AES-GCM refused the input length".into()))?;
-    Ok(tag.into())
+    let mut out = [0u8; TAG_LEN];
+    out.copy_from_slice(tag.as_ref());
+    Ok(out)
+}
+
+/// Decrypts `buf` in place; `false` (and `buf` garbage) if authentication failed.
+fn open_with(key: &LessSafeKey, nonce: &[u8], aad: &[u8], buf: &mut [u8], tag: &[u8]) -> bool {
+    let Ok(nonce) = Nonce::try_assume_unique_for_key(nonce) else {
+        return false;
+    };
+    tag.len() == TAG_LEN
+        && key
+            .open_in_place_separate_tag(nonce, Aad::from(aad), tag, buf)
+            .is_ok()
 }
 
 /// Seals `plain` into `ciphertext | tag`.
@@ -92,11 +113,8 @@ pub fn open(
     }
     let (ct, tag) = sealed.split_at(sealed.len() - TAG_LEN);
     let mut buf = Zeroizing::new(ct.to_vec());
-    let tag = <Array<u8, _>>::try_from(tag).ok()?;
-    key.cipher()
-        .decrypt_inout_detached(&Array::from(*nonce), aad, buf.as_mut_slice().into(), &tag)
-        .ok()?;
-    Some(buf)
+    let cipher = key.cipher().ok()?;
+    open_with(&cipher, nonce, aad, buf.as_mut_slice(), tag).then_some(buf)
 }
 
 /// Wraps a DEK under a KEK with the encryption context as AAD.
@@ -179,39 +197,25 @@ pub fn customer_fingerprint(key: &Key32) -> [u8; 32] {
 
 /// A DEK ready to encrypt and decrypt chunks (the AES key schedule is computed once).
 pub struct ChunkCipher {
-    cipher: Aes256Gcm,
+    cipher: LessSafeKey,
 }
 
 impl ChunkCipher {
     /// Prepares the cipher for a DEK.
-    pub fn new(dek: &Key32) -> Self {
-        ChunkCipher {
-            cipher: dek.cipher(),
-        }
+    pub fn new(dek: &Key32) -> Result<Self> {
+        Ok(ChunkCipher {
+            cipher: dek.cipher()?,
+        })
     }
 
     /// Encrypts `buf` in place and returns its tag.
     pub fn encrypt(&self, nonce: &[u8], aad: &[u8], buf: &mut [u8]) -> Result<[u8; 16]> {
-        let nonce = <Array<u8, _>>::try_from(nonce)
-            .map_err(|_| Error::InvalidArgument("a chunk nonce is 12 bytes".into()))?;
-        let tag = self
-            .cipher
-            .encrypt_inout_detached(&nonce, aad, buf.into())
-            .map_err(|_| Error::InvalidArgument("AES-GCM refused the chunk".into()))?;
-        Ok(tag.into())
+        seal_with(&self.cipher, nonce, aad, buf)
     }
 
     /// Decrypts `buf` in place; `false` if authentication failed (then `buf` is garbage).
     pub fn decrypt(&self, nonce: &[u8], aad: &[u8], buf: &mut [u8], tag: &[u8]) -> bool {
-        let (Ok(nonce), Ok(tag)) = (
-            <Array<u8, _>>::try_from(nonce),
-            <Array<u8, _>>::try_from(tag),
-        ) else {
-            return false;
-        };
-        self.cipher
-            .decrypt_inout_detached(&nonce, aad, buf.into(), &tag)
-            .is_ok()
+        open_with(&self.cipher, nonce, aad, buf, tag)
     }
 }
 

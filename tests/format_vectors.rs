@@ -408,7 +408,7 @@ fn chunk_aad_and_encrypted_chunks() {
         CHUNK_AAD_0,
         "{BUMP}: chunk AAD (index 0, not final)"
     );
-    let c = ChunkCipher::new(&dek());
+    let c = ChunkCipher::new(&dek()).expect("cipher");
     let mut pt = b"envelopefs chunk test vector".to_vec();
     let tag = c
         .encrypt(&chunk_nonce(), &chunk_aad(&object_id(), 2, true), &mut pt)
@@ -467,7 +467,7 @@ fn data_preamble_and_a_whole_backing_file() {
         "{BUMP}: parsing the golden preamble"
     );
     // "hello" in an object of the golden header: preamble | nonce | ct | tag.
-    let c = ChunkCipher::new(&dek());
+    let c = ChunkCipher::new(&dek()).expect("cipher");
     let mut pt = b"hello".to_vec();
     let tag = c
         .encrypt(&chunk_nonce(), &chunk_aad(&object_id(), 0, true), &mut pt)
@@ -499,7 +499,12 @@ fn data_preamble_and_a_whole_backing_file() {
     let (ct, tag) = rest.split_at(rest.len() - 16);
     let mut buf = ct.to_vec();
     assert!(
-        ChunkCipher::new(&d).decrypt(nonce, &chunk_aad(&object_id(), 0, true), &mut buf, tag),
+        ChunkCipher::new(&d).expect("cipher").decrypt(
+            nonce,
+            &chunk_aad(&object_id(), 0, true),
+            &mut buf,
+            tag
+        ),
         "{BUMP}: the golden object decrypts under the golden header"
     );
     assert_eq!(buf, b"hello", "{BUMP}: golden object plaintext");

@@ -214,7 +214,7 @@ pub fn create_object(
             .unwrap_or(final_path)
             .display()
             .to_string();
-        let mut obj = ObjectIo::new(file, label, &dek, object_id, store.geometry(), 0);
+        let mut obj = ObjectIo::new(file, label, &dek, object_id, store.geometry(), 0)?;
         obj.write_empty_object()?;
         fill(&mut obj)?;
         let moved = if exclusive {
@@ -284,7 +284,7 @@ pub fn open_object_file(
             "{what}: backing size {len} is not a valid object size (truncated?)"
         ))
     })?;
-    let io = ObjectIo::new(file, what.to_string(), &dek, object_id, geometry, size);
+    let io = ObjectIo::new(file, what.to_string(), &dek, object_id, geometry, size)?;
     io.check_empty_final_chunk()?;
     Ok(io)
 }
@@ -347,15 +347,15 @@ impl ObjectIo {
         object_id: Id16,
         geometry: Geometry,
         size: u64,
-    ) -> Self {
-        ObjectIo {
+    ) -> Result<Self> {
+        Ok(ObjectIo {
             file,
             label,
-            cipher: ChunkCipher::new(dek),
+            cipher: ChunkCipher::new(dek)?,
             object_id,
             geometry,
             size,
-        }
+        })
     }
 
     /// Plaintext size.
