@@ -311,6 +311,10 @@ thread_local! {
 /// Most chunks processed per backing write (bounds memory for large sparse extensions).
 const MAX_BATCH_BYTES: u64 = 4 << 20;
 
+/// Backing bytes written to an object after which its writeback is started (write-behind),
+/// so that large sequential writes keep the disk busy instead of leaving it all to fsync.
+const WRITE_BEHIND_BYTES: u64 = 8 << 20;
+
 /// What a write puts into the range: caller data, or zeros (extension, sparse gaps).
 #[derive(Clone, Copy)]
 enum Source<'a> {
@@ -337,6 +341,10 @@ pub struct ObjectIo {
     object_id: Id16,
     geometry: Geometry,
     size: u64,
+    /// Backing bytes written sequentially since writeback was last started (see
+    /// [`WRITE_BEHIND_BYTES`]), and where the last write ended.
+    unflushed: u64,
+    last_end: u64,
 }
 
 impl ObjectIo {
@@ -355,6 +363,8 @@ impl ObjectIo {
             object_id,
             geometry,
             size,
+            unflushed: 0,
+            last_end: 0,
         })
     }
 
@@ -574,6 +584,18 @@ impl ObjectIo {
             b0 = b1 + 1;
         }
         self.size = new;
+        // Write-behind for sequential writers only: random writes stay in the page cache.
+        if off == self.last_end {
+            self.unflushed += len;
+        } else {
+            self.unflushed = 0;
+        }
+        self.last_end = end;
+        if self.unflushed >= WRITE_BEHIND_BYTES {
+            self.unflushed = 0;
+            // Only a hint to start the disk early: fsync still decides durability.
+            let _ = super::fsutil::start_writeback(&self.file);
+        }
         Ok(())
     }
 
