@@ -137,3 +137,46 @@ pub fn start_writeback(f: &File) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// Gives an unnamed (`O_TMPFILE`) file the name `to`; EEXIST if `to` exists. Uses
+/// `AT_EMPTY_PATH` where allowed (it needs CAP_DAC_READ_SEARCH), else the file's
+/// `/proc/self/fd` link.
+pub fn link_unnamed(f: &File, to: &Path) -> io::Result<()> {
+    let to_c = CString::new(to.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let empty = c"";
+    // SAFETY: valid descriptor and NUL-terminated paths that outlive the call.
+    let r = unsafe {
+        libc::linkat(
+            f.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            to_c.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if !matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOENT)) {
+        return Err(e);
+    }
+    let proc_c = CString::new(format!("/proc/self/fd/{}", f.as_raw_fd()))
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: as above.
+    let r = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            proc_c.as_ptr(),
+            libc::AT_FDCWD,
+            to_c.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

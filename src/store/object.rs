@@ -173,10 +173,14 @@ pub fn describe_header(h: &ObjectHeader) -> serde_json::Value {
     }
 }
 
-/// Creates an object at `final_path` in a bucket: a temp file gets its header, an empty
-/// final chunk and whatever `fill` writes, then is renamed into place, so the object is never
-/// visible headerless (and a failed `fill` leaves any old object in place).
+/// Creates an object at `final_path` in a bucket: a file that no one can see yet gets its
+/// header, an empty final chunk and whatever `fill` writes, then is linked into place, so the
+/// object is never visible headerless (and a failed `fill` leaves any old object in place).
 /// With `exclusive`, an existing file makes this fail with EEXIST.
+///
+/// The unseen file is an `O_TMPFILE` in the destination directory, linked with `linkat`
+/// (exclusive creates on filesystems that have it). Otherwise, and to replace an existing
+/// object, it is a named file in `.envelopefs/tmp`, renamed into place.
 pub fn create_object(
     store: &Store,
     bucket: &BucketRecord,
@@ -186,8 +190,18 @@ pub fn create_object(
     fill: &mut dyn FnMut(&mut ObjectIo) -> Result<()>,
 ) -> Result<ObjectIo> {
     let (key_id, version, kek) = store.wrapping_key_for(bucket)?;
-    let object_id: Id16 = crypto::random_array()?;
-    let dek = Key32::random()?;
+    // One read of the OS random source: object id, DEK, wrap nonce, first chunk nonce.
+    let mut rnd = zeroize::Zeroizing::new([0u8; 16 + 32 + 12 + NONCE_LEN]);
+    crypto::fill_random(rnd.as_mut_slice())?;
+    let mut object_id: Id16 = [0u8; 16];
+    object_id.copy_from_slice(&rnd[..16]);
+    let mut dek_bytes = zeroize::Zeroizing::new([0u8; 32]);
+    dek_bytes.copy_from_slice(&rnd[16..48]);
+    let dek = Key32::from_bytes(*dek_bytes);
+    let mut wrap_nonce = [0u8; 12];
+    wrap_nonce.copy_from_slice(&rnd[48..60]);
+    let mut chunk_nonce = [0u8; NONCE_LEN];
+    chunk_nonce.copy_from_slice(&rnd[60..]);
     let header = make_header(
         store,
         bucket,
@@ -196,8 +210,34 @@ pub fn create_object(
         Wrapping::Master { key_id, version },
         &kek,
         &dek,
-        crypto::random_array()?,
+        wrap_nonce,
     )?;
+    let label = final_path
+        .strip_prefix(store.root())
+        .unwrap_or(final_path)
+        .display()
+        .to_string();
+    let mut prepare = |file: File| -> Result<ObjectIo> {
+        xattr::fset(&file, xattr::HEADER.as_bytes(), &header.encode(), 0)
+            .ctx(|| "writing the object header".to_string())?;
+        let mut obj = ObjectIo::new(file, label.clone(), &dek, object_id, store.geometry(), 0)?;
+        obj.write_empty_object(&chunk_nonce)?;
+        fill(&mut obj)?;
+        Ok(obj)
+    };
+    if exclusive {
+        if let Some(file) = open_unnamed(final_path, mode)? {
+            let obj = prepare(file)?;
+            super::fsutil::link_unnamed(obj.file(), final_path).map_err(|e| {
+                if e.raw_os_error() == Some(libc::EEXIST) {
+                    Error::AlreadyExists(format!("{} exists", final_path.display()))
+                } else {
+                    Error::io(format!("creating {}", final_path.display()), e)
+                }
+            })?;
+            return Ok(obj);
+        }
+    }
     let tmp = store.tmp_path();
     let file = OpenOptions::new()
         .read(true)
@@ -207,16 +247,7 @@ pub fn create_object(
         .open(&tmp)
         .ctx(|| format!("creating {}", tmp.display()))?;
     let result = (|| {
-        xattr::fset(&file, xattr::HEADER.as_bytes(), &header.encode(), 0)
-            .ctx(|| "writing the object header".to_string())?;
-        let label = final_path
-            .strip_prefix(store.root())
-            .unwrap_or(final_path)
-            .display()
-            .to_string();
-        let mut obj = ObjectIo::new(file, label, &dek, object_id, store.geometry(), 0)?;
-        obj.write_empty_object()?;
-        fill(&mut obj)?;
+        let obj = prepare(file)?;
         let moved = if exclusive {
             super::fsutil::rename_noreplace(&tmp, final_path)
         } else {
@@ -235,6 +266,36 @@ pub fn create_object(
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// An unnamed file (`O_TMPFILE`) in the directory of `final_path`, or `None` where the
+/// filesystem cannot make one (the caller then uses a named temporary file).
+fn open_unnamed(final_path: &Path, mode: u32) -> Result<Option<File>> {
+    let dir = final_path.parent().unwrap_or(Path::new("."));
+    match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(mode)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)
+    {
+        Ok(f) => Ok(Some(f)),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(Error::NotFound(format!("no directory {}", dir.display())))
+        }
+        Err(e) => Err(Error::io(
+            format!("creating a file in {}", dir.display()),
+            e,
+        )),
+    }
 }
 
 /// Opens an existing object: reads its header and preamble and unwraps its DEK.
@@ -387,14 +448,13 @@ impl ObjectIo {
         format!("{} (object {})", self.label, hex(&self.object_id))
     }
 
-    fn write_empty_object(&mut self) -> Result<()> {
+    fn write_empty_object(&mut self, nonce: &[u8; NONCE_LEN]) -> Result<()> {
         let mut buf = Vec::with_capacity((PREAMBLE_LEN + CHUNK_OVERHEAD) as usize);
         buf.extend_from_slice(&chunk::preamble(&self.object_id));
-        let nonce: [u8; NONCE_LEN] = crypto::random_array()?;
-        buf.extend_from_slice(&nonce);
+        buf.extend_from_slice(nonce);
         let tag = self
             .cipher
-            .encrypt(&nonce, &chunk_aad(&self.object_id, 0, true), &mut [])?;
+            .encrypt(nonce, &chunk_aad(&self.object_id, 0, true), &mut [])?;
         buf.extend_from_slice(&tag);
         self.file
             .write_all_at(&buf, 0)

@@ -435,10 +435,14 @@ impl Vfs {
         let am_root = self.am_root;
         let io = object::create_object(&self.store, &rec, &path, mode & 0o7777, true, &mut |o| {
             if am_root {
-                posix::fchown(o.file(), uid, gid).ctx(|| "chown of a new object".to_string())?;
-                if mode & 0o6000 != 0 {
-                    // chown clears set-id bits; put back the ones asked for.
-                    posix::fchmod(o.file(), mode & 0o7777).ctx(|| "chmod".to_string())?;
+                let m = o.file().metadata().ctx(|| "fstat".to_string())?;
+                if (m.uid(), m.gid()) != (uid, gid) {
+                    posix::fchown(o.file(), uid, gid)
+                        .ctx(|| "chown of a new object".to_string())?;
+                    if mode & 0o6000 != 0 {
+                        // chown clears set-id bits; put back the ones asked for.
+                        posix::fchmod(o.file(), mode & 0o7777).ctx(|| "chmod".to_string())?;
+                    }
                 }
             }
             Ok(())
