@@ -18,7 +18,19 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Attribute and entry cache lifetime given to the kernel (see docs/CACHING.md).
-pub const TTL: Duration = Duration::from_secs(1);
+pub const TTL: Duration = Duration::from_secs(10);
+/// How long the kernel may cache control-tree entries and attributes (their set changes as
+/// buckets and work requests come and go).
+pub const CONTROL_TTL: Duration = Duration::from_secs(1);
+
+/// The cache timeout for an inode's entry and attributes.
+fn ttl(ino: u64) -> &'static Duration {
+    if is_control(ino) {
+        &CONTROL_TTL
+    } else {
+        &TTL
+    }
+}
 /// Largest write the kernel sends in one request.
 pub const MAX_WRITE: u32 = 1 << 20;
 
@@ -146,7 +158,7 @@ impl fuser::Filesystem for EnvelopeFuse {
             }
             self.vfs.lookup(parent.0, name)
         }) {
-            Ok(a) => reply.entry(&TTL, &fattr(&a), Generation(0)),
+            Ok(a) => reply.entry(ttl(a.ino), &fattr(&a), Generation(0)),
             Err(e) => reply.error(e),
         }
     }
@@ -160,7 +172,7 @@ impl fuser::Filesystem for EnvelopeFuse {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         match guard("getattr", || self.vfs.getattr(ino.0, fh.map(|f| f.0))) {
-            Ok(a) => reply.attr(&TTL, &fattr(&a)),
+            Ok(a) => reply.attr(ttl(a.ino), &fattr(&a)),
             Err(e) => reply.error(e),
         }
     }
@@ -196,7 +208,7 @@ impl fuser::Filesystem for EnvelopeFuse {
             )
         });
         match r {
-            Ok(a) => reply.attr(&TTL, &fattr(&a)),
+            Ok(a) => reply.attr(ttl(a.ino), &fattr(&a)),
             Err(e) => reply.error(e),
         }
     }
@@ -222,7 +234,7 @@ impl fuser::Filesystem for EnvelopeFuse {
             self.vfs
                 .mknod(parent.0, name, mode, rdev, req.uid(), req.gid())
         }) {
-            Ok(a) => reply.entry(&TTL, &fattr(&a), Generation(0)),
+            Ok(a) => reply.entry(ttl(a.ino), &fattr(&a), Generation(0)),
             Err(e) => reply.error(e),
         }
     }
@@ -239,7 +251,7 @@ impl fuser::Filesystem for EnvelopeFuse {
         match guard("mkdir", || {
             self.vfs.mkdir(parent.0, name, mode, req.uid(), req.gid())
         }) {
-            Ok(a) => reply.entry(&TTL, &fattr(&a), Generation(0)),
+            Ok(a) => reply.entry(ttl(a.ino), &fattr(&a), Generation(0)),
             Err(e) => reply.error(e),
         }
     }
@@ -270,7 +282,7 @@ impl fuser::Filesystem for EnvelopeFuse {
             self.vfs
                 .symlink(parent.0, link_name, target, req.uid(), req.gid())
         }) {
-            Ok(a) => reply.entry(&TTL, &fattr(&a), Generation(0)),
+            Ok(a) => reply.entry(ttl(a.ino), &fattr(&a), Generation(0)),
             Err(e) => reply.error(e),
         }
     }
@@ -303,7 +315,7 @@ impl fuser::Filesystem for EnvelopeFuse {
         reply: ReplyEntry,
     ) {
         match guard("link", || self.vfs.link(ino.0, newparent.0, newname)) {
-            Ok(a) => reply.entry(&TTL, &fattr(&a), Generation(0)),
+            Ok(a) => reply.entry(ttl(a.ino), &fattr(&a), Generation(0)),
             Err(e) => reply.error(e),
         }
     }
