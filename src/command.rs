@@ -397,13 +397,7 @@ fn execute_bucket(store: &Store, cmd: &BucketCmd, env: &mut Env<'_>) -> Result<V
             let mut wr = workreq::accept(store, bucket_name, kms_key_id.as_deref())?;
             match env.spawn_work {
                 Some(spawn) => spawn(&wr),
-                None => workreq::run(
-                    store,
-                    &mut wr,
-                    env.customer,
-                    &workreq::never_stop,
-                    env.progress,
-                )?,
+                None => workreq::run(store, &mut wr, &workreq::never_stop, env.progress)?,
             }
             Ok(json_of(&wr))
         }

@@ -103,6 +103,51 @@ pub fn rewrap_file(
     scope: Option<u64>,
     durable: bool,
 ) -> Result<Outcome> {
+    rewrap_inner(
+        store, file, what, src_bucket, dst_bucket, target, customer, scope, durable, false,
+    )
+}
+
+/// Rewraps one object for a bucket work request: [`rewrap_file`] within one bucket, not
+/// durable (the job ends with one syncfs), customer-keyed objects and objects created after
+/// `scope` skipped. The object id is taken from the header instead of the data preamble, which
+/// saves one disk read per object when the cache is cold. A header copied from another object
+/// therefore still rewraps; its object keeps failing to open, as it did before.
+pub fn rewrap_for_job(
+    store: &Store,
+    file: &File,
+    what: &str,
+    bucket: &BucketRecord,
+    target: &Target,
+    scope: u64,
+) -> Result<Outcome> {
+    rewrap_inner(
+        store,
+        file,
+        what,
+        bucket,
+        bucket,
+        target,
+        &object::NoCustomerKeys,
+        Some(scope),
+        false,
+        true,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rewrap_inner(
+    store: &Store,
+    file: &File,
+    what: &str,
+    src_bucket: &BucketRecord,
+    dst_bucket: &BucketRecord,
+    target: &Target,
+    customer: &dyn CustomerKeys,
+    scope: Option<u64>,
+    durable: bool,
+    header_id: bool,
+) -> Result<Outcome> {
     let header = object::read_header(file, what)?;
     if let Some(t) = scope {
         if header.created_ns >= t {
@@ -120,7 +165,11 @@ pub fn rewrap_file(
     if let Wrapping::Master { key_id, .. } = &header.wrapping {
         store.keys().check_allowed(key_id, ops::REENCRYPT_FROM)?;
     }
-    let object_id = object::read_preamble(file, what)?;
+    let object_id = if header_id {
+        header.object_id
+    } else {
+        object::read_preamble(file, what)?
+    };
     let dek = object::unwrap_header(store, src_bucket, &object_id, &header, customer, what)?;
     let new = object::make_header(
         store,

@@ -10,7 +10,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::{hex, unhex};
 use crate::keystore::{key_id_text, now_s, parse_key_id};
 use crate::rewrap::{self, Outcome, Target};
-use crate::store::object::{now_ns, CustomerKeys};
+use crate::store::object::now_ns;
 use crate::store::{fsutil, Store};
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -256,6 +256,46 @@ pub fn request_cancel(store: &Store, id: &str) -> Result<WorkRequest> {
     Ok(wr)
 }
 
+/// Objects per batch of a bucket job (stop requests are honoured between batches).
+const JOB_BATCH: usize = 256;
+/// Threads that rewrap the objects of a batch.
+const JOB_THREADS: usize = 8;
+
+/// Applies `f` to every item on up to `threads` scoped threads; results in item order.
+fn run_parallel<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: &(dyn Fn(&T) -> R + Sync),
+) -> Vec<R> {
+    let threads = threads.min(items.len());
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut parts: Vec<Vec<(usize, R)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        mine.push((i, f(item)));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut all: Vec<(usize, R)> = parts.drain(..).flatten().collect();
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, r)| r).collect()
+}
+
 /// Every regular file under a bucket directory, as names relative to it.
 pub fn walk_objects(bucket_dir: &Path) -> Result<Vec<String>> {
     let mut out = Vec::new();
@@ -294,11 +334,11 @@ pub fn never_stop() -> Stop {
 }
 
 /// Runs (or resumes) a work request to a terminal state, or until `stop` says to pause.
-/// `progress` is called after every object.
+/// `progress` is called after every object. Customer-keyed objects are skipped, so no
+/// customer keys are needed.
 pub fn run(
     store: &Store,
     wr: &mut WorkRequest,
-    customer: &dyn CustomerKeys,
     stop: &dyn Fn() -> Stop,
     progress: &mut dyn FnMut(&WorkRequest),
 ) -> Result<()> {
@@ -333,45 +373,52 @@ pub fn run(
     wr.percent_complete = 0.0;
     save(store, wr, true)?;
     let mut last_save = Instant::now();
-    for (i, name) in names.iter().enumerate() {
+    // Objects are rewrapped in batches by a few threads: with a cold cache each object costs
+    // disk reads (inode, header xattr block), and several in flight keep the disk busy. Stop
+    // requests are honoured between batches. The slow-work-requests fault keeps one object per
+    // batch so that tests can stop a job in its middle.
+    let slow = crate::fault::enabled("slow-work-requests");
+    let (batch, threads) = if slow {
+        (1, 1)
+    } else {
+        (JOB_BATCH, JOB_THREADS)
+    };
+    let scope = wr.scope_created_before_ns;
+    let one = |name: &String| -> Result<Outcome> {
+        if slow {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let what = format!("{}/{name}", wr.bucket_name);
+        let f = rewrap::open_for_rewrap(&bucket_dir.join(name), &what)?;
+        rewrap::rewrap_for_job(store, &f, &what, &bucket, &target, scope)
+    };
+    let mut done = 0usize;
+    for chunk in names.chunks(batch) {
         match stop() {
             Stop::Continue => {}
             Stop::Cancel => return finish_cancel(store, wr),
             Stop::Pause => return save(store, wr, true),
         }
-        if crate::fault::enabled("slow-work-requests") {
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
-        let what = format!("{}/{name}", wr.bucket_name);
-        let res = rewrap::open_for_rewrap(&bucket_dir.join(name), &what).and_then(|f| {
-            rewrap::rewrap_file(
-                store,
-                &f,
-                &what,
-                &bucket,
-                &bucket,
-                &target,
-                customer,
-                Some(wr.scope_created_before_ns),
-                false,
-            )
-        });
-        match res {
-            Ok(Outcome::Rewrapped { .. }) => wr.objects_rewrapped += 1,
-            Ok(Outcome::Skipped(_)) => wr.objects_skipped += 1,
-            Err(Error::NotFound(_)) => wr.objects_skipped += 1, // removed meanwhile
-            Err(e) => {
-                wr.objects_failed += 1;
-                if wr.errors.len() < MAX_ERRORS {
-                    wr.errors.push(ObjectError {
-                        object: name.clone(),
-                        message: e.to_string(),
-                    });
+        let results = run_parallel(chunk, threads, &one);
+        for (name, res) in chunk.iter().zip(results) {
+            match res {
+                Ok(Outcome::Rewrapped { .. }) => wr.objects_rewrapped += 1,
+                Ok(Outcome::Skipped(_)) => wr.objects_skipped += 1,
+                Err(Error::NotFound(_)) => wr.objects_skipped += 1, // removed meanwhile
+                Err(e) => {
+                    wr.objects_failed += 1;
+                    if wr.errors.len() < MAX_ERRORS {
+                        wr.errors.push(ObjectError {
+                            object: name.clone(),
+                            message: e.to_string(),
+                        });
+                    }
                 }
             }
+            done += 1;
+            wr.percent_complete = (done as f64 * 100.0 / names.len() as f64 * 10.0).floor() / 10.0;
+            progress(wr);
         }
-        wr.percent_complete = ((i + 1) as f64 * 100.0 / names.len() as f64 * 10.0).floor() / 10.0;
-        progress(wr);
         if last_save.elapsed().as_millis() >= 1000 {
             save(store, wr, false)?;
             last_save = Instant::now();
@@ -431,14 +478,7 @@ mod tests {
         let mut ids = Vec::new();
         for _ in 0..20 {
             let mut wr = accept(&store, "b", None).unwrap();
-            run(
-                &store,
-                &mut wr,
-                &crate::store::object::NoCustomerKeys,
-                &never_stop,
-                &mut |_| {},
-            )
-            .unwrap();
+            run(&store, &mut wr, &never_stop, &mut |_| {}).unwrap();
             ids.push(wr.id);
         }
         let listed: Vec<String> = list(&store, Some("b"))

@@ -283,14 +283,7 @@ fn objects_created_after_acceptance_are_out_of_scope() {
     fx.ok("key rotate k1");
     fx.put("photos", "late", b"written after the request was accepted");
     assert_eq!(master(&fx.header("photos", "late")), (k1, 3));
-    workreq::run(
-        &fx.store,
-        &mut wr,
-        &NoCustomerKeys,
-        &workreq::never_stop,
-        &mut |_| {},
-    )
-    .expect("run");
+    workreq::run(&fx.store, &mut wr, &workreq::never_stop, &mut |_| {}).expect("run");
     assert_eq!(wr.status, State::Succeeded);
     assert_eq!(wr.objects_rewrapped, SIZES.len() as u64);
     assert_eq!(wr.objects_skipped, 1, "the late object is out of scope");
@@ -320,14 +313,7 @@ fn an_accepted_request_survives_reopening_the_store_and_resumes() {
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].id, wr.id);
     let mut wr = pending.remove(0);
-    workreq::run(
-        &fx.store,
-        &mut wr,
-        &NoCustomerKeys,
-        &workreq::never_stop,
-        &mut |_| {},
-    )
-    .expect("resume");
+    workreq::run(&fx.store, &mut wr, &workreq::never_stop, &mut |_| {}).expect("resume");
     assert_eq!(wr.status, State::Succeeded);
     for n in plain.keys() {
         assert_eq!(master(&fx.header("photos", n)), (k1, 2), "{n}");
@@ -344,14 +330,7 @@ fn cancel_of_an_accepted_request_is_immediate_and_rewraps_nothing() {
     let c = fx.ok(&format!("work-request cancel {}", wr.id));
     assert_eq!(c["status"], "CANCELED");
     let mut wr = workreq::load(&fx.store, &wr.id).expect("load");
-    workreq::run(
-        &fx.store,
-        &mut wr,
-        &NoCustomerKeys,
-        &workreq::never_stop,
-        &mut |_| {},
-    )
-    .expect("run");
+    workreq::run(&fx.store, &mut wr, &workreq::never_stop, &mut |_| {}).expect("run");
     assert_eq!(wr.status, State::Canceled);
     assert_eq!(master(&fx.header("photos", "one")), (k1, 1));
 }

@@ -159,13 +159,7 @@ fn run_store_command(cli: &Cli, cmd: &StoreCommand) -> Result<()> {
         command::wait_states(wait)?;
         let mut wr = workreq::load(&store, id)?;
         if !wr.status.is_terminal() {
-            workreq::run(
-                &store,
-                &mut wr,
-                &NoCustomerKeys,
-                &workreq::never_stop,
-                &mut progress,
-            )?;
+            workreq::run(&store, &mut wr, &workreq::never_stop, &mut progress)?;
         }
         bar.finish();
         return finish_wait(&wr, wait);
@@ -204,13 +198,7 @@ fn resume_unfinished(
     for mut wr in workreq::unfinished(store)? {
         if bucket.is_none_or(|b| b == wr.bucket_name) {
             eprintln!("resuming work request {} ({:?})", wr.id, wr.status);
-            workreq::run(
-                store,
-                &mut wr,
-                &NoCustomerKeys,
-                &workreq::never_stop,
-                progress,
-            )?;
+            workreq::run(store, &mut wr, &workreq::never_stop, progress)?;
         }
     }
     Ok(())

@@ -173,7 +173,7 @@ impl Control {
                     workreq::Stop::Continue
                 }
             };
-            workreq::run(&self.store, &mut wr, self, &stop, &mut |_| {})
+            workreq::run(&self.store, &mut wr, &stop, &mut |_| {})
         });
         if let Err(e) = res {
             tracing::error!("work request {id}: {e}");
