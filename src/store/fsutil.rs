@@ -180,3 +180,18 @@ pub fn link_unnamed(f: &File, to: &Path) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// Starts reading `len` bytes at `off` of the file into the page cache without waiting
+/// (`posix_fadvise(POSIX_FADV_WILLNEED)`). Only a hint.
+pub fn will_need(f: &File, off: u64, len: u64) -> io::Result<()> {
+    let (Ok(off), Ok(len)) = (i64::try_from(off), i64::try_from(len)) else {
+        return Ok(());
+    };
+    // SAFETY: a valid open descriptor; the range is only a hint.
+    let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), off, len, libc::POSIX_FADV_WILLNEED) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
+}

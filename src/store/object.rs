@@ -16,6 +16,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Nanoseconds since the Unix epoch.
 pub fn now_ns() -> u64 {
@@ -372,6 +373,10 @@ thread_local! {
 /// Most chunks processed per backing write (bounds memory for large sparse extensions).
 const MAX_BATCH_BYTES: u64 = 4 << 20;
 
+/// How far ahead of a sequential reader the backing file is read ahead (see
+/// [`ObjectIo::read_ahead`]).
+const READ_AHEAD_BYTES: u64 = 4 << 20;
+
 /// Backing bytes written to an object after which its writeback is started (write-behind),
 /// so that large sequential writes keep the disk busy instead of leaving it all to fsync.
 const WRITE_BEHIND_BYTES: u64 = 8 << 20;
@@ -406,6 +411,8 @@ pub struct ObjectIo {
     /// [`WRITE_BEHIND_BYTES`]), and where the last write ended.
     unflushed: u64,
     last_end: u64,
+    /// Backing offset up to which read-ahead has been asked for.
+    ra_next: AtomicU64,
 }
 
 impl ObjectIo {
@@ -426,6 +433,7 @@ impl ObjectIo {
             size,
             unflushed: 0,
             last_end: 0,
+            ra_next: AtomicU64::new(0),
         })
     }
 
@@ -477,6 +485,7 @@ impl ObjectIo {
         let start_b = g.backing_offset(first);
         let end_b = g.backing_offset(last) + CHUNK_OVERHEAD + g.chunk_plain_len(last, self.size);
         let final_idx = g.final_index(self.size);
+        self.read_ahead(start_b, end_b);
         SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
             let need = usize::try_from(end_b - start_b)
@@ -511,6 +520,28 @@ impl ObjectIo {
             }
             Ok(copied)
         })
+    }
+
+    /// Asks the kernel to read the backing file ahead of a sequential reader. The kernel's own
+    /// read-ahead on the backing file sees the reads of several FUSE worker threads slightly
+    /// out of order and often stops growing its window, so each 128 KiB READ waited for the
+    /// disk. A read that starts near the frontier of what was already asked for moves the
+    /// frontier `READ_AHEAD_BYTES` past its end (`posix_fadvise(WILLNEED)` starts the reads
+    /// without waiting for them); reads elsewhere (random access) ask for nothing.
+    fn read_ahead(&self, start_b: u64, end_b: u64) {
+        let ra = self.ra_next.load(Ordering::Relaxed);
+        if start_b > ra + READ_AHEAD_BYTES / 2 || end_b + READ_AHEAD_BYTES / 2 < ra {
+            return;
+        }
+        let to = end_b + READ_AHEAD_BYTES;
+        if self
+            .ra_next
+            .compare_exchange(ra, to, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            let from = ra.max(end_b);
+            let _ = super::fsutil::will_need(&self.file, from, to - from);
+        }
     }
 
     /// Authenticates the final chunk when it is empty. No read ever touches an empty final
