@@ -8,6 +8,7 @@
 
 pub mod fsutil;
 pub mod object;
+pub mod trash;
 pub mod xattr;
 
 use crate::crypto::Key32;

@@ -16,6 +16,7 @@ use crate::format::records::{BucketRecord, Wrapping};
 use crate::keystore::key_id_text;
 use crate::rewrap::{self, Target};
 use crate::store::object::{self, ObjectIo};
+use crate::store::trash::Trash;
 use crate::store::{fsutil, read_bucket_record, xattr, Store, META_DIR};
 pub use posix::{Attr, Kind, SetTime, StatFs};
 use std::collections::HashMap;
@@ -80,6 +81,8 @@ pub struct Vfs {
     /// The control tree (`.envelopefs/`).
     pub control: Arc<control::Control>,
     am_root: bool,
+    /// Deferred deletion (`None` on a read-only mount, or if the trash could not be opened).
+    trash: Option<Trash>,
 }
 
 fn einval(m: &str) -> Error {
@@ -94,6 +97,17 @@ impl Vfs {
     /// A filesystem over an open store.
     pub fn new(store: Arc<Store>, opts: VfsOptions) -> Self {
         let control = Arc::new(control::Control::new(store.clone()));
+        let trash = if opts.read_only {
+            None
+        } else {
+            match Trash::start(&store.meta().join("trash")) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::warn!("no deferred deletion (removing names unlinks at once): {e}");
+                    None
+                }
+            }
+        };
         Vfs {
             store,
             opts,
@@ -104,6 +118,7 @@ impl Vfs {
             next_fh: AtomicU64::new(1),
             buckets: RwLock::new(HashMap::new()),
             control,
+            trash,
             // SAFETY: geteuid has no preconditions.
             am_root: unsafe { libc::geteuid() } == 0,
         }
@@ -433,19 +448,21 @@ impl Vfs {
         let rec = self.bucket_record(&bucket)?;
         let gid = self.inherited_gid(parent, gid)?;
         let am_root = self.am_root;
-        let io = object::create_object(&self.store, &rec, &path, mode & 0o7777, true, &mut |o| {
-            if am_root {
-                let m = o.file().metadata().ctx(|| "fstat".to_string())?;
-                if (m.uid(), m.gid()) != (uid, gid) {
-                    posix::fchown(o.file(), uid, gid)
-                        .ctx(|| "chown of a new object".to_string())?;
-                    if mode & 0o6000 != 0 {
-                        // chown clears set-id bits; put back the ones asked for.
-                        posix::fchmod(o.file(), mode & 0o7777).ctx(|| "chmod".to_string())?;
+        let io = self.retry_if_full(|| {
+            object::create_object(&self.store, &rec, &path, mode & 0o7777, true, &mut |o| {
+                if am_root {
+                    let m = o.file().metadata().ctx(|| "fstat".to_string())?;
+                    if (m.uid(), m.gid()) != (uid, gid) {
+                        posix::fchown(o.file(), uid, gid)
+                            .ctx(|| "chown of a new object".to_string())?;
+                        if mode & 0o6000 != 0 {
+                            // chown clears set-id bits; put back the ones asked for.
+                            posix::fchmod(o.file(), mode & 0o7777).ctx(|| "chmod".to_string())?;
+                        }
                     }
                 }
-            }
-            Ok(())
+                Ok(())
+            })
         })?;
         let m = io.file().metadata().ctx(|| "fstat".to_string())?;
         let a = self.attr_of_meta(&m);
@@ -496,7 +513,7 @@ impl Vfs {
         let h = self.handle(fh)?;
         let mut io = h.obj.io.write().unwrap_or_else(|p| p.into_inner());
         let off = if h.append { io.size() } else { off };
-        io.write_at(off, data)?;
+        self.retry_if_full(|| io.write_at(off, data))?;
         u32::try_from(data.len()).map_err(|_| einval("write too large"))
     }
 
@@ -652,7 +669,11 @@ impl Vfs {
     pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
         self.check_removable(parent, name)?;
         let (path, _) = self.child_path(parent, name)?;
-        fs::remove_file(&path).ctx(|| format!("unlink {}", path.display()))?;
+        match &self.trash {
+            Some(t) => t.remove(&path),
+            None => fs::remove_file(&path),
+        }
+        .ctx(|| format!("unlink {}", path.display()))?;
         self.nodes.forget_name(parent, name);
         Ok(())
     }
@@ -1045,7 +1066,25 @@ impl Vfs {
     }
 
     /// Unmount: make everything durable.
+    /// Runs `f`; if it fails with ENOSPC while deleted objects still wait in the trash,
+    /// empties the trash and runs `f` once more.
+    fn retry_if_full<T>(&self, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+        match f() {
+            Err(e) if e.errno() == libc::ENOSPC => match &self.trash {
+                Some(t) if t.pending() > 0 => {
+                    t.empty();
+                    f()
+                }
+                _ => Err(e),
+            },
+            r => r,
+        }
+    }
+
     pub fn destroy(&self) {
+        if let Some(t) = &self.trash {
+            t.shutdown();
+        }
         if let Err(e) = self.store.sync_all() {
             tracing::error!("sync at unmount: {e}");
         }
