@@ -2,7 +2,9 @@
 //! `ENVELOPEFS_FAULT_INJECTION` (a comma-separated list of names) at process start:
 //! - `panic-on-lookup`: a lookup of `envelopefs-fault-panic` panics inside the FUSE handler;
 //! - `slow-work-requests`: work requests pause 2 ms per object, so a test can kill the
-//!   mount in the middle of one.
+//!   mount in the middle of one;
+//! - `slow-trash`: the trash thread waits 100 ms before each deletion, so deleted objects
+//!   are still pending when a test fills the disk or kills the mount.
 
 use std::sync::OnceLock;
 

@@ -102,6 +102,9 @@ impl Trash {
         let thread = std::thread::Builder::new()
             .name("trash".into())
             .spawn(move || loop {
+                if crate::fault::enabled("slow-trash") && s.lock().names.front().is_some() {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
                 if s.delete_one() {
                     continue;
                 }
