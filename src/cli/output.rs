@@ -117,14 +117,14 @@ fn write_value(out: &mut String, v: &Value, indent: usize) {
                 .map(|(k, _)| k.len() + 1)
                 .max()
                 .unwrap_or(0);
-            for (k, x) in m {
-                if is_rows(x) || x.is_object() {
-                    out.push_str(&format!("{pad}{k}:\n"));
-                    write_value(out, x, indent + 2);
-                } else {
-                    let key = format!("{k}:");
-                    out.push_str(&format!("{pad}{key:<w$} {}\n", scalar(x)));
-                }
+            // Plain fields first, then the nested tables.
+            for (k, x) in m.iter().filter(|(_, x)| !is_rows(x) && !x.is_object()) {
+                let key = format!("{k}:");
+                out.push_str(&format!("{pad}{key:<w$} {}\n", scalar(x)));
+            }
+            for (k, x) in m.iter().filter(|(_, x)| is_rows(x) || x.is_object()) {
+                out.push_str(&format!("{pad}{k}:\n"));
+                write_value(out, x, indent + 2);
             }
         }
         other => out.push_str(&format!("{pad}{}\n", scalar(other))),
