@@ -376,3 +376,205 @@ fn the_daemon_logs_failed_operations_with_object_and_errno_and_no_key() {
     assert!(!log.contains(&hex), "the log holds the key");
     assert!(log.len() < 1 << 20);
 }
+
+/// The child a test started, unmounted lazily and killed if still there on drop.
+struct Started {
+    child: std::process::Child,
+    mnt: std::path::PathBuf,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("fusermount3")
+                .arg("-uz")
+                .arg(&self.mnt)
+                .status();
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn the_systemd_unit_template_mounts_with_its_credential_and_stops_on_sigterm() {
+    let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib");
+    let unit = fs::read_to_string(contrib.join("envelopefs@.service")).unwrap();
+    let example = fs::read_to_string(contrib.join("envelopefs.conf.example")).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("efsd")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let (store, mnt, creds) = (
+        dir.path().join("s"),
+        dir.path().join("m"),
+        dir.path().join("creds"),
+    );
+    fs::create_dir(&mnt).unwrap();
+    fs::create_dir(&creds).unwrap();
+    // What LoadCredential=passphrase:... puts in $CREDENTIALS_DIRECTORY.
+    let pass = creds.join("passphrase");
+    fs::write(&pass, "correct horse battery staple\n").unwrap();
+    cli(&[
+        "init",
+        &store.display().to_string(),
+        "--password-file",
+        &pass.display().to_string(),
+    ])
+    .ok();
+    // EnvironmentFile= (the example, with this test's paths), then Environment= lines,
+    // then ExecStart= with systemd's expansions: %d, ${VAR} (one word), $VAR (split).
+    let mut vars: Vec<(String, String)> = example
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .filter(|(k, _)| k != "STORE" && k != "MOUNTPOINT")
+        .collect();
+    vars.push(("STORE".into(), store.display().to_string()));
+    vars.push(("MOUNTPOINT".into(), mnt.display().to_string()));
+    let spec = |s: &str| {
+        s.replace("%d", &creds.display().to_string())
+            .replace("%i", "vault")
+    };
+    let mut env = Vec::new();
+    for l in unit.lines() {
+        if let Some(e) = l.strip_prefix("Environment=") {
+            let (k, v) = spec(e)
+                .split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .unwrap();
+            env.push((k, v));
+        }
+    }
+    assert!(
+        env.iter().any(|(k, _)| k == "ENVELOPEFS_PASSWORD_FILE"),
+        "the unit hands the credential over as a file: {env:?}"
+    );
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap();
+    let mut words = Vec::new();
+    for w in spec(exec).split_whitespace() {
+        if let Some(name) = w.strip_prefix("${").and_then(|w| w.strip_suffix('}')) {
+            words.push(vars.iter().find(|(k, _)| k == name).unwrap().1.clone());
+        } else if let Some(name) = w.strip_prefix('$') {
+            let v = &vars.iter().find(|(k, _)| k == name).unwrap().1;
+            words.extend(v.split_whitespace().map(String::from));
+        } else {
+            words.push(w.to_string());
+        }
+    }
+    assert_eq!(words[0], "/usr/bin/envelopefs");
+    assert!(words.iter().any(|w| w == "--foreground"), "{words:?}");
+    let mut c = envelopefs_cmd();
+    c.args(&words[1..])
+        .envs(env)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut started = Started {
+        child: c.spawn().unwrap(),
+        mnt: mnt.clone(),
+    };
+    poll(Duration::from_secs(60), "the unit's mount", || {
+        if let Ok(Some(st)) = started.child.try_wait() {
+            panic!("the unit's ExecStart exited: {st}");
+        }
+        (is_mounted(&mnt) && fs::metadata(mnt.join(".envelopefs")).is_ok()).then_some(())
+    });
+    let (_, flags) = mount_fields(&mnt).unwrap();
+    assert!(
+        flags.contains("nodev") && flags.contains("nosuid"),
+        "{flags}"
+    );
+    fs::create_dir(mnt.join("b")).unwrap();
+    fs::write(mnt.join("b/f"), b"from the unit").unwrap();
+    // systemctl stop: SIGTERM to the main process, which unmounts and exits 0.
+    // SAFETY: kill on the pid of a child this test started and has not reaped.
+    unsafe { libc::kill(started.child.id() as i32, libc::SIGTERM) };
+    let st = poll(Duration::from_secs(60), "the mount to stop", || {
+        started.child.try_wait().unwrap()
+    });
+    assert!(st.success(), "{st}");
+    assert!(!is_mounted(&mnt));
+    let out = cli(&[
+        "--store",
+        &store.display().to_string(),
+        "--password-file",
+        &pass.display().to_string(),
+        "object",
+        "get",
+        "--bucket-name",
+        "b",
+        "--name",
+        "f",
+    ])
+    .ok();
+    assert_eq!(out.stdout, "from the unit");
+}
+
+/// A background mount made by a test, unmounted on drop.
+struct Mounted(std::path::PathBuf);
+
+impl Mounted {
+    #[track_caller]
+    fn new(store: &Path, mnt: &Path, key: &Path) -> Self {
+        fs::create_dir_all(mnt).unwrap();
+        cli(&[
+            "mount",
+            &store.display().to_string(),
+            &mnt.display().to_string(),
+            "--key-file",
+            &key.display().to_string(),
+        ])
+        .ok();
+        Mounted(mnt.to_path_buf())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let ok = envelopefs_cmd()
+            .arg("unmount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok && is_mounted(&self.0) {
+            let _ = Command::new("fusermount3").arg("-uz").arg(&self.0).status();
+        }
+    }
+}
+
+#[test]
+fn a_store_backed_up_with_its_xattrs_mounts_again_and_one_without_them_does_not() {
+    let mut m = TestMount::new();
+    fs::create_dir_all(m.p("b/d")).unwrap();
+    let f = write_pattern(&m.p("b/f"), 1, 100_000);
+    fs::write(m.p("b/d/g"), b"nested").unwrap();
+    m.unmount();
+    m.sh(r#"set -e
+        rsync -aX "$S/" "$X/rsync/"
+        mkdir "$X/tar"
+        tar --xattrs --xattrs-include='user.*' -C "$S" -cpf "$X/s.tar" .
+        tar --xattrs --xattrs-include='user.*' -C "$X/tar" -xpf "$X/s.tar"
+        cp -r "$S" "$X/plain"
+        rsync -a "$S/" "$X/rsync-no-x/""#)
+        .ok();
+    for copy in ["rsync", "tar"] {
+        let mnt = m.scratch.join(format!("{copy}-mnt"));
+        let _g = Mounted::new(&m.scratch.join(copy), &mnt, &m.key);
+        assert_bytes_eq(&read(&mnt.join("b/f")), &f, copy);
+        assert_eq!(read(&mnt.join("b/d/g")), b"nested", "{copy}");
+    }
+    for copy in ["plain", "rsync-no-x"] {
+        let mnt = m.scratch.join(format!("{copy}-mnt"));
+        let _g = Mounted::new(&m.scratch.join(copy), &mnt, &m.key);
+        assert_errno(
+            fs::read(mnt.join("b/f")),
+            libc::EIO,
+            &format!("{copy}: an object copied without its xattrs"),
+        );
+    }
+}
