@@ -487,6 +487,7 @@ fn the_systemd_unit_template_mounts_with_its_credential_and_stops_on_sigterm() {
     let mut c = envelopefs_cmd();
     c.args(&words[1..])
         .envs(env)
+        .env("RUST_LOG", "info")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
@@ -515,6 +516,11 @@ fn the_systemd_unit_template_mounts_with_its_credential_and_stops_on_sigterm() {
     });
     assert!(st.success(), "{st}");
     assert!(!is_mounted(&mnt));
+    // In the foreground the log goes to stderr (the journal), not to the store's log file.
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut started.child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("INFO") && err.contains("mounted "), "{err}");
+    assert!(!store.join(".envelopefs/mount.log").exists());
     let out = cli(&[
         "--store",
         &store.display().to_string(),
