@@ -17,17 +17,24 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Subcommand)]
 pub enum StoreCommand {
     /// Master keys: create, list, get, rotate, disable, enable.
+    /// Example: envelopefs key list
     #[command(subcommand)]
     Key(KeyCmd),
     /// Buckets: create, list, get, update, reencrypt.
+    /// Example: envelopefs bucket list
     #[command(subcommand)]
     Bucket(BucketCmd),
     /// Objects: put, get, head, reencrypt.
+    /// Example: envelopefs object head --bucket-name photos --name cat.jpg
     #[command(subcommand)]
     Object(ObjectCmd),
     /// Work requests: get, list, cancel, wait.
+    /// Example: envelopefs work-request list
     #[command(subcommand, name = "work-request")]
     WorkRequest(WorkRequestCmd),
+    /// Mounted or not (and where), keys, buckets with object counts, work requests in flight.
+    /// Example: envelopefs status --store ~/vault --output json
+    Status,
 }
 
 /// `key ...`
@@ -320,6 +327,7 @@ pub fn execute(store: &Store, cmd: &StoreCommand, env: &mut Env<'_>) -> Result<V
         StoreCommand::Bucket(b) => execute_bucket(store, b, env),
         StoreCommand::Object(o) => execute_object(store, o, env),
         StoreCommand::WorkRequest(w) => execute_work_request(store, w),
+        StoreCommand::Status => crate::status::status(store),
     }
 }
 

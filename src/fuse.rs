@@ -67,9 +67,9 @@ fn guard<T>(op: &str, f: impl FnOnce() -> crate::Result<T>) -> Result<T, Errno> 
         Ok(Err(e)) => {
             let n = e.errno();
             if n == libc::EIO || n == libc::ENOKEY {
-                tracing::warn!("{op}: {e}");
+                tracing::warn!("{op} failed, errno {n}: {e}");
             } else {
-                tracing::debug!("{op}: {e}");
+                tracing::debug!("{op} failed, errno {n}: {e}");
             }
             Err(errno(&e))
         }

@@ -10,7 +10,9 @@
 //!   control tree `.envelopefs/`;
 //! - [`fuse`]: the thin `fuser::Filesystem` adapter over [`vfs`];
 
-//! - [`mount`]: mounting, unmounting, the mount record; [`cli`]: the thin CLI.
+//! - [`mount`]: mounting, unmounting, the mount record; [`cli`]: the thin CLI;
+//!   [`mounthelper`]: the mount(8) helper; [`logging`]: stderr or the rotated daemon log;
+//!   [`status`]: one look at a store.
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -22,8 +24,11 @@ pub mod fault;
 pub mod format;
 pub mod fuse;
 pub mod keystore;
+pub mod logging;
 pub mod mount;
+pub mod mounthelper;
 pub mod rewrap;
+pub mod status;
 pub mod store;
 pub mod vfs;
 pub mod workreq;

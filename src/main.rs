@@ -1,9 +1,26 @@
-//! The `envelopefs` binary: parse, run, map the outcome to an exit code.
+//! The `envelopefs` binary: parse, run, map the outcome to an exit code. Started as
+//! `mount.fuse.envelopefs` (a symlink), it is the mount(8) helper instead.
 
 use clap::Parser;
-use envelopefs::cli::{self, Cli, Exit};
+use envelopefs::cli::{self, Cli, Exit, Top};
+use envelopefs::{logging, mount, mounthelper};
 
 fn main() {
+    let mut args = std::env::args_os();
+    if args
+        .next()
+        .is_some_and(|a0| mounthelper::invoked_as_helper(&a0))
+    {
+        let args: Result<Vec<String>, _> = args.map(|a| a.into_string()).collect();
+        let code = match args {
+            Ok(a) => mounthelper::main(&a),
+            Err(a) => {
+                eprintln!("mount.fuse.envelopefs: argument {a:?} is not UTF-8");
+                mounthelper::EXIT_USAGE
+            }
+        };
+        std::process::exit(code);
+    }
     // Usage errors exit 1 (2 is reserved for "a wait timed out"); help and version exit 0.
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -13,7 +30,17 @@ fn main() {
             std::process::exit(code);
         }
     };
-    envelopefs::mount::init_logging(cli.log_level.as_deref());
+    if let Some(level) = &cli.log_level {
+        // Handed on to the background mount daemon, which this process may start. Set while
+        // the process has a single thread.
+        std::env::set_var("RUST_LOG", level);
+    }
+    match &cli.command {
+        Top::Mount(m) if std::env::var_os(mount::DAEMON_ENV).is_some() => {
+            logging::init_daemon(cli.log_level.as_deref(), &logging::daemon_log_path(&m.path));
+        }
+        _ => logging::init_stderr(cli.log_level.as_deref()),
+    }
     match cli::run(cli) {
         Exit::Ok => {}
         Exit::Error(e) => {

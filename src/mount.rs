@@ -19,22 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
-const DAEMON_ENV: &str = "ENVELOPEFS_DAEMON";
-
-/// Sets up logging to stderr, filtered by `--log-level` or `RUST_LOG`.
-pub fn init_logging(level: Option<&str>) {
-    let filter = level
-        .map(str::to_string)
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "warn".to_string());
-    // fuser warns when the kernel has already unmounted (fusermount3 -u): expected here.
-    let filter = format!("{filter},fuser::mnt=error");
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
-}
+/// Set in the environment of the background daemon.
+pub const DAEMON_ENV: &str = "ENVELOPEFS_DAEMON";
 
 fn absolute(p: &Path) -> Result<PathBuf> {
     std::fs::canonicalize(p).ctx(|| format!("resolving {}", p.display()))
@@ -96,6 +82,9 @@ fn spawn_daemon(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret) -> R
     }
     if args.read_only {
         cmd.arg("--read-only");
+    }
+    for o in &args.kernel_option {
+        cmd.arg("--kernel-option").arg(o);
     }
     cmd.env(DAEMON_ENV, "1")
         .env_remove("ENVELOPEFS_PASSWORD_FILE")
@@ -220,6 +209,16 @@ fn serve(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret, daemon: boo
     if args.read_only {
         options.push(MountOption::RO);
     }
+    // SAFETY: geteuid has no preconditions. As root, fuser calls mount(2) itself with type
+    // "fuse"; the kernel's own subtype option makes it fuse.envelopefs in mountinfo.
+    if unsafe { libc::geteuid() } == 0 {
+        options.push(MountOption::CUSTOM("subtype=envelopefs".into()));
+    }
+    options.extend(
+        args.kernel_option
+            .iter()
+            .filter_map(|o| crate::mounthelper::kernel_option(o)),
+    );
     let mut config = Config::default();
     config.mount_options = options;
     config.acl = if args.allow_other {

@@ -1,6 +1,7 @@
 //! The companion CLI: a thin layer over the core. JSON on stdout, messages and progress on
 //! stderr. Exit codes: 0 success, 1 error, 2 a wait timed out.
 
+pub mod output;
 pub mod remote;
 pub mod secret;
 
@@ -36,6 +37,9 @@ pub struct Cli {
     /// Log filter (error, warn, info, debug, trace), also RUST_LOG.
     #[arg(long, global = true, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// How to print data: json, or a readable table (default: json; table for status).
+    #[arg(long, global = true, env = "ENVELOPEFS_OUTPUT", value_name = "FORMAT")]
+    pub output: Option<output::Format>,
     #[command(subcommand)]
     pub command: Top,
 }
@@ -64,6 +68,19 @@ pub enum Top {
     },
     #[command(flatten)]
     Store(StoreCommand),
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    /// Example: envelopefs completions bash > /usr/share/bash-completion/completions/envelopefs
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (envelopefs.1 and one per subcommand), or envelopefs.1 to stdout.
+    /// Example: envelopefs man --dir /usr/local/share/man/man1
+    Man {
+        /// Directory to write every page into (default: print envelopefs.1).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// `mount` options.
@@ -86,6 +103,9 @@ pub struct MountArgs {
     /// FUSE worker threads.
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
+    /// A kernel mount flag: nodev, nosuid, noexec, dev, suid or exec (repeatable).
+    #[arg(long, value_name = "FLAG", value_parser = crate::mounthelper::KERNEL_OPTIONS)]
+    pub kernel_option: Vec<String>,
 }
 
 /// What `main` turns into an exit code.
@@ -100,6 +120,12 @@ pub enum Exit {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Exit {
+    let status = matches!(cli.command, Top::Store(StoreCommand::Status));
+    output::set(cli.output.unwrap_or(if status {
+        output::Format::Table
+    } else {
+        output::Format::Json
+    }));
     match dispatch(&cli) {
         Ok(()) => Exit::Ok,
         Err(Error::TimedOut(m)) => Exit::TimedOut(m),
@@ -124,6 +150,28 @@ fn dispatch(cli: &Cli) -> Result<()> {
         Top::Mount(args) => crate::mount::run_mount_command(cli, args),
         Top::Unmount { mountpoint } => crate::mount::unmount(mountpoint),
         Top::Store(cmd) => run_store_command(cli, cmd),
+        Top::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "envelopefs", &mut std::io::stdout());
+            Ok(())
+        }
+        Top::Man { dir } => man_pages(dir.as_deref()),
+    }
+}
+
+/// `envelopefs man`: the pages generated from the clap definitions.
+fn man_pages(dir: Option<&Path>) -> Result<()> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    match dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)
+                .map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
+            clap_mangen::generate_to(cmd, d)
+                .map_err(|e| Error::io(format!("writing man pages to {}", d.display()), e))
+        }
+        None => clap_mangen::Man::new(cmd)
+            .render(&mut std::io::stdout())
+            .map_err(|e| Error::io("writing the man page", e)),
     }
 }
 
@@ -227,12 +275,9 @@ pub fn check_wanted(wr: &WorkRequest, wait: &WaitArgs) -> Result<()> {
     )))
 }
 
-/// Prints JSON to stdout.
+/// Prints data to stdout, as JSON or a table (`--output`).
 pub fn print_json(v: &Value) {
-    match serde_json::to_string_pretty(v) {
-        Ok(s) => println!("{s}"),
-        Err(e) => eprintln!("envelopefs: cannot print result: {e}"),
-    }
+    println!("{}", output::render(v));
 }
 
 struct StdStreams;

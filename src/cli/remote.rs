@@ -35,7 +35,13 @@ pub fn live_mount(root: &Path) -> Option<PathBuf> {
     same.then_some(mnt)
 }
 
-const GLOBAL_WITH_VALUE: [&str; 4] = ["--store", "--password-file", "--key-file", "--log-level"];
+const GLOBAL_WITH_VALUE: [&str; 5] = [
+    "--store",
+    "--password-file",
+    "--key-file",
+    "--log-level",
+    "--output",
+];
 const FILE_ARGS: [&str; 3] = [
     "--file",
     "--encryption-key-file",

@@ -118,13 +118,15 @@ pub fn run_cmd(cmd: &mut Command, timeout: Duration) -> CmdOut {
     }
 }
 
-/// Environment variables that would pick a store or a secret behind a test's back; they
+/// Environment variables that would pick a store, a secret or the output format behind a
+/// test's back; they
 /// are removed from every command the tests run. (Other ENVELOPEFS_* variables, such as the
 /// fault-injection switch or ENVELOPEFS_NO_WRITEBACK, pass through on purpose.)
-pub const SCRUBBED_ENV: [&str; 3] = [
+pub const SCRUBBED_ENV: [&str; 4] = [
     "ENVELOPEFS_STORE",
     "ENVELOPEFS_PASSWORD_FILE",
     "ENVELOPEFS_KEY_FILE",
+    "ENVELOPEFS_OUTPUT",
 ];
 
 /// A `Command` for the envelopefs binary without the caller's store or secret variables.
@@ -610,6 +612,23 @@ impl TestMount {
     pub fn mark_unmounted(&mut self) {
         self.mounted = false;
         self.daemon_pid = None;
+    }
+
+    /// Tells the helper the store was mounted at `self.mnt` by other means (mount(8) and the
+    /// mount helper), so that Drop unmounts it.
+    #[track_caller]
+    pub fn adopt_mount(&mut self) {
+        assert!(
+            is_mounted(&self.mnt),
+            "{} is not mounted",
+            self.mnt.display()
+        );
+        self.mounted = true;
+        self.daemon_pid = fs::read(self.store.join(".envelopefs/mount.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v["pid"].as_i64())
+            .map(|p| p as i32);
     }
 
     /// The pid of the background daemon (from STORE/.envelopefs/mount.json at mount time).
