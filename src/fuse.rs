@@ -382,8 +382,11 @@ impl fuser::Filesystem for EnvelopeFuse {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Writes reach the backing file as they come; nothing is buffered here.
-        reply.ok();
+        // Writes reach the backing file as they come; nothing is buffered here, and locks are
+        // the kernel's own. ENOSYS tells the kernel so once: it stops sending FLUSH at every
+        // close (one round trip less per file for cp, tar and editors). With the writeback
+        // cache, the kernel still writes dirty pages back at close and reports their errors.
+        reply.error(Errno::from_i32(libc::ENOSYS));
     }
 
     fn release(
