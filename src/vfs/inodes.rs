@@ -4,6 +4,15 @@
 //! links), and an index from (parent, name) to inode makes unlink and rename O(1). Directory
 //! inodes are kept until unmount (they are parents of other entries); other inodes go when
 //! the kernel forgets its last lookup.
+//!
+//! A node id is normally the backing inode number plus `INO_BASE`. The backing filesystem
+//! reuses inode numbers, though, and the kernel may still hold the old inode under that id (a
+//! removed directory that an open file below it pins, an unlinked file still open). Handing
+//! the kernel the same id for the new inode would make it reuse the old one: a removed
+//! directory refuses every create (ENOENT), an unlinked file's cached pages show through. So
+//! when a lookup finds a backing inode whose node has lost all its names while the kernel
+//! still holds it, the new inode gets a fresh id above [`SYNTH_BASE`], used until the kernel
+//! forgets it.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -18,10 +27,17 @@ struct Node {
     is_dir: bool,
 }
 
+/// Node ids from here up are given to new inodes that reuse a backing inode number the
+/// kernel still holds (see the module documentation).
+pub const SYNTH_BASE: u64 = 1 << 62;
+
 #[derive(Default)]
 struct Table {
     nodes: HashMap<u64, Node>,
     by_name: HashMap<(u64, OsString), u64>,
+    /// Backing id -> the node id its current inode was given instead.
+    alias: HashMap<u64, u64>,
+    next_synth: u64,
 }
 
 impl Table {
@@ -91,10 +107,26 @@ impl InodeTable {
         Ok(out)
     }
 
-    /// Records a lookup of `ino` under (parent, name).
-    pub fn remember(&self, ino: u64, parent: u64, name: &OsStr, is_dir: bool) {
+    /// The node id for the inode whose id from its backing inode number is `backing`.
+    pub fn node_id(&self, backing: u64) -> u64 {
+        self.read().alias.get(&backing).copied().unwrap_or(backing)
+    }
+
+    /// Records a lookup under (parent, name) of the inode whose id from its backing inode
+    /// number is `backing`; returns the node id to give the kernel.
+    pub fn remember(&self, backing: u64, parent: u64, name: &OsStr, is_dir: bool) -> u64 {
         let mut t = self.write();
         let key = (parent, name.to_os_string());
+        let mut ino = t.alias.get(&backing).copied().unwrap_or(backing);
+        let dead = t
+            .nodes
+            .get(&ino)
+            .is_some_and(|n| n.names.is_empty() && n.lookups > 0 && ino != ROOT);
+        if dead {
+            t.next_synth += 1;
+            ino = SYNTH_BASE + t.next_synth;
+            t.alias.insert(backing, ino);
+        }
         match t.by_name.get(&key) {
             Some(old) if *old == ino => {}
             Some(_) => {
@@ -113,6 +145,7 @@ impl InodeTable {
             node.names.insert(0, key.clone());
         }
         t.by_name.insert(key, ino);
+        ino
     }
 
     /// A name went away (unlink, rmdir).
@@ -176,6 +209,9 @@ impl InodeTable {
                     }
                 }
             }
+            if ino >= SYNTH_BASE {
+                t.alias.retain(|_, v| *v != ino);
+            }
         }
     }
 }
@@ -217,6 +253,42 @@ mod tests {
             ["b", "y"],
             "directories stay while children may refer to them"
         );
+    }
+
+    #[test]
+    fn a_reused_backing_inode_gets_a_new_id_while_the_kernel_holds_the_old_one() {
+        let t = InodeTable::default();
+        assert_eq!(t.remember(10, ROOT, OsStr::new("b"), true), 10);
+        // Directory d (backing 20) with an open file in it, both removed.
+        assert_eq!(t.remember(20, 10, OsStr::new("d"), true), 20);
+        assert_eq!(t.remember(21, 20, OsStr::new("f"), false), 21);
+        t.forget_name(20, OsStr::new("f"));
+        t.forget_name(10, OsStr::new("d"));
+        // A new directory reuses backing inode 20: it must not be node 20.
+        let e = t.remember(20, 10, OsStr::new("e"), true);
+        assert!(e >= SYNTH_BASE, "{e}");
+        assert_eq!(t.node_id(20), e);
+        assert_eq!(comps(&t, e), ["b", "e"]);
+        let g = t.remember(22, e, OsStr::new("g"), false);
+        assert_eq!(comps(&t, g), ["b", "e", "g"]);
+        // Looked up again: the same new id.
+        assert_eq!(t.remember(20, 10, OsStr::new("e"), true), e);
+        // An unlinked open file whose number is reused.
+        t.forget_name(e, OsStr::new("g"));
+        let h = t.remember(22, 10, OsStr::new("h"), false);
+        assert!(h >= SYNTH_BASE && h != e);
+        // Once the kernel forgets the new file, its id is dropped and the number is plain again
+        // (the old node 22 is gone too after its own forget).
+        t.forget(h, 1);
+        t.forget(22, 1);
+        assert_eq!(t.node_id(22), 22);
+        assert_eq!(t.remember(22, 10, OsStr::new("i"), false), 22);
+        // A removed directory the kernel has forgotten: its number is reused as is.
+        t.forget_name(10, OsStr::new("b2"));
+        assert_eq!(t.remember(30, 10, OsStr::new("x"), true), 30);
+        t.forget_name(10, OsStr::new("x"));
+        t.forget(30, 1);
+        assert_eq!(t.remember(30, 10, OsStr::new("y"), true), 30);
     }
 
     #[test]

@@ -169,8 +169,10 @@ impl Vfs {
         Ok((p, Some(bucket.unwrap_or_else(|| name.to_os_string()))))
     }
 
-    fn remember(&self, a: &Attr, parent: u64, name: &OsStr) {
-        self.nodes
+    /// Records the lookup and gives `a` the node id the kernel is to know it by.
+    fn remember(&self, a: &mut Attr, parent: u64, name: &OsStr) {
+        a.ino = self
+            .nodes
             .remember(a.ino, parent, name, a.kind == Kind::Dir);
     }
 
@@ -235,8 +237,8 @@ impl Vfs {
         }
         let (path, _) = self.child_path(parent, name)?;
         let m = Self::lstat(&path)?;
-        let a = self.attr_of_meta(&m);
-        self.remember(&a, parent, name);
+        let mut a = self.attr_of_meta(&m);
+        self.remember(&mut a, parent, name);
         Ok(a)
     }
 
@@ -245,6 +247,12 @@ impl Vfs {
         if ino < INO_BASE && ino != ROOT {
             return self.control.getattr(ino);
         }
+        let mut a = self.getattr_of(ino, fh)?;
+        a.ino = ino;
+        Ok(a)
+    }
+
+    fn getattr_of(&self, ino: u64, fh: Option<u64>) -> Result<Attr> {
         if let Some(obj) = self.open_obj(ino, fh) {
             let io = obj.io.read().unwrap_or_else(|p| p.into_inner());
             let m = io.file().metadata().ctx(|| "fstat".to_string())?;
@@ -252,11 +260,7 @@ impl Vfs {
         }
         let (path, _) = self.path_of(ino)?;
         let m = Self::lstat(&path)?;
-        let mut a = self.attr_of_meta(&m);
-        if ino == ROOT {
-            a.ino = ROOT;
-        }
-        Ok(a)
+        Ok(self.attr_of_meta(&m))
     }
 
     /// setattr(2): chmod, chown, truncate, utimens.
@@ -280,6 +284,23 @@ impl Vfs {
             }
             return self.control.getattr(ino);
         }
+        let mut a = self.setattr_of(ino, mode, uid, gid, size, atime, mtime, fh)?;
+        a.ino = ino;
+        Ok(a)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn setattr_of(
+        &self,
+        ino: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<posix::SetTime>,
+        mtime: Option<posix::SetTime>,
+        fh: Option<u64>,
+    ) -> Result<Attr> {
         self.check_writable()?;
         // An open object is changed through its descriptor: that works after it was
         // renamed or unlinked too.
@@ -465,8 +486,8 @@ impl Vfs {
             })
         })?;
         let m = io.file().metadata().ctx(|| "fstat".to_string())?;
-        let a = self.attr_of_meta(&m);
-        self.remember(&a, parent, name);
+        let mut a = self.attr_of_meta(&m);
+        self.remember(&mut a, parent, name);
         let obj = Arc::new(OpenObject {
             io: RwLock::new(io),
         });
@@ -869,7 +890,7 @@ impl Vfs {
                 if ino == ROOT && kind != Kind::Dir {
                     continue;
                 }
-                entries.push((e.ino() + INO_BASE, kind, name));
+                entries.push((self.nodes.node_id(e.ino() + INO_BASE), kind, name));
             }
         }
         let fh = self.new_fh();
