@@ -153,3 +153,19 @@ fn what_a_killed_mount_left_in_the_trash_is_deleted_at_the_next_mount() {
     }
     t.unmount();
 }
+
+#[test]
+fn removing_one_name_of_a_hard_linked_object_drops_its_link_count_at_once() {
+    let (mut t, _small) = small_store();
+    let b = t.mnt.join("b");
+    fs::write(b.join("a"), b"shared").unwrap();
+    fs::hard_link(b.join("a"), b.join("c")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(fs::metadata(b.join("c")).unwrap().nlink(), 2);
+    fs::remove_file(b.join("a")).unwrap();
+    // With the slow trash, a link moved there would still count.
+    assert_eq!(fs::metadata(b.join("c")).unwrap().nlink(), 1);
+    assert_eq!(trash_entries(&t), 0);
+    assert_eq!(fs::read(b.join("c")).unwrap(), b"shared");
+    t.unmount();
+}

@@ -13,6 +13,7 @@
 use std::collections::VecDeque;
 use std::fs;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -123,11 +124,16 @@ impl Trash {
     }
 
     /// Removes the name `path` (anything but a directory): EISDIR for a directory, ENOENT if
-    /// there is nothing there. The backing inode is freed later.
+    /// there is nothing there. A regular file with no other link goes to the trash and its
+    /// inode is freed later; anything else is unlinked at once (nothing to free, and a
+    /// hard-linked file's link count must drop now).
     pub fn remove(&self, path: &Path) -> io::Result<()> {
         let m = fs::symlink_metadata(path)?;
         if m.is_dir() {
             return Err(io::Error::from_raw_os_error(libc::EISDIR));
+        }
+        if !m.is_file() || m.nlink() > 1 {
+            return fs::remove_file(path);
         }
         let n = self.shared.next.fetch_add(1, Ordering::Relaxed);
         let to = self.shared.dir.join(format!("{}-{n}", self.shared.prefix));
@@ -223,6 +229,9 @@ mod tests {
         fs::write(dir.path().join("a"), b"data").unwrap();
         fs::hard_link(dir.path().join("a"), dir.path().join("b")).unwrap();
         t.remove(&dir.path().join("a")).unwrap();
+        // The link count drops at once (the other name is not waiting in the trash).
+        assert_eq!(fs::metadata(dir.path().join("b")).unwrap().nlink(), 1);
+        assert_eq!(t.pending(), 0);
         t.empty();
         assert_eq!(fs::read(dir.path().join("b")).unwrap(), b"data");
     }
