@@ -183,7 +183,8 @@ fn serve(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret, daemon: boo
     harden_process();
     let opts = VfsOptions {
         read_only: args.read_only,
-        writeback_cache: std::env::var_os("ENVELOPEFS_NO_WRITEBACK").is_none(),
+        // Off by default (docs/CACHING.md): ENVELOPEFS_WRITEBACK_CACHE=1 turns it on.
+        writeback_cache: std::env::var_os("ENVELOPEFS_WRITEBACK_CACHE").is_some_and(|v| v == "1"),
     };
     let vfs = Arc::new(Vfs::new(store.clone(), opts));
     {

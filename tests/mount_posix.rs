@@ -1290,12 +1290,12 @@ fn creation_modes_follow_the_umask_and_the_mode_asked_for() {
 }
 
 #[test]
-fn without_the_writeback_cache_appends_sizes_and_truncates_are_right() {
-    let mut m = TestMount::new_no_writeback();
+fn with_the_writeback_cache_appends_sizes_and_truncates_are_right() {
+    let mut m = TestMount::new_writeback_cache();
     fs::create_dir(m.p("b")).unwrap();
     let cs = m.chunk_size() as usize;
     let p = m.p("b/f");
-    // O_APPEND handled by the filesystem: two descriptors, a seek in between.
+    // O_APPEND handled by the kernel: two descriptors, a seek in between.
     fs::write(&p, b"xy").unwrap();
     let mut a = OpenOptions::new().append(true).open(&p).unwrap();
     let mut b = OpenOptions::new().append(true).open(&p).unwrap();

@@ -169,3 +169,25 @@ fn removing_one_name_of_a_hard_linked_object_drops_its_link_count_at_once() {
     assert_eq!(fs::read(b.join("c")).unwrap(), b"shared");
     t.unmount();
 }
+
+#[test]
+fn an_open_object_whose_name_went_to_the_trash_has_no_links_and_still_works() {
+    let (mut t, _small) = small_store();
+    let p = t.mnt.join("b/open");
+    fs::write(&p, b"before").unwrap();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&p)
+        .unwrap();
+    fs::remove_file(&p).unwrap();
+    assert!(trash_entries(&t) > 0, "the slow trash still holds it");
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    assert_eq!(f.metadata().unwrap().nlink(), 0, "fstat after unlink");
+    f.write_all_at(b"AFTER", 0).unwrap();
+    let mut buf = [0u8; 6];
+    f.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf, b"AFTERe");
+    drop(f);
+    t.unmount();
+}

@@ -126,14 +126,15 @@ impl Trash {
     /// Removes the name `path` (anything but a directory): EISDIR for a directory, ENOENT if
     /// there is nothing there. A regular file with no other link goes to the trash and its
     /// inode is freed later; anything else is unlinked at once (nothing to free, and a
-    /// hard-linked file's link count must drop now).
-    pub fn remove(&self, path: &Path) -> io::Result<()> {
+    /// hard-linked file's link count must drop now). Returns whether the file went to the
+    /// trash (then it still has one link there until the thread deletes it).
+    pub fn remove(&self, path: &Path) -> io::Result<bool> {
         let m = fs::symlink_metadata(path)?;
         if m.is_dir() {
             return Err(io::Error::from_raw_os_error(libc::EISDIR));
         }
         if !m.is_file() || m.nlink() > 1 {
-            return fs::remove_file(path);
+            return fs::remove_file(path).map(|()| false);
         }
         let n = self.shared.next.fetch_add(1, Ordering::Relaxed);
         let to = self.shared.dir.join(format!("{}-{n}", self.shared.prefix));
@@ -141,11 +142,11 @@ impl Trash {
             Ok(()) => {
                 self.shared.lock().names.push_back(to);
                 self.shared.wake.notify_one();
-                Ok(())
+                Ok(true)
             }
             // Another filesystem, or a name clash: delete in place as before.
             Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV | libc::EEXIST)) => {
-                fs::remove_file(path)
+                fs::remove_file(path).map(|()| false)
             }
             Err(e) => Err(e),
         }

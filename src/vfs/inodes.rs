@@ -148,6 +148,14 @@ impl InodeTable {
         ino
     }
 
+    /// The node a name leads to, if the kernel looked it up.
+    pub fn ino_of(&self, parent: u64, name: &OsStr) -> Option<u64> {
+        self.read()
+            .by_name
+            .get(&(parent, name.to_os_string()))
+            .copied()
+    }
+
     /// A name went away (unlink, rmdir).
     pub fn forget_name(&self, parent: u64, name: &OsStr) {
         self.write().unlink_key(&(parent, name.to_os_string()));
@@ -188,10 +196,10 @@ impl InodeTable {
         }
     }
 
-    /// The kernel forgets `n` lookups of `ino`.
-    pub fn forget(&self, ino: u64, n: u64) {
+    /// The kernel forgets `n` lookups of `ino`; returns whether the node is gone.
+    pub fn forget(&self, ino: u64, n: u64) -> bool {
         if ino == ROOT {
-            return;
+            return false;
         }
         let mut t = self.write();
         let gone = match t.nodes.get_mut(&ino) {
@@ -213,6 +221,7 @@ impl InodeTable {
                 t.alias.retain(|_, v| *v != ino);
             }
         }
+        gone
     }
 }
 

@@ -83,6 +83,8 @@ pub struct Vfs {
     am_root: bool,
     /// Deferred deletion (`None` on a read-only mount, or if the trash could not be opened).
     trash: Option<Trash>,
+    /// Nodes whose last name went to the trash while the kernel still holds them.
+    trashed: Mutex<std::collections::HashSet<u64>>,
 }
 
 fn einval(m: &str) -> Error {
@@ -119,6 +121,7 @@ impl Vfs {
             buckets: RwLock::new(HashMap::new()),
             control,
             trash,
+            trashed: Mutex::new(std::collections::HashSet::new()),
             // SAFETY: geteuid has no preconditions.
             am_root: unsafe { libc::geteuid() } == 0,
         }
@@ -178,9 +181,28 @@ impl Vfs {
 
     /// The kernel forgets `n` lookups of an inode.
     pub fn forget(&self, ino: u64, n: u64) {
-        if ino >= INO_BASE {
-            self.nodes.forget(ino, n);
+        if ino >= INO_BASE && self.nodes.forget(ino, n) {
+            self.trashed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&ino);
         }
+    }
+
+    /// The attributes the kernel gets for node `ino`: its own id, and no link for an object
+    /// whose last name went to the trash (its backing file keeps one there for a moment).
+    fn answer_attr(&self, ino: u64, mut a: Attr) -> Attr {
+        a.ino = ino;
+        if a.kind == Kind::File
+            && self
+                .trashed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&ino)
+        {
+            a.nlink = 0;
+        }
+        a
     }
 
     // ----- buckets -----
@@ -247,9 +269,8 @@ impl Vfs {
         if ino < INO_BASE && ino != ROOT {
             return self.control.getattr(ino);
         }
-        let mut a = self.getattr_of(ino, fh)?;
-        a.ino = ino;
-        Ok(a)
+        let a = self.getattr_of(ino, fh)?;
+        Ok(self.answer_attr(ino, a))
     }
 
     fn getattr_of(&self, ino: u64, fh: Option<u64>) -> Result<Attr> {
@@ -284,9 +305,8 @@ impl Vfs {
             }
             return self.control.getattr(ino);
         }
-        let mut a = self.setattr_of(ino, mode, uid, gid, size, atime, mtime, fh)?;
-        a.ino = ino;
-        Ok(a)
+        let a = self.setattr_of(ino, mode, uid, gid, size, atime, mtime, fh)?;
+        Ok(self.answer_attr(ino, a))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -690,11 +710,19 @@ impl Vfs {
     pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
         self.check_removable(parent, name)?;
         let (path, _) = self.child_path(parent, name)?;
-        match &self.trash {
+        let trashed = match &self.trash {
             Some(t) => t.remove(&path),
-            None => fs::remove_file(&path),
+            None => fs::remove_file(&path).map(|()| false),
         }
         .ctx(|| format!("unlink {}", path.display()))?;
+        if trashed {
+            if let Some(ino) = self.nodes.ino_of(parent, name) {
+                self.trashed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(ino);
+            }
+        }
         self.nodes.forget_name(parent, name);
         Ok(())
     }

@@ -121,7 +121,7 @@ pub fn run_cmd(cmd: &mut Command, timeout: Duration) -> CmdOut {
 /// Environment variables that would pick a store, a secret or the output format behind a
 /// test's back; they
 /// are removed from every command the tests run. (Other ENVELOPEFS_* variables, such as the
-/// fault-injection switch or ENVELOPEFS_NO_WRITEBACK, pass through on purpose.)
+/// fault-injection switch or ENVELOPEFS_WRITEBACK_CACHE, pass through on purpose.)
 pub const SCRUBBED_ENV: [&str; 4] = [
     "ENVELOPEFS_STORE",
     "ENVELOPEFS_PASSWORD_FILE",
@@ -456,7 +456,7 @@ pub struct TestMount {
     pub scratch: PathBuf,
     mounted: bool,
     daemon_pid: Option<i32>,
-    /// Extra environment for the mount daemon (e.g. ENVELOPEFS_NO_WRITEBACK=1).
+    /// Extra environment for the mount daemon (e.g. ENVELOPEFS_WRITEBACK_CACHE=1).
     pub mount_env: Vec<(String, String)>,
 }
 
@@ -566,13 +566,13 @@ impl TestMount {
         run_cmd(&mut c, CMD_TIMEOUT)
     }
 
-    /// A new store mounted without the kernel's writeback cache (ENVELOPEFS_NO_WRITEBACK=1),
-    /// so the filesystem itself handles O_APPEND, sizes and mtimes.
+    /// A new store mounted with the kernel's writeback cache (ENVELOPEFS_WRITEBACK_CACHE=1),
+    /// so the kernel handles O_APPEND, sizes and mtimes (the default mount does not).
     #[track_caller]
-    pub fn new_no_writeback() -> Self {
+    pub fn new_writeback_cache() -> Self {
         let mut m = Self::init_only(None);
         m.mount_env
-            .push(("ENVELOPEFS_NO_WRITEBACK".into(), "1".into()));
+            .push(("ENVELOPEFS_WRITEBACK_CACHE".into(), "1".into()));
         m.mount();
         m
     }
