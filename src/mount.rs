@@ -189,6 +189,7 @@ fn serve(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret, daemon: boo
     // Before any thread exists, so every thread inherits the mask and only the main thread
     // (in sigtimedwait) receives SIGINT/SIGTERM/SIGHUP.
     let set = block_signals();
+    crate::hygiene::protect_process();
     let lock = StoreLock::acquire(root)?;
     let store = Arc::new(Store::open(root, lock, secret)?);
     harden_process();
