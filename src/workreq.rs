@@ -256,8 +256,9 @@ pub fn request_cancel(store: &Store, id: &str) -> Result<WorkRequest> {
     Ok(wr)
 }
 
-/// Every regular file under a bucket directory, as names relative to it.
-pub fn walk_objects(bucket_dir: &Path) -> Result<Vec<String>> {
+/// Every regular file under a bucket directory, as paths relative to it. Names are kept
+/// as bytes: a name that is not UTF-8 is an object like any other.
+pub fn walk_objects(bucket_dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
@@ -269,7 +270,7 @@ pub fn walk_objects(bucket_dir: &Path) -> Result<Vec<String>> {
             if ft.is_dir() {
                 stack.push(child);
             } else if ft.is_file() {
-                out.push(child.to_string_lossy().into_owned());
+                out.push(child);
             }
         }
     }
@@ -342,7 +343,7 @@ pub fn run(
         if crate::fault::enabled("slow-work-requests") {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
-        let what = format!("{}/{name}", wr.bucket_name);
+        let what = format!("{}/{}", wr.bucket_name, name.display());
         let res = rewrap::open_for_rewrap(&bucket_dir.join(name), &what).and_then(|f| {
             rewrap::rewrap_file(
                 store,
@@ -364,7 +365,7 @@ pub fn run(
                 wr.objects_failed += 1;
                 if wr.errors.len() < MAX_ERRORS {
                     wr.errors.push(ObjectError {
-                        object: name.clone(),
+                        object: name.to_string_lossy().into_owned(),
                         message: e.to_string(),
                     });
                 }
