@@ -3,45 +3,16 @@
 //! mounted store it runs through the mount without stopping it.
 
 mod common;
+#[path = "support/snapshot.rs"]
+mod snapshot;
 
 use common::*;
 use envelopefs::store::xattr;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use snapshot::store_snapshot;
 use std::fs;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-
-/// Every file and directory of a store with its bytes and xattrs (to prove fsck writes
-/// nothing). The lock file's content is included too (it stays empty).
-pub fn store_snapshot(root: &Path) -> BTreeMap<PathBuf, (Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let meta = fs::symlink_metadata(&p).expect("lstat");
-        let mut xs: Vec<(Vec<u8>, Vec<u8>)> = xattr::list(&p)
-            .expect("listxattr")
-            .into_iter()
-            .map(|n| {
-                let v = xattr::get(&p, &n).expect("getxattr").unwrap_or_default();
-                (n, v)
-            })
-            .collect();
-        xs.sort();
-        let bytes = if meta.is_dir() {
-            for e in fs::read_dir(&p).expect("readdir") {
-                stack.push(e.expect("entry").path());
-            }
-            b"<dir>".to_vec()
-        } else if meta.is_file() {
-            fs::read(&p).expect("read")
-        } else {
-            b"<other>".to_vec()
-        };
-        out.insert(p, (bytes, xs));
-    }
-    out
-}
+use std::path::Path;
 
 fn put(m: &TestMount, bucket: &str, name: &str, seed: u64, len: usize) -> Vec<u8> {
     let data = pattern(seed, len);
