@@ -27,7 +27,19 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 HOST="$(rustc -vV | sed -n 's/^host: //p')"
 BIN="$CARGO_TARGET_DIR/$HOST/release"
 
-build() { cargo build --release --bins --target "$HOST"; }
+# libFuzzer is C++: install g++ when it is missing (Debian; root or password-less sudo).
+need_cxx() {
+    command -v g++ >/dev/null 2>&1 && return 0
+    local sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo -n)
+    echo "fuzz.sh: installing g++ (libFuzzer needs a C++ compiler)" >&2
+    "${sudo[@]}" apt-get update -qq && "${sudo[@]}" apt-get install -y -qq g++ >/dev/null
+}
+
+build() {
+    need_cxx
+    cargo build --release --bins --target "$HOST"
+}
 
 run() {
     local t="$1" secs="${2:-600}"
