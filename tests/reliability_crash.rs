@@ -105,7 +105,7 @@ fn small_file(t: usize, i: usize, p: &Path) -> Option<Vec<u8>> {
 fn crash_during(body: fn(usize, usize, &Path) -> Option<Vec<u8>>, threads: usize, run: Duration) {
     let mut m = TestMount::new();
     fs::create_dir(m.p("b")).expect("bucket");
-    // Some data from before, rewritten in place during the run too.
+    // Data from before the run, fsynced: it must come through untouched.
     let old = write_pattern(&m.p("b/old"), 1, 300_000);
     fs::File::open(m.p("b/old"))
         .and_then(|f| f.sync_all())
