@@ -244,3 +244,42 @@ fn fsck_on_a_mounted_store_goes_through_the_mount_and_keeps_it_running() {
     assert!(is_mounted(&m.mnt), "the mount is still up");
     assert_bytes_eq(&read(&m.p("b/a")), &a, "b/a after fsck");
 }
+
+#[test]
+fn fsck_shows_a_progress_bar_on_a_terminal_only() {
+    let m = TestMount::init_only(None);
+    m.cli_store(&["bucket", "create", "--name", "b"]).ok();
+    for i in 0..3 {
+        put(&m, "b", &format!("o{i}"), i, 9000);
+    }
+    let plain = fsck(&m, &["--read-data"]).ok();
+    assert!(
+        !plain.stderr.contains("objects"),
+        "no bar without a terminal: {}",
+        plain.stderr
+    );
+    if !have("script") {
+        eprintln!("skipping the terminal half: util-linux `script` is not installed");
+        return;
+    }
+    // `script` gives the command a pseudo-terminal (stdout and stderr both go to it).
+    let line = format!(
+        "{BIN} fsck {} --read-data --key-file {}",
+        m.store.display(),
+        m.key.display()
+    );
+    let out = run_cmd(
+        std::process::Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env_remove("ENVELOPEFS_STORE"),
+        CMD_TIMEOUT,
+    )
+    .ok();
+    assert!(
+        out.stdout.contains("fsck ["),
+        "a bar is drawn: {:?}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("/3 objects"), "{:?}", out.stdout);
+    assert!(out.stdout.contains("\"ok\": true"), "{:?}", out.stdout);
+}
