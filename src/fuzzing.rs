@@ -68,3 +68,33 @@ pub fn ctl(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let _ = crate::command::parse_line(text.trim());
 }
+
+/// A header backup file given to `headers import` (its JSON, and the paths in it, which
+/// must never lead out of the store or into `.envelopefs`).
+pub fn headers_backup(data: &[u8]) {
+    if let Ok(b) = crate::headers::Backup::parse(data) {
+        if let Ok(again) = serde_json::to_vec(&b) {
+            let back = crate::headers::Backup::parse(&again);
+            assert!(
+                matches!(&back, Ok(b2) if *b2 == b),
+                "a parsed backup round-trips"
+            );
+        }
+        let entries = b
+            .buckets
+            .iter()
+            .map(|e| (&e.name_hex, Some(1)))
+            .chain(b.objects.iter().map(|e| (&e.path_hex, None)));
+        for (h, n) in entries {
+            if let Some(p) = crate::headers::safe_rel(h, n) {
+                assert!(p.is_relative(), "an imported path is relative");
+                assert!(
+                    p.components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_))),
+                    "an imported path has only normal components"
+                );
+                assert!(!p.starts_with(crate::store::META_DIR));
+            }
+        }
+    }
+}

@@ -58,7 +58,7 @@ pub struct ObjectEntry {
 }
 
 /// The backup file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Backup {
     /// Always [`BACKUP_FORMAT`].
@@ -105,7 +105,7 @@ fn unhex_vec(s: &str) -> Option<Vec<u8>> {
 }
 
 /// A path from a backup, checked to stay inside the store and out of `.envelopefs`.
-fn safe_rel(path_hex: &str, want_components: Option<usize>) -> Option<PathBuf> {
+pub(crate) fn safe_rel(path_hex: &str, want_components: Option<usize>) -> Option<PathBuf> {
     let bytes = unhex_vec(path_hex)?;
     if bytes.is_empty() || bytes.contains(&0) {
         return None;

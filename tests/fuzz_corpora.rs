@@ -8,12 +8,13 @@ use std::path::Path;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 5] = [
+const TARGETS: [(&str, Target); 6] = [
     ("header", envelopefs::fuzzing::header),
     ("bucket_record", envelopefs::fuzzing::bucket_record),
     ("keystore", envelopefs::fuzzing::keystore),
     ("config", envelopefs::fuzzing::config),
     ("ctl", envelopefs::fuzzing::ctl),
+    ("headers_backup", envelopefs::fuzzing::headers_backup),
 ];
 
 fn replay(dir: &Path, f: Target) -> usize {
