@@ -198,7 +198,7 @@ fn kill_9_during_heavy_writes_with_fsync() {
 /// The strict form of the test above: fsck must be clean after the kill, in-flight files
 /// included. It fails about one run in fifteen: an object that was being written when the
 /// mount was killed can be left with a chunk that fails authentication (fsck: `chunk N
-/// failed authentication`; reads of that chunk: EIO), because the kernel's writeback sends
+/// failed authentication`; reads of that chunk: EIO). Most likely cause: the kernel's writeback sends
 /// pages out of order (a later page first extends the file with zero chunks, an earlier
 /// one then rewrites one of them) and the kill cuts a pwrite short.
 #[test]
