@@ -198,9 +198,9 @@ fn kill_9_during_heavy_writes_with_fsync() {
 /// The strict form of the test above: fsck must be clean after the kill, in-flight files
 /// included. It fails about one run in fifteen: an object that was being written when the
 /// mount was killed can be left with a chunk that fails authentication (fsck: `chunk N
-/// failed authentication`; reads of that chunk: EIO). Most likely cause: the kernel's writeback sends
-/// pages out of order (a later page first extends the file with zero chunks, an earlier
-/// one then rewrites one of them) and the kill cuts a pwrite short.
+/// failed authentication`; reads of that chunk: EIO). Most likely cause: the kernel's
+/// writeback sends pages out of order (a later page first extends the file with zero
+/// chunks, an earlier one then rewrites one of them) and the kill cuts a pwrite short.
 #[test]
 #[ignore = "bug: src/store/object.rs ObjectIo::write_batch rewrites chunks in place with one pwrite per batch, which is not crash-atomic: a kill during the pwrite (a short write) leaves a chunk mixing old and new bytes that reads as EIO after remount; objects fsynced before the kill are not affected"]
 fn kill_9_during_heavy_writes_leaves_fsck_entirely_clean() {
