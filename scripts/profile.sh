@@ -60,6 +60,8 @@ profile() {
     taskset -c 0 "$@"
     t1=$(date +%s.%N)
     wait "$perf_pid" || true
+    # head closes its pipe early: no pipefail for the summaries.
+    set +o pipefail
     {
         echo "# $name: $*"
         echo "# wall time $(awk "BEGIN{printf \"%.2f\", $t1 - $t0}") s (perf window $secs s from 0.2 s before)"
@@ -71,6 +73,7 @@ profile() {
             --sort dso,symbol --stdio 2>/dev/null | grep '%' | grep -v '^ *|' |
             grep -v -- '--' | head -25
     } >"$out/$name.txt"
+    set -o pipefail
     echo "profile.sh: $name -> $out/$name.txt"
 }
 
@@ -85,7 +88,7 @@ trace_requests() {
     "$@"
     echo 0 >"$t/events/fuse/fuse_request_send/enable"
     grep "connection $conn " "$t/trace" | grep -o '(FUSE_[A-Z_]*)' | sort | uniq -c |
-        sort -rn >"$out/$name.requests.txt"
+        sort -rn >"$out/$name.requests.txt" || true
 }
 
 mkfiles() {

@@ -35,6 +35,42 @@ pub enum StoreCommand {
     /// Mounted or not (and where), keys, buckets with object counts, work requests in flight.
     /// Example: envelopefs status --store ~/vault --output json
     Status,
+    /// Check the store and change nothing: config, keystore, bucket records, object headers
+    /// (each DEK unwraps), and with --read-data every chunk. Exit 1 if anything is wrong.
+    /// Example: envelopefs fsck ~/vault --read-data
+    Fsck(FsckArgs),
+    /// Back up or restore bucket records and object headers (wrapped keys only).
+    #[command(subcommand)]
+    Headers(HeadersCmd),
+}
+
+/// `fsck [STORE] [--read-data]`
+#[derive(Debug, Clone, Args)]
+pub struct FsckArgs {
+    /// The store directory (default: --store).
+    #[arg(value_name = "STORE")]
+    pub path: Option<PathBuf>,
+    /// Also read and authenticate every chunk of every object.
+    #[arg(long)]
+    pub read_data: bool,
+}
+
+/// `headers ...`
+#[derive(Debug, Clone, Subcommand)]
+pub enum HeadersCmd {
+    /// Write every bucket record and object header to a file (safe to keep anywhere).
+    /// Example: envelopefs --store ~/vault headers export --out headers.json
+    Export {
+        /// The backup file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Put back the bucket records and object headers missing from the store.
+    /// Example: envelopefs --store ~/vault headers import headers.json
+    Import {
+        /// A file written by `headers export`.
+        file: PathBuf,
+    },
 }
 
 /// `key ...`
@@ -328,6 +364,10 @@ pub fn execute(store: &Store, cmd: &StoreCommand, env: &mut Env<'_>) -> Result<V
         StoreCommand::Object(o) => execute_object(store, o, env),
         StoreCommand::WorkRequest(w) => execute_work_request(store, w),
         StoreCommand::Status => crate::status::status(store),
+        StoreCommand::Fsck(a) => crate::fsck::check_store(store, a.read_data, &mut |_, _| {})
+            .map(|r| crate::fsck::to_json(&r)),
+        StoreCommand::Headers(HeadersCmd::Export { out }) => crate::headers::export(store, out),
+        StoreCommand::Headers(HeadersCmd::Import { file }) => crate::headers::import(store, file),
     }
 }
 

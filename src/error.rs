@@ -47,8 +47,9 @@ pub enum Error {
     /// Stored bytes carry a format version this build does not read.
     #[error("{0}")]
     UnsupportedVersion(String),
-    /// The passphrase or key file does not open the keystore.
-    #[error("wrong passphrase or key file: the keystore did not open")]
+    /// The passphrase or key file does not open the keystore (or its sealed body is damaged:
+    /// AES-GCM cannot tell the two apart).
+    #[error("wrong passphrase or key file (or a damaged keystore): the keystore did not open")]
     WrongSecret,
     /// A directory that must be empty is not.
     #[error("{0}")]

@@ -113,6 +113,7 @@ impl KeyStore {
         }
         let sealing = match (secret, &file.prefix.kdf) {
             (Secret::Passphrase(p), kdf @ KdfParams::Argon2id { .. }) => {
+                check_kdf_bounds(kdf)?;
                 crypto::derive_sealing_key(kdf, p)?
             }
             (Secret::KeyFile(k), KdfParams::RawKey) => k.clone(),
@@ -370,6 +371,35 @@ impl KeyStore {
             "versions": versions,
         })
     }
+}
+
+/// Largest Argon2id parameters a keystore may ask for: 1 GiB of memory, 64 passes, 64 lanes.
+/// The parameters are read before the keystore is authenticated (they make the key that
+/// authenticates it), so a damaged or hostile prefix must not make us allocate terabytes.
+pub const MAX_ARGON2_M_COST_KIB: u32 = 1 << 20;
+/// See [`MAX_ARGON2_M_COST_KIB`].
+pub const MAX_ARGON2_T_COST: u32 = 64;
+/// See [`MAX_ARGON2_M_COST_KIB`].
+pub const MAX_ARGON2_P_COST: u32 = 64;
+
+fn check_kdf_bounds(kdf: &KdfParams) -> Result<()> {
+    if let KdfParams::Argon2id {
+        m_cost_kib,
+        t_cost,
+        p_cost,
+        ..
+    } = kdf
+    {
+        if *m_cost_kib > MAX_ARGON2_M_COST_KIB
+            || *t_cost > MAX_ARGON2_T_COST
+            || *p_cost > MAX_ARGON2_P_COST
+        {
+            return Err(Error::Corrupt(format!(
+                "keystore: Argon2id parameters out of range (memory {m_cost_kib} KiB, {t_cost} passes, {p_cost} lanes): the keystore is damaged"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn new_version(version: u32, now: u64) -> Result<KeyVersionRecord> {

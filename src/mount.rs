@@ -180,6 +180,9 @@ fn serve(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret, daemon: boo
     let set = block_signals();
     let lock = StoreLock::acquire(root)?;
     let store = Arc::new(Store::open(root, lock, secret)?);
+    // After the keystore is open: its master keys are in the pages mlockall(MCL_CURRENT)
+    // locks (see hygiene.rs for why not MCL_FUTURE).
+    crate::hygiene::protect_process();
     harden_process();
     let opts = VfsOptions {
         read_only: args.read_only,

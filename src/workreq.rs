@@ -296,8 +296,9 @@ fn run_parallel<T: Sync, R: Send>(
     all.into_iter().map(|(_, r)| r).collect()
 }
 
-/// Every regular file under a bucket directory, as names relative to it.
-pub fn walk_objects(bucket_dir: &Path) -> Result<Vec<String>> {
+/// Every regular file under a bucket directory, as paths relative to it. Names are kept
+/// as bytes: a name that is not UTF-8 is an object like any other.
+pub fn walk_objects(bucket_dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
@@ -309,7 +310,7 @@ pub fn walk_objects(bucket_dir: &Path) -> Result<Vec<String>> {
             if ft.is_dir() {
                 stack.push(child);
             } else if ft.is_file() {
-                out.push(child.to_string_lossy().into_owned());
+                out.push(child);
             }
         }
     }
@@ -384,11 +385,11 @@ pub fn run(
         (JOB_BATCH, JOB_THREADS)
     };
     let scope = wr.scope_created_before_ns;
-    let one = |name: &String| -> Result<Outcome> {
+    let one = |name: &PathBuf| -> Result<Outcome> {
         if slow {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
-        let what = format!("{}/{name}", wr.bucket_name);
+        let what = format!("{}/{}", wr.bucket_name, name.display());
         let f = rewrap::open_for_rewrap(&bucket_dir.join(name), &what)?;
         rewrap::rewrap_for_job(store, &f, &what, &bucket, &target, scope)
     };
@@ -409,7 +410,7 @@ pub fn run(
                     wr.objects_failed += 1;
                     if wr.errors.len() < MAX_ERRORS {
                         wr.errors.push(ObjectError {
-                            object: name.clone(),
+                            object: name.to_string_lossy().into_owned(),
                             message: e.to_string(),
                         });
                     }

@@ -2,6 +2,7 @@
 //! stderr. Exit codes: 0 success, 1 error, 2 a wait timed out.
 
 pub mod output;
+pub mod reliability;
 pub mod remote;
 pub mod secret;
 
@@ -191,6 +192,9 @@ pub fn open_offline(cli: &Cli, root: &Path) -> Result<Store> {
 }
 
 fn run_store_command(cli: &Cli, cmd: &StoreCommand) -> Result<()> {
+    if let Some(done) = reliability::run(cli, cmd) {
+        return done;
+    }
     let root = store_path(cli)?;
     if let Some(mnt) = remote::live_mount(root) {
         return remote::run(cmd, &mnt);

@@ -1,0 +1,129 @@
+//! The CLI side of `fsck` and `headers export|import`: offline they run here; on a mounted
+//! store they go through the mount's `.envelopefs/ctl` (with paths made absolute).
+
+use super::{open_offline, print_json, remote, secret, store_path, Cli};
+use crate::command::{FsckArgs, HeadersCmd, StoreCommand};
+use crate::error::{Error, IoContext, Result};
+use serde_json::Value;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+/// Runs `fsck` and `headers` commands; `None` for every other command.
+pub fn run(cli: &Cli, cmd: &StoreCommand) -> Option<Result<()>> {
+    match cmd {
+        StoreCommand::Fsck(a) => Some(fsck(cli, a)),
+        StoreCommand::Headers(h) => Some(headers(cli, h)),
+        _ => None,
+    }
+}
+
+fn bar(len: Option<u64>) -> Option<indicatif::ProgressBar> {
+    std::io::stderr().is_terminal().then(|| {
+        let (b, template) = match len {
+            Some(n) => (
+                indicatif::ProgressBar::new(n),
+                "{spinner} fsck [{bar:40}] {pos}/{len} objects",
+            ),
+            None => (
+                indicatif::ProgressBar::new_spinner(),
+                "{spinner} fsck through the mount: {elapsed}",
+            ),
+        };
+        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+            b.set_style(style);
+        }
+        b.enable_steady_tick(std::time::Duration::from_millis(200));
+        b
+    })
+}
+
+fn fsck(cli: &Cli, a: &FsckArgs) -> Result<()> {
+    let root = match &a.path {
+        Some(p) => p.as_path(),
+        None => store_path(cli)?,
+    };
+    let report: Value = if let Some(mnt) = remote::live_mount(root) {
+        let mut words = vec!["fsck".to_string()];
+        if a.read_data {
+            words.push("--read-data".into());
+        }
+        let b = bar(None);
+        let r = remote::call(&mnt, &words);
+        if let Some(b) = b {
+            b.finish_and_clear();
+        }
+        r?
+    } else {
+        let b = bar(Some(0));
+        let mut progress = |done: u64, total: u64| {
+            if let Some(b) = &b {
+                b.set_length(total);
+                b.set_position(done);
+            }
+        };
+        let r = crate::fsck::check_offline(
+            root,
+            &mut |source| secret::for_open(cli, source),
+            a.read_data,
+            &mut progress,
+        );
+        if let Some(b) = &b {
+            b.finish_and_clear();
+        }
+        crate::fsck::to_json(&r?)
+    };
+    print_json(&report);
+    if report["ok"] == Value::Bool(true) {
+        return Ok(());
+    }
+    let n = report["problems"].as_array().map(Vec::len).unwrap_or(0);
+    Err(Error::Corrupt(format!(
+        "fsck found {n} problem{}",
+        if n == 1 { "" } else { "s" }
+    )))
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    let cwd = std::env::current_dir().ctx(|| "finding the current directory".to_string())?;
+    Ok(cwd.join(p))
+}
+
+fn headers(cli: &Cli, h: &HeadersCmd) -> Result<()> {
+    let root = store_path(cli)?;
+    let (words, cmd) = match h {
+        HeadersCmd::Export { out } => {
+            let out = absolute(out)?;
+            let words = vec![
+                "headers".into(),
+                "export".into(),
+                "--out".into(),
+                out.display().to_string(),
+            ];
+            (words, HeadersCmd::Export { out })
+        }
+        HeadersCmd::Import { file } => {
+            let file = absolute(file)?;
+            let words = vec![
+                "headers".into(),
+                "import".into(),
+                file.display().to_string(),
+            ];
+            (words, HeadersCmd::Import { file })
+        }
+    };
+    let out = match remote::live_mount(root) {
+        Some(mnt) => remote::call(&mnt, &words)?,
+        None => {
+            let store = open_offline(cli, root)?;
+            match &cmd {
+                HeadersCmd::Export { out } => crate::headers::export(&store, out)?,
+                HeadersCmd::Import { file } => crate::headers::import(&store, file)?,
+            }
+        }
+    };
+    print_json(&out);
+    Ok(())
+}

@@ -1,0 +1,735 @@
+//! `fsck`: checks a store without changing it.
+//!
+//! It checks the config, the keystore (that it decodes, belongs to this store and opens),
+//! every bucket record, every object's header (it decodes, matches the data preamble, and
+//! its DEK unwraps under the key version it names), the backing size, and with `read_data`
+//! authenticates every chunk. It reports each problem as `{object, kind, detail}` and never
+//! writes to the store.
+//!
+//! It runs in two places: offline ([`check_offline`], the CLI with the store's secret; it
+//! does not need [`Store::open`] to succeed, so it can report a damaged config) and inside
+//! a mount ([`check_store`], through `.envelopefs/ctl`), where it reads the backing files
+//! beside the running mount and uses the mount's open keystore.
+
+use crate::crypto::{self, ChunkCipher, Key32};
+use crate::error::{Error, Result};
+use crate::format::chunk::{self, chunk_aad, Geometry, CHUNK_OVERHEAD, NONCE_LEN, TAG_LEN};
+use crate::format::config::StoreConfig;
+use crate::format::context::dek_context;
+use crate::format::records::{
+    BucketRecord, KeystoreFile, ObjectHeader, VersionState, Wrapping, WRAPPED_DEK_LEN,
+};
+use crate::format::{hex, Id16};
+use crate::keystore::{key_id_text, KeyStore, Secret};
+use crate::store::{xattr, Store, META_DIR};
+use serde::Serialize;
+use serde_json::Value;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// One problem found.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    /// What it is about: a path relative to the store (`.envelopefs/keystore`,
+    /// `photos`, `photos/2024/cat.jpg`).
+    pub object: String,
+    /// A stable machine-readable kind (see docs/ERRORS.md).
+    pub kind: &'static str,
+    /// What is wrong, for a person.
+    pub detail: String,
+}
+
+/// An object whose header could not be verified, without being wrong: its key version is
+/// disabled or destroyed, or it is wrapped under a customer key the store does not keep.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Unverified {
+    /// Path relative to the store.
+    pub object: String,
+    /// Why it was not verified.
+    pub reason: String,
+}
+
+/// The result of a check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `true` when no problem was found.
+    pub ok: bool,
+    /// Whether chunks were authenticated (`--read-data`).
+    pub read_data: bool,
+    /// Buckets looked at.
+    pub buckets: u64,
+    /// Objects (regular files below buckets) looked at.
+    pub objects: u64,
+    /// Chunks authenticated (with `--read-data`).
+    pub chunks: u64,
+    /// Objects whose header could not be verified but is not known to be wrong.
+    pub unverified: Vec<Unverified>,
+    /// Every problem.
+    pub problems: Vec<Problem>,
+}
+
+/// Progress of a check: objects done and objects in total.
+pub type ProgressFn<'a> = &'a mut dyn FnMut(u64, u64);
+
+/// Where the master keys come from.
+enum Keys<'a> {
+    /// A mount's open keystore.
+    Mounted(&'a Store),
+    /// The keystore opened by `check_offline`.
+    Offline(Box<KeyStore>),
+    /// The keystore did not open: headers are parsed but not unwrapped.
+    Unavailable,
+}
+
+enum Kek {
+    Key(Key32),
+    /// Not a problem, but not verifiable (disabled version, customer key).
+    Skip(String),
+    /// A problem: the key or version does not exist.
+    Missing(String),
+}
+
+fn kek_from(ks: &KeyStore, key_id: &Id16, version: u32) -> Kek {
+    let Some(k) = ks.find(key_id) else {
+        return Kek::Missing(format!(
+            "header names master key {} which is not in the keystore",
+            key_id_text(key_id)
+        ));
+    };
+    let Some(v) = k.versions.iter().find(|v| v.version == version) else {
+        return Kek::Missing(format!(
+            "header names version {version} of key {}, which has no such version",
+            key_id_text(key_id)
+        ));
+    };
+    match v.state {
+        VersionState::Enabled => Kek::Key(Key32::from_bytes(v.material)),
+        VersionState::Disabled => Kek::Skip(format!(
+            "key {} version {version} is disabled",
+            key_id_text(key_id)
+        )),
+        VersionState::PendingDeletion => Kek::Skip(format!(
+            "key {} version {version} is pending deletion",
+            key_id_text(key_id)
+        )),
+        VersionState::Destroyed => Kek::Skip(format!(
+            "key {} version {version} is destroyed: the object cannot be read",
+            key_id_text(key_id)
+        )),
+    }
+}
+
+impl Keys<'_> {
+    fn kek(&self, key_id: &Id16, version: u32) -> Option<Kek> {
+        match self {
+            Keys::Mounted(s) => Some(kek_from(&s.keys(), key_id, version)),
+            Keys::Offline(ks) => Some(kek_from(ks, key_id, version)),
+            Keys::Unavailable => None,
+        }
+    }
+
+    fn has_key(&self, key_id: &Id16) -> Option<bool> {
+        match self {
+            Keys::Mounted(s) => Some(s.keys().find(key_id).is_some()),
+            Keys::Offline(ks) => Some(ks.find(key_id).is_some()),
+            Keys::Unavailable => None,
+        }
+    }
+}
+
+struct Checker<'a> {
+    root: PathBuf,
+    store_id: Id16,
+    geometry: Geometry,
+    chunk_size: u32,
+    keys: Keys<'a>,
+    read_data: bool,
+    report: Report,
+}
+
+/// Checks a store that is open (the mount's, or one opened offline).
+pub fn check_store(store: &Store, read_data: bool, progress: ProgressFn<'_>) -> Result<Report> {
+    let mut c = Checker::new(
+        store.root(),
+        *store.store_id(),
+        store.chunk_size(),
+        Keys::Mounted(store),
+        read_data,
+    );
+    c.check_config_file(Some(store.chunk_size()));
+    // The keystore on disk must still open with the sealing key in memory.
+    let kpath = store.meta().join("keystore");
+    match fs::read(&kpath) {
+        Ok(b) => match store.keys().reopen(&b) {
+            Ok(ks) => {
+                if ks.chunk_size() != store.chunk_size() {
+                    c.problem(
+                        ".envelopefs/keystore",
+                        "keystore",
+                        "keystore on disk records another chunk size than the open store",
+                    );
+                }
+            }
+            Err(e) => c.problem(
+                ".envelopefs/keystore",
+                "keystore",
+                &format!("keystore on disk does not open with the mounted store's key: {e}"),
+            ),
+        },
+        Err(e) => c.problem(
+            ".envelopefs/keystore",
+            "keystore",
+            &format!("cannot read: {e}"),
+        ),
+    }
+    c.check_tree(progress)?;
+    Ok(c.finish())
+}
+
+/// Checks a store that is not mounted. `secret` gets the store's key source
+/// (`"passphrase"` or `"keyfile"`) and returns the secret; it is asked only if the keystore
+/// decodes. Holds the store's lock while checking. A wrong secret is an error, not a
+/// problem (nothing could be checked).
+pub fn check_offline(
+    root: &Path,
+    secret: &mut dyn FnMut(&str) -> Result<Secret>,
+    read_data: bool,
+    progress: ProgressFn<'_>,
+) -> Result<Report> {
+    let _lock = hold_lock(root)?;
+    let mut problems = Vec::new();
+    let config = match fs::read(root.join(META_DIR).join("config.json")) {
+        Ok(b) => match StoreConfig::parse(&b) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                problems.push(problem(".envelopefs/config.json", "config", &e.to_string()));
+                None
+            }
+        },
+        Err(e) => {
+            problems.push(problem(
+                ".envelopefs/config.json",
+                "config",
+                &format!("cannot read: {e}"),
+            ));
+            None
+        }
+    };
+    let kpath = root.join(META_DIR).join("keystore");
+    let kbytes = fs::read(&kpath).map_err(|e| Error::io(format!("reading {}", kpath.display()), e));
+    let file = kbytes
+        .as_ref()
+        .map_err(clone_err)
+        .and_then(|b| KeystoreFile::decode(b));
+    let (store_id, keys, chunk_size) = match (&file, &config) {
+        (Ok(f), _) => {
+            if let Some(cid) = config.as_ref().and_then(StoreConfig::store_id_bytes) {
+                if cid != f.prefix.store_id {
+                    problems.push(problem(
+                        ".envelopefs/keystore",
+                        "keystore",
+                        "keystore belongs to another store (store id differs from config)",
+                    ));
+                }
+            }
+            let source = match &config {
+                Some(c) => c.key_source.clone(),
+                None => match f.prefix.kdf {
+                    crate::format::records::KdfParams::RawKey => "keyfile".into(),
+                    _ => "passphrase".into(),
+                },
+            };
+            let s = secret(&source)?;
+            let bytes = kbytes.as_ref().map_err(clone_err)?;
+            let ks = KeyStore::unseal(bytes, &f.prefix.store_id, &s)?;
+            let cs = ks.chunk_size();
+            if let Some(c) = &config {
+                if c.chunk_size != cs {
+                    problems.push(problem(
+                        ".envelopefs/config.json",
+                        "config",
+                        &format!(
+                            "config says chunk size {} but the keystore says {cs}: config was altered",
+                            c.chunk_size
+                        ),
+                    ));
+                }
+            }
+            (f.prefix.store_id, Keys::Offline(Box::new(ks)), cs)
+        }
+        (Err(e), Some(c)) => {
+            problems.push(problem(".envelopefs/keystore", "keystore", &e.to_string()));
+            let id = c.store_id_bytes().unwrap_or_default();
+            (id, Keys::Unavailable, c.chunk_size)
+        }
+        (Err(e), None) => {
+            problems.push(problem(".envelopefs/keystore", "keystore", &e.to_string()));
+            return Ok(Report {
+                ok: false,
+                read_data,
+                buckets: 0,
+                objects: 0,
+                chunks: 0,
+                unverified: Vec::new(),
+                problems,
+            });
+        }
+    };
+    let mut c = Checker::new(root, store_id, chunk_size, keys, read_data);
+    c.report.problems = problems;
+    c.check_tree(progress)?;
+    Ok(c.finish())
+}
+
+/// Takes the store's lock (the same flock as [`crate::store::StoreLock`]) without creating
+/// anything: a store without a lock file has never been opened, so nobody holds it.
+fn hold_lock(root: &Path) -> Result<Option<File>> {
+    if !root.join(META_DIR).is_dir() {
+        return Err(Error::NotFound(format!(
+            "{} is not an envelopefs store (no {META_DIR}/)",
+            root.display()
+        )));
+    }
+    let path = root.join(META_DIR).join("lock");
+    let f = match OpenOptions::new().read(true).open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+    };
+    if crate::store::fsutil::try_flock_exclusive(&f)
+        .map_err(|e| Error::io("locking the store", e))?
+    {
+        return Ok(Some(f));
+    }
+    Err(match crate::store::mount_record(root) {
+        Some(m) => Error::Busy(format!("store is mounted at {m}")),
+        None => Error::Busy("store is in use by another envelopefs process".into()),
+    })
+}
+
+fn clone_err(e: &Error) -> Error {
+    Error::Corrupt(e.to_string())
+}
+
+fn problem(object: &str, kind: &'static str, detail: &str) -> Problem {
+    Problem {
+        object: object.to_string(),
+        kind,
+        detail: detail.to_string(),
+    }
+}
+
+fn rel_text(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+impl<'a> Checker<'a> {
+    fn new(root: &Path, store_id: Id16, chunk_size: u32, keys: Keys<'a>, read_data: bool) -> Self {
+        Checker {
+            root: root.to_path_buf(),
+            store_id,
+            geometry: Geometry::new(chunk_size),
+            chunk_size,
+            keys,
+            read_data,
+            report: Report {
+                ok: true,
+                read_data,
+                buckets: 0,
+                objects: 0,
+                chunks: 0,
+                unverified: Vec::new(),
+                problems: Vec::new(),
+            },
+        }
+    }
+
+    fn problem(&mut self, object: &str, kind: &'static str, detail: &str) {
+        self.report.problems.push(problem(object, kind, detail));
+    }
+
+    fn finish(mut self) -> Report {
+        self.report.ok = self.report.problems.is_empty();
+        self.report
+    }
+
+    fn check_config_file(&mut self, chunk_size: Option<u32>) {
+        match fs::read(self.root.join(META_DIR).join("config.json")) {
+            Ok(b) => match StoreConfig::parse(&b) {
+                Ok(c) => {
+                    if c.store_id_bytes() != Some(self.store_id) {
+                        self.problem(
+                            ".envelopefs/config.json",
+                            "config",
+                            "store id differs from the open store's",
+                        );
+                    }
+                    if let Some(cs) = chunk_size {
+                        if cs != c.chunk_size {
+                            self.problem(
+                                ".envelopefs/config.json",
+                                "config",
+                                &format!(
+                                    "chunk size {} differs from the open store's {cs}",
+                                    c.chunk_size
+                                ),
+                            );
+                        }
+                    }
+                }
+                Err(e) => self.problem(".envelopefs/config.json", "config", &e.to_string()),
+            },
+            Err(e) => self.problem(
+                ".envelopefs/config.json",
+                "config",
+                &format!("cannot read: {e}"),
+            ),
+        }
+    }
+
+    /// Buckets, then every object of every bucket, then the work-request files.
+    fn check_tree(&mut self, progress: ProgressFn<'_>) -> Result<()> {
+        let mut buckets: Vec<(PathBuf, BucketRecord)> = Vec::new();
+        let entries = fs::read_dir(&self.root)
+            .map_err(|e| Error::io(format!("listing {}", self.root.display()), e))?;
+        let mut names: Vec<(std::ffi::OsString, fs::FileType)> = Vec::new();
+        for e in entries {
+            let e = e.map_err(|e| Error::io("listing the store", e))?;
+            let ft = e
+                .file_type()
+                .map_err(|e| Error::io("listing the store", e))?;
+            names.push((e.file_name(), ft));
+        }
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, ft) in names {
+            if name.as_bytes() == META_DIR.as_bytes() {
+                continue;
+            }
+            let rel = PathBuf::from(&name);
+            if !ft.is_dir() {
+                self.problem(
+                    &rel_text(&rel),
+                    "stray-entry",
+                    "an entry at the top of the store that is not a bucket directory",
+                );
+                continue;
+            }
+            self.report.buckets += 1;
+            match xattr::get(&self.root.join(&rel), xattr::BUCKET.as_bytes()) {
+                Ok(Some(b)) => match BucketRecord::decode(&b) {
+                    Ok(r) => {
+                        if let Some(k) = r.kms_key_id {
+                            if self.keys.has_key(&k) == Some(false) {
+                                self.problem(
+                                    &rel_text(&rel),
+                                    "key-missing",
+                                    &format!(
+                                        "bucket is assigned master key {}, which is not in the keystore",
+                                        key_id_text(&k)
+                                    ),
+                                );
+                            }
+                        }
+                        buckets.push((rel, r));
+                    }
+                    Err(e) => {
+                        let kind = if matches!(e, Error::UnsupportedVersion(_)) {
+                            "bucket-record-version"
+                        } else {
+                            "bucket-record"
+                        };
+                        self.problem(&rel_text(&rel), kind, &e.to_string());
+                    }
+                },
+                Ok(None) => self.problem(
+                    &rel_text(&rel),
+                    "bucket-record-missing",
+                    "directory has no bucket record (user.envelopefs.bucket)",
+                ),
+                Err(e) => self.problem(
+                    &rel_text(&rel),
+                    "io",
+                    &format!("reading the bucket record: {e}"),
+                ),
+            }
+        }
+        // Objects of buckets whose record is unreadable cannot be unwrapped; they are still
+        // parsed (headers, preambles, sizes).
+        let mut objects: Vec<(PathBuf, Option<usize>)> = Vec::new();
+        let mut all_dirs: Vec<(PathBuf, Option<usize>)> = buckets
+            .iter()
+            .enumerate()
+            .map(|(i, (p, _))| (p.clone(), Some(i)))
+            .collect();
+        for p in &self.report.problems {
+            if p.kind.starts_with("bucket-record") {
+                all_dirs.push((PathBuf::from(&p.object), None));
+            }
+        }
+        for (dir, bi) in all_dirs {
+            for rel in walk(&self.root, &dir)? {
+                objects.push((rel, bi));
+            }
+        }
+        let total = objects.len() as u64;
+        progress(0, total);
+        for (n, (rel, bi)) in objects.iter().enumerate() {
+            self.report.objects += 1;
+            let bucket = bi.and_then(|i| buckets.get(i)).map(|(_, r)| r.clone());
+            if let Err(e) = self.check_object(rel, bucket.as_ref()) {
+                self.problem(&rel_text(rel), "io", &e.to_string());
+            }
+            progress(n as u64 + 1, total);
+        }
+        self.check_work_requests();
+        Ok(())
+    }
+
+    fn check_work_requests(&mut self) {
+        let dir = self.root.join(META_DIR).join("work-requests");
+        let Ok(it) = fs::read_dir(&dir) else {
+            return;
+        };
+        for e in it.flatten() {
+            let name = e.file_name();
+            let n = name.to_string_lossy();
+            if !n.ends_with(".json") || n.starts_with('.') {
+                continue;
+            }
+            let rel = format!(".envelopefs/work-requests/{n}");
+            let ok = fs::read(e.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<crate::workreq::WorkRequest>(&b).ok())
+                .is_some();
+            if !ok {
+                self.problem(&rel, "work-request", "work request file does not parse");
+            }
+        }
+    }
+
+    fn check_object(&mut self, rel: &Path, bucket: Option<&BucketRecord>) -> io::Result<()> {
+        let what = rel_text(rel);
+        let path = self.root.join(rel);
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME)
+            .open(&path)
+            .or_else(|_| {
+                OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&path)
+            });
+        let file = match file {
+            Ok(f) => f,
+            // Removed by the running mount since the walk: nothing to check.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let header = match xattr::fget(&file, xattr::HEADER.as_bytes())? {
+            None => {
+                self.problem(
+                    &what,
+                    "header-missing",
+                    "object has no header (user.envelopefs.header)",
+                );
+                None
+            }
+            Some(b) => match ObjectHeader::decode(&b) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    let kind = if matches!(e, Error::UnsupportedVersion(_)) {
+                        "header-version"
+                    } else {
+                        "header-corrupt"
+                    };
+                    self.problem(&what, kind, &format!("{e} ({} bytes)", b.len()));
+                    None
+                }
+            },
+        };
+        let mut pre = [0u8; chunk::PREAMBLE_LEN as usize];
+        let got = read_full_at(&file, &mut pre, 0)?;
+        let object_id = match chunk::parse_preamble(&pre[..got]) {
+            Ok(id) => Some(id),
+            Err(m) => {
+                self.problem(&what, "preamble", &m);
+                None
+            }
+        };
+        let len = file.metadata()?.len();
+        let size = self.geometry.plain_len(len);
+        if size.is_none() {
+            self.problem(
+                &what,
+                "size",
+                &format!("backing size {len} is not a valid object size (truncated or padded)"),
+            );
+        }
+        let (Some(h), Some(oid)) = (header, object_id) else {
+            return Ok(());
+        };
+        if h.chunk_size != self.chunk_size {
+            self.problem(
+                &what,
+                "header-corrupt",
+                &format!(
+                    "header chunk size {} differs from the store's {}",
+                    h.chunk_size, self.chunk_size
+                ),
+            );
+            return Ok(());
+        }
+        if h.object_id != oid {
+            self.problem(
+                &what,
+                "object-id-mismatch",
+                "header names another object than the data preamble (moved or copied header)",
+            );
+            return Ok(());
+        }
+        let Some(bucket) = bucket else {
+            return Ok(());
+        };
+        let kek = match &h.wrapping {
+            Wrapping::Master { key_id, version } => match self.keys.kek(key_id, *version) {
+                None => return Ok(()),
+                Some(k) => k,
+            },
+            Wrapping::Customer { fingerprint } => Kek::Skip(format!(
+                "wrapped under customer-provided key {}",
+                hex(&fingerprint[..8])
+            )),
+        };
+        let kek = match kek {
+            Kek::Key(k) => k,
+            Kek::Skip(reason) => {
+                self.report.unverified.push(Unverified {
+                    object: what,
+                    reason,
+                });
+                return Ok(());
+            }
+            Kek::Missing(m) => {
+                self.problem(&what, "key-missing", &m);
+                return Ok(());
+            }
+        };
+        let ctx = dek_context(
+            &self.store_id,
+            &bucket.bucket_id,
+            &oid,
+            h.created_ns,
+            &h.wrapping,
+        );
+        let wrapped: &[u8; WRAPPED_DEK_LEN] = &h.wrapped_dek;
+        let Some(dek) = crypto::unwrap_dek(&kek, &h.wrap_nonce, &ctx, wrapped) else {
+            self.problem(
+                &what,
+                "header-unwrap",
+                "the data key does not unwrap (tampered header, or moved from another bucket or store)",
+            );
+            return Ok(());
+        };
+        if let (true, Some(size)) = (self.read_data, size) {
+            self.read_chunks(&file, &what, &dek, &oid, size)?;
+        }
+        Ok(())
+    }
+
+    fn read_chunks(
+        &mut self,
+        file: &File,
+        what: &str,
+        dek: &Key32,
+        oid: &Id16,
+        size: u64,
+    ) -> io::Result<()> {
+        let g = self.geometry;
+        let cipher = ChunkCipher::new(dek).map_err(|e| io::Error::other(e.to_string()))?;
+        let last = g.final_index(size);
+        let per_batch = ((4u64 << 20) / g.stride()).max(1);
+        let mut buf = zeroize::Zeroizing::new(Vec::new());
+        let mut j0 = 0u64;
+        while j0 <= last {
+            let j1 = (j0 + per_batch - 1).min(last);
+            let start = g.backing_offset(j0);
+            let end = g.backing_offset(j1) + CHUNK_OVERHEAD + g.chunk_plain_len(j1, size);
+            let need = usize::try_from(end - start).unwrap_or(usize::MAX);
+            buf.resize(need, 0);
+            let got = read_full_at(file, &mut buf[..need], start)?;
+            for j in j0..=j1 {
+                self.report.chunks += 1;
+                let plen = usize::try_from(g.chunk_plain_len(j, size)).unwrap_or(usize::MAX);
+                let rel = usize::try_from(g.backing_offset(j) - start).unwrap_or(usize::MAX);
+                let slot_len = NONCE_LEN + plen + TAG_LEN;
+                if rel.saturating_add(slot_len) > got {
+                    self.problem(
+                        what,
+                        "chunk",
+                        &format!("chunk {j}: backing file is shorter than its chunks"),
+                    );
+                    return Ok(());
+                }
+                let slot = &mut buf[rel..rel + slot_len];
+                let (nonce, rest) = slot.split_at_mut(NONCE_LEN);
+                let (ct, tag) = rest.split_at_mut(plen);
+                let aad = chunk_aad(oid, j, j == last);
+                if !cipher.decrypt(nonce, &aad, ct, tag) {
+                    self.problem(what, "chunk", &format!("chunk {j} failed authentication"));
+                }
+            }
+            j0 = j1 + 1;
+        }
+        Ok(())
+    }
+}
+
+/// Every regular file below `root/dir`, as paths relative to `root`, sorted. Names are
+/// kept as bytes (a name that is not UTF-8 is still checked).
+fn walk(root: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(rel) = stack.pop() {
+        let d = root.join(&rel);
+        let it = match fs::read_dir(&d) {
+            Ok(it) => it,
+            // Removed by the running mount since it was listed.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(format!("listing {}", d.display()), e)),
+        };
+        for e in it {
+            let e = e.map_err(|e| Error::io(format!("listing {}", d.display()), e))?;
+            let Ok(ft) = e.file_type() else { continue };
+            let child = rel.join(e.file_name());
+            if ft.is_dir() {
+                stack.push(child);
+            } else if ft.is_file() {
+                out.push(child);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn read_full_at(file: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], off + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// The report as JSON.
+pub fn to_json(r: &Report) -> Value {
+    serde_json::to_value(r).unwrap_or(Value::Null)
+}
