@@ -91,8 +91,7 @@ trace_requests() {
         sort -rn >"$out/$name.requests.txt" || true
 }
 
-mkfiles() {
-    python3 - "$1" <<'EOF'
+cat >"$work/mkfiles.py" <<'EOF'
 import os, sys
 root = sys.argv[1]
 data = os.urandom(4096)
@@ -102,7 +101,6 @@ for d in range(20):
         with open(f"{root}/d{d:02d}/f{i:03d}", "wb") as f:
             f.write(data)
 EOF
-}
 
 pretouch
 profile write 3 dd if=/dev/zero of="$work/m/bench/seq" bs=1M count=1024 conv=fsync status=none
@@ -113,11 +111,11 @@ profile read-cold 3 dd if="$work/m/bench/seq" of=/dev/null bs=1M status=none
 rm -f "$work/m/bench/seq"
 sync
 sleep 2
-profile create 3 mkfiles "$work/m/bench/small"
+profile create 3 python3 "$work/mkfiles.py" "$work/m/bench/small"
 sync
 profile rm 3 rm -rf "$work/m/bench/small"
 sync
-trace_requests create mkfiles "$work/m/bench/small2"
+trace_requests create python3 "$work/mkfiles.py" "$work/m/bench/small2"
 sync
 sleep 2
 trace_requests rm rm -rf "$work/m/bench/small2"
