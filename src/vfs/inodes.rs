@@ -124,8 +124,12 @@ impl InodeTable {
             .is_some_and(|n| n.names.is_empty() && n.lookups > 0 && ino != ROOT);
         if dead {
             t.next_synth += 1;
+            let old = ino;
             ino = SYNTH_BASE + t.next_synth;
             t.alias.insert(backing, ino);
+            tracing::debug!(
+                "backing inode {backing} reused while the kernel holds node {old}: node {ino} for {name:?} in {parent}"
+            );
         }
         match t.by_name.get(&key) {
             Some(old) if *old == ino => {}
