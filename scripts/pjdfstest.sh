@@ -224,7 +224,9 @@ done <<<"$(awk -F'\t' '$1 == "failed as expected" { print $2 }' <<<"$results" | 
 # failure is run again on its own, twice at most. Only failures that repeat fail the run.
 # (docs/EXTERNAL-SUITES.md lists the flaky ones seen and why.)
 flaky=()
+retry_log="${log%.log}-retries.log"
 if [ "${#unexpected[@]}" -gt 0 ] && [ "${PJDFSTEST_RETRY:-1}" = 1 ]; then
+    : >"$retry_log"
     still=()
     for t in "${unexpected[@]}"; do
         passed=0
@@ -234,7 +236,7 @@ if [ "${#unexpected[@]}" -gt 0 ] && [ "${PJDFSTEST_RETRY:-1}" = 1 ]; then
             {
                 echo "# retry $attempt of $t"
                 printf '%s\n' "$out"
-            } >>"$log"
+            } >>"$retry_log"
             if grep -qE "^$t[[:space:]]+ok[[:space:]]*$" <<<"$(sed -e 's/\x1b\[[0-9;]*m//g' <<<"$out")"; then
                 passed=1
                 break
@@ -266,7 +268,7 @@ if [ "${#now_passing[@]}" -gt 0 ]; then
     printf '  %s\n' "${now_passing[@]}"
 fi
 if [ "${#flaky[@]}" -gt 0 ]; then
-    echo "FLAKY (failed in the full run, passed when run again on its own; see the log):"
+    echo "FLAKY (failed in the full run, passed when run again on its own; retries in $retry_log):"
     printf '  %s\n' "${flaky[@]}"
 fi
 if [ "${#unexpected[@]}" -gt 0 ]; then
