@@ -125,27 +125,6 @@ pub(crate) fn safe_rel(path_hex: &str, want_components: Option<usize>) -> Option
     }
 }
 
-/// Every regular file below `root/dir` as paths relative to `root`, sorted, names as bytes.
-fn walk(root: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(rel) = stack.pop() {
-        let d = root.join(&rel);
-        for e in fs::read_dir(&d).ctx(|| format!("listing {}", d.display()))? {
-            let e = e.ctx(|| format!("listing {}", d.display()))?;
-            let ft = e.file_type().ctx(|| format!("stat in {}", d.display()))?;
-            let child = rel.join(e.file_name());
-            if ft.is_dir() {
-                stack.push(child);
-            } else if ft.is_file() {
-                out.push(child);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
 /// Collects the backup of a store (every decodable bucket record and object header).
 pub fn collect(store: &Store) -> Result<(Backup, Vec<String>)> {
     let root = store.root();
@@ -174,7 +153,8 @@ pub fn collect(store: &Store) -> Result<(Backup, Vec<String>)> {
                 continue;
             }
         }
-        for obj in walk(root, &rel)? {
+        for obj in crate::workreq::walk_objects(&root.join(&rel))? {
+            let obj = rel.join(obj);
             let shown = obj.to_string_lossy().into_owned();
             let header = OpenOptions::new()
                 .read(true)
