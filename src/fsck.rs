@@ -27,7 +27,7 @@ use serde_json::Value;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// One problem found.
@@ -470,8 +470,8 @@ impl<'a> Checker<'a> {
             }
         }
         for (dir, bi) in all_dirs {
-            for rel in walk(&self.root, &dir)? {
-                objects.push((rel, bi));
+            for rel in crate::workreq::walk_objects(&self.root.join(&dir))? {
+                objects.push((dir.join(rel), bi));
             }
         }
         let total = objects.len() as u64;
@@ -552,7 +552,7 @@ impl<'a> Checker<'a> {
             },
         };
         let mut pre = [0u8; chunk::PREAMBLE_LEN as usize];
-        let got = read_full_at(&file, &mut pre, 0)?;
+        let got = crate::store::object::read_full_at(&file, &mut pre, 0)?;
         let object_id = match chunk::parse_preamble(&pre[..got]) {
             Ok(id) => Some(id),
             Err(m) => {
@@ -660,7 +660,7 @@ impl<'a> Checker<'a> {
             let end = g.backing_offset(j1) + CHUNK_OVERHEAD + g.chunk_plain_len(j1, size);
             let need = usize::try_from(end - start).unwrap_or(usize::MAX);
             buf.resize(need, 0);
-            let got = read_full_at(file, &mut buf[..need], start)?;
+            let got = crate::store::object::read_full_at(file, &mut buf[..need], start)?;
             for j in j0..=j1 {
                 self.report.chunks += 1;
                 let plen = usize::try_from(g.chunk_plain_len(j, size)).unwrap_or(usize::MAX);
@@ -686,47 +686,6 @@ impl<'a> Checker<'a> {
         }
         Ok(())
     }
-}
-
-/// Every regular file below `root/dir`, as paths relative to `root`, sorted. Names are
-/// kept as bytes (a name that is not UTF-8 is still checked).
-fn walk(root: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(rel) = stack.pop() {
-        let d = root.join(&rel);
-        let it = match fs::read_dir(&d) {
-            Ok(it) => it,
-            // Removed by the running mount since it was listed.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(format!("listing {}", d.display()), e)),
-        };
-        for e in it {
-            let e = e.map_err(|e| Error::io(format!("listing {}", d.display()), e))?;
-            let Ok(ft) = e.file_type() else { continue };
-            let child = rel.join(e.file_name());
-            if ft.is_dir() {
-                stack.push(child);
-            } else if ft.is_file() {
-                out.push(child);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-fn read_full_at(file: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read_at(&mut buf[done..], off + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
 }
 
 /// The report as JSON.

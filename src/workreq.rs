@@ -296,16 +296,24 @@ fn run_parallel<T: Sync, R: Send>(
     all.into_iter().map(|(_, r)| r).collect()
 }
 
-/// Every regular file under a bucket directory, as paths relative to it. Names are kept
-/// as bytes: a name that is not UTF-8 is an object like any other.
+/// Every regular file under a bucket directory, as paths relative to it, sorted. Names are
+/// kept as bytes: a name that is not UTF-8 is an object like any other. A directory or entry
+/// removed while the walk runs (by a live mount) is passed over.
 pub fn walk_objects(bucket_dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let d = bucket_dir.join(&rel);
-        for e in fs::read_dir(&d).ctx(|| format!("listing {}", d.display()))? {
+        let entries = match fs::read_dir(&d) {
+            Ok(it) => it,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !rel.as_os_str().is_empty() => {
+                continue
+            }
+            Err(e) => return Err(Error::io(format!("listing {}", d.display()), e)),
+        };
+        for e in entries {
             let e = e.ctx(|| format!("listing {}", d.display()))?;
-            let ft = e.file_type().ctx(|| format!("stat in {}", d.display()))?;
+            let Ok(ft) = e.file_type() else { continue };
             let child = rel.join(e.file_name());
             if ft.is_dir() {
                 stack.push(child);

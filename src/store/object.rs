@@ -351,7 +351,8 @@ pub fn open_object_file(
     Ok(io)
 }
 
-fn read_full_at(file: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+/// Reads up to `buf.len()` bytes at `off`, retrying short reads; fewer only at end of file.
+pub(crate) fn read_full_at(file: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         match file.read_at(&mut buf[done..], off + done as u64) {
