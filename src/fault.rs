@@ -5,6 +5,10 @@
 //!   mount in the middle of one;
 //! - `slow-trash`: the trash thread waits 100 ms before each deletion, so deleted objects
 //!   are still pending when a test fills the disk or kills the mount.
+//! - `die-mid-write`: a change to an object whose path contains `envelopefs-fault-die` kills
+//!   the process with SIGKILL halfway through: a write after a prefix of its bytes that ends
+//!   on a page boundary inside a chunk (what a kill during `pwrite` leaves), a shrink between
+//!   rewriting the final chunk and cutting the file.
 
 use std::sync::OnceLock;
 
@@ -21,4 +25,26 @@ pub fn enabled(name: &str) -> bool {
     })
     .iter()
     .any(|f| f == name)
+}
+
+/// The `die-mid-write` fault: if it is on and `label` names a fault object, writes the part of
+/// `buf` (meant for `at`) up to the first page boundary after its start (or all of it, if
+/// `whole`), then kills this process with SIGKILL.
+#[allow(unsafe_code)]
+pub fn die_mid_write(label: &str, file: &std::fs::File, buf: &[u8], at: u64, whole: bool) {
+    use std::os::unix::fs::FileExt;
+    if !label.contains("envelopefs-fault-die") || !enabled("die-mid-write") {
+        return;
+    }
+    let cut = if whole {
+        buf.len()
+    } else {
+        let next_page = (at / 4096 + 1) * 4096;
+        usize::try_from(next_page - at).unwrap_or(0).min(buf.len())
+    };
+    let _ = file.write_all_at(&buf[..cut], at);
+    // SAFETY: kill(2) of this very process; it does not return.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
 }

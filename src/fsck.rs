@@ -218,6 +218,22 @@ pub fn check_offline(
             None
         }
     };
+    // Writes a crash cut short are undone when the store is next opened; fsck changes
+    // nothing, so it reports them (their objects may show a torn chunk until then).
+    match crate::store::journal::read_records(&root.join(META_DIR)) {
+        Ok(records) => problems.extend(records.iter().map(|r| {
+            problem(
+                ".envelopefs/journal",
+                "interrupted-write",
+                &format!(
+                    "a write to object {} was cut short by a crash; it is rolled back when the \
+                     store is next opened (mount it, or run any other store command)",
+                    r.object_id_hex()
+                ),
+            )
+        })),
+        Err(e) => problems.push(problem(".envelopefs/journal", "journal", &e.to_string())),
+    }
     let kpath = root.join(META_DIR).join("keystore");
     let kbytes = fs::read(&kpath).map_err(|e| Error::io(format!("reading {}", kpath.display()), e));
     let file = kbytes

@@ -7,6 +7,7 @@
 //! ```
 
 pub mod fsutil;
+pub mod journal;
 pub mod object;
 pub mod trash;
 pub mod xattr;
@@ -117,6 +118,10 @@ pub struct Store {
     chunk_size: u32,
     keys: RwLock<KeyStore>,
     tmp_counter: AtomicU64,
+    /// The write journal (None if it could not be created, say on a full disk).
+    journal: Option<std::sync::Arc<journal::Journal>>,
+    /// Interrupted writes undone when the store was opened.
+    recovered_writes: usize,
     _lock: StoreLock,
 }
 
@@ -198,17 +203,41 @@ impl Store {
         for d in [meta.join("work-requests"), meta.join("tmp")] {
             fs::create_dir_all(&d).ctx(|| format!("creating {}", d.display()))?;
         }
+        let geometry = Geometry::new(cfg.chunk_size);
+        // Undo what a crash interrupted before anything reads an object.
+        let recovered_writes = journal::recover(root, &meta)?;
+        let journal = match journal::Journal::create(&meta, geometry) {
+            Ok(j) => Some(std::sync::Arc::new(j)),
+            Err(e) => {
+                tracing::warn!(
+                    "no write journal ({e}): a crash during a write may leave a torn chunk"
+                );
+                None
+            }
+        };
         fsutil::clear_dir(&meta.join("tmp"))?;
         Ok(Store {
             root: root.to_path_buf(),
             meta,
             store_id,
-            geometry: Geometry::new(cfg.chunk_size),
+            geometry,
             chunk_size: cfg.chunk_size,
             keys: RwLock::new(ks),
             tmp_counter: AtomicU64::new(0),
+            journal,
+            recovered_writes,
             _lock: lock,
         })
+    }
+
+    /// The write journal, if the store has one (see [`journal`]).
+    pub fn journal(&self) -> Option<&std::sync::Arc<journal::Journal>> {
+        self.journal.as_ref()
+    }
+
+    /// How many writes interrupted by a crash were undone when the store was opened.
+    pub fn recovered_writes(&self) -> usize {
+        self.recovered_writes
     }
 
     /// The store's root directory.

@@ -1,6 +1,7 @@
 //! Objects: creating them atomically, opening them (header → DEK), and random-access
 //! plaintext I/O over the chunk format ([`ObjectIo`]), which the mount uses directly.
 
+use super::journal::Journal;
 use super::{xattr, Store};
 use crate::crypto::{self, ChunkCipher, Key32};
 use crate::error::{Error, IoContext, Result};
@@ -14,9 +15,10 @@ use crate::keystore::key_id_text;
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Nanoseconds since the Unix epoch.
 pub fn now_ns() -> u64 {
@@ -222,6 +224,7 @@ pub fn create_object(
         xattr::fset(&file, xattr::HEADER.as_bytes(), &header.encode(), 0)
             .ctx(|| "writing the object header".to_string())?;
         let mut obj = ObjectIo::new(file, label.clone(), &dek, object_id, store.geometry(), 0)?;
+        obj.journal = store.journal().cloned();
         obj.write_empty_object(&chunk_nonce)?;
         fill(&mut obj)?;
         Ok(obj)
@@ -346,7 +349,8 @@ pub fn open_object_file(
             "{what}: backing size {len} is not a valid object size (truncated?)"
         ))
     })?;
-    let io = ObjectIo::new(file, what.to_string(), &dek, object_id, geometry, size)?;
+    let mut io = ObjectIo::new(file, what.to_string(), &dek, object_id, geometry, size)?;
+    io.journal = store.journal().cloned();
     io.check_empty_final_chunk()?;
     Ok(io)
 }
@@ -363,6 +367,21 @@ pub(crate) fn read_full_at(file: &File, buf: &mut [u8], off: u64) -> io::Result<
         }
     }
     Ok(done)
+}
+
+/// Ends a journaled change: on success the record is dropped; on failure the change is
+/// undone first, so a failed write (ENOSPC halfway through, say) leaves the object as it was.
+fn finish_change(guard: Option<super::journal::Guard<'_>>, r: Result<()>) -> Result<()> {
+    match (r, guard) {
+        (Ok(()), _) => Ok(()),
+        (Err(e), Some(g)) => {
+            if let Err(u) = g.undo() {
+                tracing::error!("{u} (the next open of the store undoes it)");
+            }
+            Err(e)
+        }
+        (Err(e), None) => Err(e),
+    }
 }
 
 thread_local! {
@@ -414,6 +433,11 @@ pub struct ObjectIo {
     last_end: u64,
     /// Backing offset up to which read-ahead has been asked for.
     ra_next: AtomicU64,
+    /// The store's write journal, which makes each change crash-atomic (see
+    /// [`super::journal`]); None for stores without one.
+    journal: Option<Arc<Journal>>,
+    /// The backing file's (device, inode), found at the first journaled change.
+    inode: Option<(u64, u64)>,
 }
 
 impl ObjectIo {
@@ -435,7 +459,40 @@ impl ObjectIo {
             unflushed: 0,
             last_end: 0,
             ra_next: AtomicU64::new(0),
+            journal: None,
+            inode: None,
         })
+    }
+
+    /// The backing file's (device, inode), as the journal records it.
+    fn inode(&mut self) -> Result<(u64, u64)> {
+        if let Some(id) = self.inode {
+            return Ok(id);
+        }
+        let md = self
+            .file
+            .metadata()
+            .ctx(|| format!("{}: stat", self.what()))?;
+        let id = (md.dev(), md.ino());
+        self.inode = Some(id);
+        Ok(id)
+    }
+
+    /// Starts a journaled change that overwrites backing bytes `[from, to)` of a backing file
+    /// `len` bytes long (None without a journal).
+    fn begin_change(
+        &self,
+        inode: Option<(u64, u64)>,
+        from: u64,
+        to: u64,
+        len: u64,
+    ) -> Result<Option<super::journal::Guard<'_>>> {
+        match (&self.journal, inode) {
+            (Some(j), Some(id)) => j
+                .begin(&self.file, id, &self.object_id, from, to - from, len)
+                .map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// Plaintext size.
@@ -615,6 +672,10 @@ impl ObjectIo {
         let g = self.geometry;
         let j = g.final_index(new);
         let plen = g.chunk_plain_len(j, new) as usize;
+        let inode = match self.journal {
+            Some(_) => Some(self.inode()?),
+            None => None,
+        };
         let mut slot = vec![0u8; NONCE_LEN + plen + TAG_LEN];
         if plen > 0 {
             let old_len = g.chunk_plain_len(j, old) as usize;
@@ -629,12 +690,24 @@ impl ObjectIo {
             .cipher
             .encrypt(nonce, &chunk_aad(&self.object_id, j, true), pt)?;
         tag.copy_from_slice(&t);
-        self.file
-            .write_all_at(&slot, g.backing_offset(j))
-            .ctx(|| format!("{}: writing", self.what()))?;
-        self.file
-            .set_len(g.backing_len(new))
-            .ctx(|| format!("{}: truncating", self.what()))?;
+        // Two phases (see the journal): rewrite the new final chunk (undone after a crash),
+        // then cut the file (completed after a crash).
+        let at = g.backing_offset(j);
+        let mut guard = self.begin_change(inode, at, at + slot.len() as u64, g.backing_len(old))?;
+        let r = self
+            .file
+            .write_all_at(&slot, at)
+            .ctx(|| format!("{}: writing", self.what()))
+            .and_then(|()| {
+                crate::fault::die_mid_write(&self.label, &self.file, &[], at, true);
+                if let Some(gd) = guard.as_mut() {
+                    gd.truncating(g.backing_len(new));
+                }
+                self.file
+                    .set_len(g.backing_len(new))
+                    .ctx(|| format!("{}: truncating", self.what()))
+            });
+        finish_change(guard, r)?;
         self.size = new;
         Ok(())
     }
@@ -661,19 +734,48 @@ impl ObjectIo {
         let new = old.max(end);
         let g = self.geometry;
         let cs = g.chunk_size;
-        let first = off.min(old) / cs;
-        let last = if new > old {
-            g.final_index(new)
-        } else {
-            (end - 1) / cs
+        let inode = match self.journal {
+            Some(_) => Some(self.inode()?),
+            None => None,
         };
+        let first = off.min(old) / cs;
+        let final_old = g.final_index(old);
         let final_new = g.final_index(new);
-        let batch_chunks = (MAX_BATCH_BYTES / g.stride()).max(1);
+        let old_len = g.backing_len(old);
+        // Chunks that hold old data and keep their length: rewritten piece by piece, each
+        // piece journaled with the old bytes it overwrites (the whole write if the size does
+        // not change; the chunks before the old final one if the object grows).
+        let over_end = if new > old {
+            final_old
+        } else {
+            (end - 1) / cs + 1
+        };
+        let piece = super::journal::piece_chunks(g);
         let mut b0 = first;
-        while b0 <= last {
-            let b1 = (b0 + batch_chunks - 1).min(last);
-            self.write_batch(b0, b1, off, end, old, new, final_new, src)?;
+        while b0 < over_end {
+            let b1 = (b0 + piece - 1).min(over_end - 1);
+            let from = g.backing_offset(b0);
+            let to = g.backing_offset(b1) + CHUNK_OVERHEAD + g.chunk_plain_len(b1, old);
+            let guard = self.begin_change(inode, from, to, old_len)?;
+            let r = self.write_batch(b0, b1, off, end, old, new, final_new, src);
+            finish_change(guard, r)?;
             b0 = b1 + 1;
+        }
+        if new > old {
+            // Growing: the old final chunk is rewritten and chunks are appended, in batches
+            // under one record holding the old final chunk and the old length, so a crash
+            // anywhere in between leaves the object as it was.
+            let from = g.backing_offset(final_old);
+            let guard = self.begin_change(inode, from, old_len, old_len)?;
+            let batch_chunks = (MAX_BATCH_BYTES / g.stride()).max(1);
+            let mut r = Ok(());
+            let mut b0 = final_old;
+            while b0 <= final_new && r.is_ok() {
+                let b1 = (b0 + batch_chunks - 1).min(final_new);
+                r = self.write_batch(b0, b1, off, end, old, new, final_new, src);
+                b0 = b1 + 1;
+            }
+            finish_change(guard, r)?;
         }
         self.size = new;
         // Write-behind for sequential writers only: random writes stay in the page cache.
@@ -759,6 +861,7 @@ impl ObjectIo {
                 )?;
                 tag.copy_from_slice(&t);
             }
+            crate::fault::die_mid_write(&self.label, &self.file, buf, start_b, false);
             self.file
                 .write_all_at(buf, start_b)
                 .ctx(|| format!("{}: writing", self.what()))
