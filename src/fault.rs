@@ -9,6 +9,8 @@
 //!   the process with SIGKILL halfway through: a write after a prefix of its bytes that ends
 //!   on a page boundary inside a chunk (what a kill during `pwrite` leaves), a shrink between
 //!   rewriting the final chunk and cutting the file.
+//! - `no-journal`: the store runs without its write journal (to measure what it costs, and
+//!   to see the crash tests fail without it).
 
 use std::sync::OnceLock;
 

@@ -226,8 +226,9 @@ pub fn check_offline(
                 ".envelopefs/journal",
                 "interrupted-write",
                 &format!(
-                    "a write to object {} was cut short by a crash; it is rolled back when the \
-                     store is next opened (mount it, or run any other store command)",
+                    "a write to object {} was cut short by a crash; it is repaired (undone, or \
+                     completed from the journal) when the store is next opened (mount it, or \
+                     run any other store command)",
                     r.object_id_hex()
                 ),
             )

@@ -125,7 +125,7 @@ fn small_file(t: usize, i: usize, p: &Path) -> Option<Vec<u8>> {
 
 /// Runs the writers, kills the mount, remounts and checks: fsck (with --read-data) is
 /// entirely clean, files that were being written at the kill included (the write journal
-/// rolls back what the kill cut), everything fsynced reads back, nothing lacks its header.
+/// repairs what the kill cut), everything fsynced reads back, nothing lacks its header.
 fn crash_during(body: fn(usize, usize, &Path) -> Option<Vec<u8>>, threads: usize, run: Duration) {
     let mut m = TestMount::new();
     fs::create_dir(m.p("b")).expect("bucket");
@@ -223,15 +223,23 @@ fn kill_9_during_a_bucket_reencrypt_then_it_resumes_and_fsck_is_clean() {
 
 type Change = fn(&fs::File, usize, usize) -> std::io::Result<()>;
 
+/// `old` with `new` written at `at`.
+fn overwritten(old: &[u8], new: &[u8], at: usize) -> Vec<u8> {
+    let mut v = old.to_vec();
+    v[at..at + new.len()].copy_from_slice(new);
+    v
+}
+
 /// Every kind of change to an object, cut by a kill at its worst point (fault
 /// `die-mid-write`: the process writes the bytes up to the first page boundary inside a
 /// chunk and dies, as a kill during `pwrite` leaves it; a shrink dies between rewriting the
 /// final chunk and cutting the file). Without the write journal each of these left a chunk
 /// that failed authentication or a size no object can have. After the next mount the object
-/// is exactly as it was before the change, the mount log says it rolled a write back, and
-/// fsck --read-data is clean.
+/// is whole: as it was before the change (growth and shrinking are undone), or with the
+/// change complete (an overwrite, whose new bytes the journal holds, is completed); the
+/// mount log says so, and fsck --read-data is clean.
 #[test]
-fn a_change_cut_by_a_kill_is_rolled_back_at_the_next_mount() {
+fn a_change_cut_by_a_kill_is_repaired_at_the_next_mount() {
     use std::os::unix::fs::FileExt;
     let mut m = TestMount::init_only(None);
     m.mount_env
@@ -244,28 +252,42 @@ fn a_change_cut_by_a_kill_is_rolled_back_at_the_next_mount() {
     f.write_all(&old).expect("write");
     f.sync_all().expect("fsync");
     drop(f);
-    let cases: [(&str, Change); 7] = [
-        ("overwrite inside", |f, cs, _| {
-            f.write_all_at(&pattern(8, 3 * cs), (cs / 2) as u64)
-        }),
-        ("overwrite of the final chunk", |f, _, len| {
-            f.write_all_at(&pattern(8, 100), (len - 200) as u64)
-        }),
-        ("append", |f, cs, len| {
-            f.write_all_at(&pattern(9, 2 * cs + 77), len as u64)
-        }),
-        ("write across the end", |f, cs, len| {
-            f.write_all_at(&pattern(10, 3 * cs), (len - 100) as u64)
-        }),
-        ("write past the end", |f, cs, len| {
-            f.write_all_at(b"sparse", (len + 5 * cs) as u64)
-        }),
-        ("shrink", |f, cs, _| f.set_len(cs as u64 + 5)),
-        ("grow by truncate", |f, cs, len| {
-            f.set_len((len + 3 * cs) as u64)
-        }),
+    let inside = overwritten(&old, &pattern(8, 3 * cs), cs / 2);
+    let at_end = overwritten(&old, &pattern(8, 100), old.len() - 200);
+    let cases: [(&str, Change, &[u8]); 7] = [
+        (
+            "overwrite inside",
+            |f, cs, _| f.write_all_at(&pattern(8, 3 * cs), (cs / 2) as u64),
+            &inside,
+        ),
+        (
+            "overwrite of the final chunk",
+            |f, _, len| f.write_all_at(&pattern(8, 100), (len - 200) as u64),
+            &at_end,
+        ),
+        (
+            "append",
+            |f, cs, len| f.write_all_at(&pattern(9, 2 * cs + 77), len as u64),
+            &old,
+        ),
+        (
+            "write across the end",
+            |f, cs, len| f.write_all_at(&pattern(10, 3 * cs), (len - 100) as u64),
+            &old,
+        ),
+        (
+            "write past the end",
+            |f, cs, len| f.write_all_at(b"sparse", (len + 5 * cs) as u64),
+            &old,
+        ),
+        ("shrink", |f, cs, _| f.set_len(cs as u64 + 5), &old),
+        (
+            "grow by truncate",
+            |f, cs, len| f.set_len((len + 3 * cs) as u64),
+            &old,
+        ),
     ];
-    for (i, (what, change)) in cases.iter().enumerate() {
+    for (i, (what, change, want)) in cases.iter().enumerate() {
         fs::rename(m.p("b/f"), m.p("b/envelopefs-fault-die")).expect("rename to the fault name");
         let pid = m.daemon_pid().expect("daemon pid");
         let f = fs::OpenOptions::new()
@@ -279,21 +301,25 @@ fn a_change_cut_by_a_kill_is_rolled_back_at_the_next_mount() {
         );
         drop(f);
         remount_after_death(&mut m, pid);
-        let rolled_back = m.log().matches("was rolled back").count();
+        let repaired = m
+            .log()
+            .matches("interrupted by a crash was repaired")
+            .count();
         assert!(
-            rolled_back > i,
-            "{what}: the mount log reports the rollback:\n{}",
+            repaired > i,
+            "{what}: the mount log reports the repair:\n{}",
             m.log()
         );
         drop_caches();
-        assert_bytes_eq(&read(&m.p("b/envelopefs-fault-die")), &old, what);
+        assert_bytes_eq(&read(&m.p("b/envelopefs-fault-die")), want, what);
         assert_fsck_clean(&m, 1);
         fs::rename(m.p("b/envelopefs-fault-die"), m.p("b/f")).expect("rename back");
+        fs::write(m.p("b/f"), &old).expect("the old content again");
     }
 }
 
 /// Between the crash and the next open, offline fsck (which changes nothing) reports the cut
-/// write from the journal, and the torn chunk; opening the store rolls it back.
+/// write from the journal, and the torn chunk; opening the store repairs it.
 #[test]
 fn offline_fsck_reports_a_cut_write_until_the_store_is_opened() {
     use std::os::unix::fs::FileExt;
@@ -320,6 +346,8 @@ fn offline_fsck_reports_a_cut_write_until_the_store_is_opened() {
         .expect("open");
     f.write_all_at(&pattern(4, 9000), 1000)
         .expect_err("the daemon dies during the write");
+    // An overwrite: the journal holds its new bytes, and opening the store completes it.
+    let want = overwritten(&old, &pattern(4, 9000), 1000);
     drop(f);
     poll(Duration::from_secs(30), "the daemon to die", || {
         (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
@@ -350,7 +378,7 @@ fn offline_fsck_reports_a_cut_write_until_the_store_is_opened() {
     m.mount();
     assert_bytes_eq(
         &read(&m.p("b/envelopefs-fault-die")),
-        &old,
+        &want,
         "after the open",
     );
     assert_fsck_clean(&m, 1);

@@ -8,19 +8,24 @@
 //! mixes new and old bytes and fails authentication, and a write that extends an object can
 //! leave it without its short final chunk. Both read as EIO forever after.
 //!
-//! So before such a change, the bytes it will overwrite (the old slots, at most one piece of
-//! [`PIECE_BYTES`]) and the backing length are copied into a slot of this journal, a file
-//! (`STORE/.envelopefs/journal`) that the mount maps into memory. Copying them there is one
-//! `pread` into the mapping; marking the record active and clearing it again are stores to
-//! memory. Pages of a shared file mapping are the page cache itself, so what the process
-//! stored survives its death. When the store is next opened, every record still active is
-//! undone: the old bytes are written back and the file is cut back to its old length. The
-//! object is then exactly as it was before the interrupted change, which its caller never
-//! saw acknowledged.
+//! So before such a change, what makes the object whole again is copied into a slot of this
+//! journal, a file (`STORE/.envelopefs/journal`) that the mount maps into memory, with the
+//! backing length:
+//! - a write that grows the object, or a shrink, saves the old bytes it overwrites (the old
+//!   final chunk: at most one chunk slot, read with one `pread` into the mapping); putting them
+//!   back and cutting the file to its old length undoes the change;
+//! - an overwrite saves its new, encrypted bytes (a copy in memory, in pieces of at most
+//!   [`PIECE_BYTES`]); putting them back completes it.
+//!
+//! Marking the record active and clearing it again are stores to memory. Pages of a shared
+//! file mapping are the page cache itself, so what the process stored survives its death. When
+//! the store is next opened, every record still active is applied, and the object is whole:
+//! as before the interrupted change or with it complete, either of which its caller (who
+//! never saw the change acknowledged) must expect.
 //!
 //! Shrinking has two phases: first the new final chunk is written (undone like any write),
-//! then the record is switched to "truncate to N" before the file is cut, so a crash after
-//! the cut completes the cut instead of undoing it.
+//! then the record is switched to "cut to N" before the file is cut, so a crash after the cut
+//! completes the cut instead of undoing it.
 //!
 //! The journal protects against the death of the process (kill -9, a panic that aborts, the
 //! OOM killer). It is not flushed to disk, so it does not make unsynced writes survive a power
@@ -55,10 +60,25 @@ const TARGET_BYTES: u64 = 8 << 20;
 
 /// Record states (the first 4 bytes of a slot).
 const FREE: u32 = 0;
-/// Undo: write the saved bytes back at `saved_off`, then set the length to `restore_len`.
+/// Restore: write the saved bytes at `saved_off`, then set the length to `restore_len`
+/// (undoes a change if the old bytes were saved, completes it if the new ones were).
 const UNDO: u32 = 1;
 /// Redo a cut: set the length to `restore_len`.
 const TRUNCATE: u32 = 2;
+
+/// What a record saves: putting it back at its offset and restoring the length makes the
+/// object whole, whatever part of the change had reached the file.
+#[derive(Clone, Copy)]
+pub enum Saved<'b> {
+    /// The file's current bytes (this many, fewer if the file ends first): putting them back
+    /// undoes the change. For changes that overwrite little of the old file (growth,
+    /// shrinking).
+    Old(u64),
+    /// The bytes about to be written: putting them back completes the change. For
+    /// overwrites, whose new bytes are at hand (no read needed), and which leave the length
+    /// as it is.
+    New(&'b [u8]),
+}
 
 /// An active record read back from the journal file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,45 +272,57 @@ impl Journal {
         })
     }
 
-    /// Starts a change of `file` (backing length `len` now): saves the `saved_len` bytes at
-    /// `saved_off` (fewer if the file ends first) and `len`, and marks the record active.
-    /// Drop the guard once the change is complete; call [`Guard::undo`] if it failed.
+    /// Starts a change of `file` (backing length `len` now) at backing offset `at`, saving
+    /// what putting back makes the file whole again: its old bytes there, or the new bytes
+    /// (see [`Saved`]). Marks the record active. Drop the guard once the change is complete;
+    /// call [`Guard::undo`] if it failed.
     pub fn begin<'a>(
         &'a self,
         file: &'a File,
         id: (u64, u64),
         object_id: &Id16,
-        saved_off: u64,
-        saved_len: u64,
+        at: u64,
+        saved: Saved<'_>,
         len: u64,
     ) -> Result<Guard<'a>> {
         let cap = (self.slot_size - SLOT_HEADER) as u64;
-        if saved_len > cap {
+        let want = match saved {
+            Saved::Old(n) => n,
+            Saved::New(b) => b.len() as u64,
+        };
+        if want > cap {
             return Err(Error::InvalidArgument(format!(
-                "write journal: a record of {saved_len} bytes exceeds a slot ({cap})"
+                "write journal: a record of {want} bytes exceeds a slot ({cap})"
             )));
         }
         let slot = self.take_slot();
         self.prepare(slot)?;
-        let guard = Guard {
+        let mut guard = Guard {
             journal: self,
             slot,
-            saved_off,
+            saved_off: at,
             saved_len: 0,
             len,
             file,
         };
         let data = guard.data_mut();
-        let want = saved_len.min(len.saturating_sub(saved_off)) as usize;
-        let got = super::object::read_full_at(file, &mut data[..want], saved_off)
-            .map_err(|e| Error::io("saving old bytes to the write journal", e))?;
-        let mut guard = guard;
+        let got = match saved {
+            Saved::Old(n) => {
+                let n = n.min(len.saturating_sub(at)) as usize;
+                super::object::read_full_at(file, &mut data[..n], at)
+                    .map_err(|e| Error::io("saving old bytes to the write journal", e))?
+            }
+            Saved::New(b) => {
+                data[..b.len()].copy_from_slice(b);
+                b.len()
+            }
+        };
         guard.saved_len = got as u64;
         let h = guard.header_mut();
         h[8..16].copy_from_slice(&id.0.to_le_bytes());
         h[16..24].copy_from_slice(&id.1.to_le_bytes());
         h[24..40].copy_from_slice(object_id);
-        h[40..48].copy_from_slice(&saved_off.to_le_bytes());
+        h[40..48].copy_from_slice(&at.to_le_bytes());
         h[48..56].copy_from_slice(&(got as u64).to_le_bytes());
         h[56..64].copy_from_slice(&len.to_le_bytes());
         guard.state().store(UNDO, Ordering::Release);
@@ -395,9 +427,10 @@ impl Guard<'_> {
         self.state().store(TRUNCATE, Ordering::Release);
     }
 
-    /// Undoes a change that failed halfway (say, ENOSPC in the middle of a `pwrite`): puts the
-    /// saved bytes and the length back. If that fails too, the record stays active and the
-    /// next open of the store undoes it.
+    /// Repairs a change that failed halfway (say, ENOSPC in the middle of a `pwrite`): puts
+    /// the saved bytes and the length back (undoing the change, or completing it if the new
+    /// bytes were saved). If that fails too, the record stays active and the next open of
+    /// the store repairs it.
     pub fn undo(self) -> Result<()> {
         let data = &self.data_mut()[..self.saved_len as usize];
         let r = self
@@ -464,7 +497,7 @@ pub fn recover(root: &Path, meta: &Path) -> Result<usize> {
         tracing::warn!(
             object = %path.strip_prefix(root).unwrap_or(path).display(),
             object_id = %r.object_id_hex(),
-            "a write interrupted by a crash was rolled back"
+            "a change interrupted by a crash was repaired (undone, or completed from the journal)"
         );
         undone += 1;
     }

@@ -1,7 +1,7 @@
 //! Objects: creating them atomically, opening them (header → DEK), and random-access
 //! plaintext I/O over the chunk format ([`ObjectIo`]), which the mount uses directly.
 
-use super::journal::Journal;
+use super::journal::{Journal, Saved};
 use super::{xattr, Store};
 use crate::crypto::{self, ChunkCipher, Key32};
 use crate::error::{Error, IoContext, Result};
@@ -478,18 +478,18 @@ impl ObjectIo {
         Ok(id)
     }
 
-    /// Starts a journaled change that overwrites backing bytes `[from, to)` of a backing file
-    /// `len` bytes long (None without a journal).
+    /// Starts a journaled change at backing offset `at` of a backing file `len` bytes long
+    /// (None without a journal).
     fn begin_change(
         &self,
         inode: Option<(u64, u64)>,
-        from: u64,
-        to: u64,
+        at: u64,
+        saved: Saved<'_>,
         len: u64,
     ) -> Result<Option<super::journal::Guard<'_>>> {
         match (&self.journal, inode) {
             (Some(j), Some(id)) => j
-                .begin(&self.file, id, &self.object_id, from, to - from, len)
+                .begin(&self.file, id, &self.object_id, at, saved, len)
                 .map(Some),
             _ => Ok(None),
         }
@@ -693,7 +693,8 @@ impl ObjectIo {
         // Two phases (see the journal): rewrite the new final chunk (undone after a crash),
         // then cut the file (completed after a crash).
         let at = g.backing_offset(j);
-        let mut guard = self.begin_change(inode, at, at + slot.len() as u64, g.backing_len(old))?;
+        let saved = Saved::Old(slot.len() as u64);
+        let mut guard = self.begin_change(inode, at, saved, g.backing_len(old))?;
         let r = self
             .file
             .write_all_at(&slot, at)
@@ -743,8 +744,8 @@ impl ObjectIo {
         let final_new = g.final_index(new);
         let old_len = g.backing_len(old);
         // Chunks that hold old data and keep their length: rewritten piece by piece, each
-        // piece journaled with the old bytes it overwrites (the whole write if the size does
-        // not change; the chunks before the old final one if the object grows).
+        // piece journaled with its new bytes (the whole write if the size does not change;
+        // the chunks before the old final one if the object grows).
         let over_end = if new > old {
             final_old
         } else {
@@ -754,11 +755,8 @@ impl ObjectIo {
         let mut b0 = first;
         while b0 < over_end {
             let b1 = (b0 + piece - 1).min(over_end - 1);
-            let from = g.backing_offset(b0);
-            let to = g.backing_offset(b1) + CHUNK_OVERHEAD + g.chunk_plain_len(b1, old);
-            let guard = self.begin_change(inode, from, to, old_len)?;
-            let r = self.write_batch(b0, b1, off, end, old, new, final_new, src);
-            finish_change(guard, r)?;
+            let journal = inode.map(|id| (id, old_len));
+            self.write_batch(b0, b1, off, end, old, new, final_new, src, journal)?;
             b0 = b1 + 1;
         }
         if new > old {
@@ -766,13 +764,13 @@ impl ObjectIo {
             // under one record holding the old final chunk and the old length, so a crash
             // anywhere in between leaves the object as it was.
             let from = g.backing_offset(final_old);
-            let guard = self.begin_change(inode, from, old_len, old_len)?;
+            let guard = self.begin_change(inode, from, Saved::Old(old_len - from), old_len)?;
             let batch_chunks = (MAX_BATCH_BYTES / g.stride()).max(1);
             let mut r = Ok(());
             let mut b0 = final_old;
             while b0 <= final_new && r.is_ok() {
                 let b1 = (b0 + batch_chunks - 1).min(final_new);
-                r = self.write_batch(b0, b1, off, end, old, new, final_new, src);
+                r = self.write_batch(b0, b1, off, end, old, new, final_new, src, None);
                 b0 = b1 + 1;
             }
             finish_change(guard, r)?;
@@ -804,6 +802,7 @@ impl ObjectIo {
         new: u64,
         final_new: u64,
         src: Source<'_>,
+        journal: Option<((u64, u64), u64)>,
     ) -> Result<()> {
         let g = self.geometry;
         let cs = g.chunk_size;
@@ -861,10 +860,18 @@ impl ObjectIo {
                 )?;
                 tag.copy_from_slice(&t);
             }
+            // An overwrite saves its new bytes in the journal (a copy in memory), so a crash
+            // during the pwrite completes it at the next open.
+            let guard = match journal {
+                Some((id, len)) => self.begin_change(Some(id), start_b, Saved::New(buf), len)?,
+                None => None,
+            };
             crate::fault::die_mid_write(&self.label, &self.file, buf, start_b, false);
-            self.file
+            let r = self
+                .file
                 .write_all_at(buf, start_b)
-                .ctx(|| format!("{}: writing", self.what()))
+                .ctx(|| format!("{}: writing", self.what()));
+            finish_change(guard, r)
         })
     }
 }
