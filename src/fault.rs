@@ -8,7 +8,8 @@
 //! - `die-mid-write`: a change to an object whose path contains `envelopefs-fault-die` kills
 //!   the process with SIGKILL halfway through: a write after a prefix of its bytes that ends
 //!   on a page boundary inside a chunk (what a kill during `pwrite` leaves), a shrink between
-//!   rewriting the final chunk and cutting the file.
+//!   rewriting the final chunk and cutting the file. With `envelopefs-fault-die-at-N` in the
+//!   path, the N-th such change of the process dies instead of the first.
 //! - `no-journal`: the store runs without its write journal (to measure what it costs, and
 //!   to see the crash tests fail without it).
 
@@ -35,7 +36,24 @@ pub fn enabled(name: &str) -> bool {
 #[allow(unsafe_code)]
 pub fn die_mid_write(label: &str, file: &std::fs::File, buf: &[u8], at: u64, whole: bool) {
     use std::os::unix::fs::FileExt;
-    if !label.contains("envelopefs-fault-die") || !enabled("die-mid-write") {
+    const MARK: &str = "envelopefs-fault-die";
+    let Some(at_mark) = label.find(MARK) else {
+        return;
+    };
+    if !enabled("die-mid-write") {
+        return;
+    }
+    let nth: u32 = label[at_mark + MARK.len()..]
+        .strip_prefix("-at-")
+        .map(|r| {
+            r.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(1);
+    static SEEN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    if SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 < nth {
         return;
     }
     let cut = if whole {

@@ -383,3 +383,38 @@ fn offline_fsck_reports_a_cut_write_until_the_store_is_opened() {
     );
     assert_fsck_clean(&m, 1);
 }
+
+/// An append to an object whose size is a whole number of chunks, by the handle that wrote
+/// that size: the journal copies the empty final chunk from memory instead of reading it.
+/// Cut by a kill (the second change of the mount dies), the append is undone at the next
+/// mount and the first write, never fsynced but complete, reads back.
+#[test]
+fn an_append_after_whole_chunks_is_undone_from_the_bytes_in_memory() {
+    use std::os::unix::fs::FileExt;
+    let mut m = TestMount::init_only(None);
+    m.mount_env
+        .push(("ENVELOPEFS_FAULT_INJECTION".into(), "die-mid-write".into()));
+    m.mount();
+    fs::create_dir(m.p("b")).expect("bucket");
+    let cs = m.chunk_size() as usize;
+    let first = pattern(21, 4 * cs);
+    let pid = m.daemon_pid().expect("daemon pid");
+    let f = fs::File::create(m.p("b/envelopefs-fault-die-at-2")).expect("create");
+    f.write_all_at(&first, 0).expect("the first change");
+    f.write_all_at(&pattern(22, 2 * cs + 5), first.len() as u64)
+        .expect_err("the second change dies");
+    drop(f);
+    remount_after_death(&mut m, pid);
+    assert!(
+        m.log().contains("interrupted by a crash was repaired"),
+        "{}",
+        m.log()
+    );
+    drop_caches();
+    assert_bytes_eq(
+        &read(&m.p("b/envelopefs-fault-die-at-2")),
+        &first,
+        "after the undo",
+    );
+    assert_fsck_clean(&m, 1);
+}

@@ -70,14 +70,13 @@ const TRUNCATE: u32 = 2;
 /// object whole, whatever part of the change had reached the file.
 #[derive(Clone, Copy)]
 pub enum Saved<'b> {
-    /// The file's current bytes (this many, fewer if the file ends first): putting them back
-    /// undoes the change. For changes that overwrite little of the old file (growth,
-    /// shrinking).
-    Old(u64),
-    /// The bytes about to be written: putting them back completes the change. For
-    /// overwrites, whose new bytes are at hand (no read needed), and which leave the length
-    /// as it is.
-    New(&'b [u8]),
+    /// The file's current bytes there (this many, fewer if the file ends first), read with
+    /// one `pread`: putting them back undoes the change. For changes that overwrite little of
+    /// the old file (growth, shrinking).
+    FromFile(u64),
+    /// These bytes, copied from memory: the new bytes of an overwrite (putting them back
+    /// completes it), or old bytes the caller already knows (putting them back undoes).
+    Bytes(&'b [u8]),
 }
 
 /// An active record read back from the journal file.
@@ -107,11 +106,18 @@ pub struct Journal {
     map_len: usize,
     slots: u32,
     slot_size: usize,
-    free: Mutex<Vec<u32>>,
+    free: Mutex<FreeSlots>,
     freed: Condvar,
     /// Whether a slot's pages were written with `pwrite` by this process, so that storing into
     /// the mapping cannot meet a full disk (which would be SIGBUS instead of ENOSPC).
     ready: Vec<AtomicBool>,
+}
+
+/// Free slots, and how many threads wait for one (so that giving a slot back wakes nobody,
+/// and makes no system call, when no one waits).
+struct FreeSlots {
+    slots: Vec<u32>,
+    waiting: usize,
 }
 
 // SAFETY: the mapping is shared memory owned by the Journal for its whole life. Each slot is
@@ -266,7 +272,10 @@ impl Journal {
             slots,
             slot_size,
             // Popped from the end: slot 0 first, so few slots' pages are ever touched.
-            free: Mutex::new((0..slots).rev().collect()),
+            free: Mutex::new(FreeSlots {
+                slots: (0..slots).rev().collect(),
+                waiting: 0,
+            }),
             freed: Condvar::new(),
             ready: (0..slots).map(|_| AtomicBool::new(false)).collect(),
         })
@@ -287,8 +296,8 @@ impl Journal {
     ) -> Result<Guard<'a>> {
         let cap = (self.slot_size - SLOT_HEADER) as u64;
         let want = match saved {
-            Saved::Old(n) => n,
-            Saved::New(b) => b.len() as u64,
+            Saved::FromFile(n) => n,
+            Saved::Bytes(b) => b.len() as u64,
         };
         if want > cap {
             return Err(Error::InvalidArgument(format!(
@@ -307,12 +316,12 @@ impl Journal {
         };
         let data = guard.data_mut();
         let got = match saved {
-            Saved::Old(n) => {
+            Saved::FromFile(n) => {
                 let n = n.min(len.saturating_sub(at)) as usize;
                 super::object::read_full_at(file, &mut data[..n], at)
                     .map_err(|e| Error::io("saving old bytes to the write journal", e))?
             }
-            Saved::New(b) => {
+            Saved::Bytes(b) => {
                 data[..b.len()].copy_from_slice(b);
                 b.len()
             }
@@ -332,19 +341,21 @@ impl Journal {
     fn take_slot(&self) -> u32 {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if let Some(s) = free.pop() {
+            if let Some(s) = free.slots.pop() {
                 return s;
             }
+            free.waiting += 1;
             free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+            free.waiting -= 1;
         }
     }
 
     fn give_slot(&self, slot: u32) {
-        self.free
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(slot);
-        self.freed.notify_one();
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        free.slots.push(slot);
+        if free.waiting > 0 {
+            self.freed.notify_one();
+        }
     }
 
     /// Makes sure the slot's blocks exist on disk before the mapping is stored into: a store

@@ -342,7 +342,8 @@ pub fn open_object_file(
     let header = read_header(&file, what)?;
     let object_id = read_preamble(&file, what)?;
     let dek = unwrap_header(store, bucket, &object_id, &header, customer, what)?;
-    let len = file.metadata().ctx(|| format!("{what}: stat"))?.len();
+    let md = file.metadata().ctx(|| format!("{what}: stat"))?;
+    let len = md.len();
     let geometry = store.geometry();
     let size = geometry.plain_len(len).ok_or_else(|| {
         Error::Corrupt(format!(
@@ -351,6 +352,7 @@ pub fn open_object_file(
     })?;
     let mut io = ObjectIo::new(file, what.to_string(), &dek, object_id, geometry, size)?;
     io.journal = store.journal().cloned();
+    io.note_metadata(&md);
     io.check_empty_final_chunk()?;
     Ok(io)
 }
@@ -438,6 +440,9 @@ pub struct ObjectIo {
     journal: Option<Arc<Journal>>,
     /// The backing file's (device, inode), found at the first journaled change.
     inode: Option<(u64, u64)>,
+    /// When the final chunk is empty and this ObjectIo wrote it: its 28 bytes, so that the
+    /// journal record of the next append copies them instead of reading them back.
+    empty_tail: Option<[u8; CHUNK_OVERHEAD as usize]>,
 }
 
 impl ObjectIo {
@@ -461,7 +466,14 @@ impl ObjectIo {
             ra_next: AtomicU64::new(0),
             journal: None,
             inode: None,
+            empty_tail: None,
         })
+    }
+
+    /// Tells the object its backing file's metadata, read by the caller anyway, so that the
+    /// first journaled change does not stat the file again.
+    pub fn note_metadata(&mut self, m: &std::fs::Metadata) {
+        self.inode = Some((m.dev(), m.ino()));
     }
 
     /// The backing file's (device, inode), as the journal records it.
@@ -526,6 +538,9 @@ impl ObjectIo {
             .write_all_at(&buf, 0)
             .ctx(|| "writing a new object".to_string())?;
         self.size = 0;
+        let mut tail = [0u8; CHUNK_OVERHEAD as usize];
+        tail.copy_from_slice(&buf[PREAMBLE_LEN as usize..]);
+        self.empty_tail = Some(tail);
         Ok(())
     }
 
@@ -693,7 +708,7 @@ impl ObjectIo {
         // Two phases (see the journal): rewrite the new final chunk (undone after a crash),
         // then cut the file (completed after a crash).
         let at = g.backing_offset(j);
-        let saved = Saved::Old(slot.len() as u64);
+        let saved = Saved::FromFile(slot.len() as u64);
         let mut guard = self.begin_change(inode, at, saved, g.backing_len(old))?;
         let r = self
             .file
@@ -709,6 +724,12 @@ impl ObjectIo {
                     .ctx(|| format!("{}: truncating", self.what()))
             });
         finish_change(guard, r)?;
+        self.empty_tail = None;
+        if plen == 0 {
+            let mut t = [0u8; CHUNK_OVERHEAD as usize];
+            t.copy_from_slice(&slot);
+            self.empty_tail = Some(t);
+        }
         self.size = new;
         Ok(())
     }
@@ -756,6 +777,7 @@ impl ObjectIo {
         while b0 < over_end {
             let b1 = (b0 + piece - 1).min(over_end - 1);
             let journal = inode.map(|id| (id, old_len));
+            // An empty final chunk is never rewritten here (it holds no byte to overwrite).
             self.write_batch(b0, b1, off, end, old, new, final_new, src, journal)?;
             b0 = b1 + 1;
         }
@@ -764,16 +786,34 @@ impl ObjectIo {
             // under one record holding the old final chunk and the old length, so a crash
             // anywhere in between leaves the object as it was.
             let from = g.backing_offset(final_old);
-            let guard = self.begin_change(inode, from, Saved::Old(old_len - from), old_len)?;
+            let known = self
+                .empty_tail
+                .take()
+                .filter(|_| old_len - from == CHUNK_OVERHEAD);
+            let saved = match &known {
+                Some(t) => Saved::Bytes(t),
+                None => Saved::FromFile(old_len - from),
+            };
+            let guard = self.begin_change(inode, from, saved, old_len)?;
             let batch_chunks = (MAX_BATCH_BYTES / g.stride()).max(1);
-            let mut r = Ok(());
+            let mut r = Ok(None);
             let mut b0 = final_old;
             while b0 <= final_new && r.is_ok() {
                 let b1 = (b0 + batch_chunks - 1).min(final_new);
                 r = self.write_batch(b0, b1, off, end, old, new, final_new, src, None);
                 b0 = b1 + 1;
             }
-            finish_change(guard, r)?;
+            let tail = match r {
+                Ok(t) => {
+                    finish_change(guard, Ok(()))?;
+                    t
+                }
+                Err(e) => {
+                    finish_change(guard, Err(e))?;
+                    None
+                }
+            };
+            self.empty_tail = tail;
         }
         self.size = new;
         // Write-behind for sequential writers only: random writes stay in the page cache.
@@ -803,7 +843,7 @@ impl ObjectIo {
         final_new: u64,
         src: Source<'_>,
         journal: Option<((u64, u64), u64)>,
-    ) -> Result<()> {
+    ) -> Result<Option<[u8; CHUNK_OVERHEAD as usize]>> {
         let g = self.geometry;
         let cs = g.chunk_size;
         let start_b = g.backing_offset(b0);
@@ -811,7 +851,7 @@ impl ObjectIo {
         let total = usize::try_from(end_b - start_b)
             .map_err(|_| Error::InvalidArgument("write too large".into()))?;
         let n_chunks = usize::try_from(b1 - b0 + 1).unwrap_or(usize::MAX);
-        SCRATCH.with(|s| -> Result<()> {
+        SCRATCH.with(|s| -> Result<Option<[u8; CHUNK_OVERHEAD as usize]>> {
             let mut s = s.borrow_mut();
             if s.len() < total {
                 s.resize(total, 0);
@@ -860,10 +900,16 @@ impl ObjectIo {
                 )?;
                 tag.copy_from_slice(&t);
             }
+            // The batch ends with an empty final chunk: its bytes, for the next append.
+            let tail = (b1 == final_new && g.chunk_plain_len(b1, new) == 0).then(|| {
+                let mut t = [0u8; CHUNK_OVERHEAD as usize];
+                t.copy_from_slice(&buf[total - CHUNK_OVERHEAD as usize..]);
+                t
+            });
             // An overwrite saves its new bytes in the journal (a copy in memory), so a crash
             // during the pwrite completes it at the next open.
             let guard = match journal {
-                Some((id, len)) => self.begin_change(Some(id), start_b, Saved::New(buf), len)?,
+                Some((id, len)) => self.begin_change(Some(id), start_b, Saved::Bytes(buf), len)?,
                 None => None,
             };
             crate::fault::die_mid_write(&self.label, &self.file, buf, start_b, false);
@@ -871,7 +917,7 @@ impl ObjectIo {
                 .file
                 .write_all_at(buf, start_b)
                 .ctx(|| format!("{}: writing", self.what()));
-            finish_change(guard, r)
+            finish_change(guard, r).map(|()| tail)
         })
     }
 }

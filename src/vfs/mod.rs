@@ -489,7 +489,7 @@ impl Vfs {
         let rec = self.bucket_record(&bucket)?;
         let gid = self.inherited_gid(parent, gid)?;
         let am_root = self.am_root;
-        let io = self.retry_if_full(|| {
+        let mut io = self.retry_if_full(|| {
             object::create_object(&self.store, &rec, &path, mode & 0o7777, true, &mut |o| {
                 if am_root {
                     let m = o.file().metadata().ctx(|| "fstat".to_string())?;
@@ -506,6 +506,7 @@ impl Vfs {
             })
         })?;
         let m = io.file().metadata().ctx(|| "fstat".to_string())?;
+        io.note_metadata(&m);
         let mut a = self.attr_of_meta(&m);
         self.remember(&mut a, parent, name);
         let obj = Arc::new(OpenObject {
