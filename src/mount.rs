@@ -208,12 +208,11 @@ fn serve(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret, daemon: boo
         *vfs.control
             .open_guard
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(Box::new(move |ino, f| match weak
-            .upgrade()
-        {
-            Some(v) => v.while_closed(ino, f),
-            None => Err(Error::Busy("the mount is going away".into())),
-        }));
+            .unwrap_or_else(|p| p.into_inner()) =
+            Some(Box::new(move |ino, f| match weak.upgrade() {
+                Some(v) => v.while_closed(ino, f),
+                None => Err(Error::Busy("the mount is going away".into())),
+            }));
     }
     if !args.read_only {
         vfs.control.start_workers()?;

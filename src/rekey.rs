@@ -174,7 +174,7 @@ pub fn rekey_path(
                 bucket,
                 obj.object_id(),
                 opts.created_ns,
-                to.clone(),
+                to,
                 &kek,
                 &dek,
                 crypto::random_array()?,

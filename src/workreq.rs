@@ -12,8 +12,8 @@ use crate::format::{hex, unhex};
 use crate::keystore::{key_id_text, now_s, parse_key_id};
 use crate::rekey;
 use crate::rewrap::{self, Outcome, Target};
-use crate::store::object::NoCustomerKeys;
 use crate::store::object::now_ns;
+use crate::store::object::NoCustomerKeys;
 use crate::store::{fsutil, Store};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -246,7 +246,12 @@ pub fn accept_op(
     }
     let wr = WorkRequest {
         id: format!("wr-{}", hex(&crate::crypto::random_array::<16>()?)),
-        operation_type: if rekey { REKEY_BUCKET } else { REENCRYPT_BUCKET }.into(),
+        operation_type: if rekey {
+            REKEY_BUCKET
+        } else {
+            REENCRYPT_BUCKET
+        }
+        .into(),
         status: State::Accepted,
         bucket_name: bucket_name.into(),
         bucket_id: hex(&bucket.bucket_id),

@@ -9,8 +9,8 @@
 use super::{Attr, Kind, ROOT};
 use crate::command::{self, DataStreams, Env, NoStreams, SseCCmd, StoreCommand, WorkRequestCmd};
 use crate::crypto::Key32;
-use crate::format::{hex, unhex};
 use crate::error::{Error, Result};
+use crate::format::{hex, unhex};
 use crate::keystore::key_id_text;
 use crate::store::object::CustomerKeys;
 use crate::store::Store;
@@ -57,8 +57,7 @@ pub type PathHook = Box<dyn Fn(&std::path::Path) + Send + Sync>;
 
 /// Runs a closure while the mount cannot open the object with a backing inode number, or
 /// fails with EBUSY if it is open (see [`crate::rekey::Live::while_closed`]).
-pub type OpenGuard =
-    Box<dyn Fn(u64, &mut dyn FnMut() -> Result<()>) -> Result<()> + Send + Sync>;
+pub type OpenGuard = Box<dyn Fn(u64, &mut dyn FnMut() -> Result<()>) -> Result<()> + Send + Sync>;
 
 /// Most customer keys a mount's ring holds.
 pub const MAX_RING_KEYS: usize = 1024;
@@ -370,10 +369,7 @@ impl Control {
 
     /// Forgets every customer key (at unmount); each is zeroized as it is dropped.
     pub fn clear_ring(&self) {
-        self.ring
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.ring.write().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     // ----- inodes -----
@@ -733,7 +729,10 @@ fn find_fingerprint<'a>(
             "{text:?} is not a key fingerprint (64 hex digits, or a prefix of at least 8)"
         )));
     }
-    let hits: Vec<[u8; 32]> = loaded.filter(|fp| hex(*fp).starts_with(&t)).copied().collect();
+    let hits: Vec<[u8; 32]> = loaded
+        .filter(|fp| hex(*fp).starts_with(&t))
+        .copied()
+        .collect();
     match hits.as_slice() {
         [one] => Ok(*one),
         [] => Err(Error::NotFound(format!(

@@ -454,7 +454,9 @@ impl Vfs {
         match self.header_of(path)?.wrapping {
             Wrapping::Customer { fingerprint } if &fingerprint == fp => Err(Error::NoKey(format!(
                 "{}: customer-provided key {} is not loaded",
-                path.strip_prefix(self.store.root()).unwrap_or(path).display(),
+                path.strip_prefix(self.store.root())
+                    .unwrap_or(path)
+                    .display(),
                 hex(&fp[..8])
             ))),
             _ => Ok(()),
@@ -464,11 +466,7 @@ impl Vfs {
     /// Runs `f` while no object with backing inode number `backing_ino` is open in the
     /// mount and none can be opened; EBUSY (and `f` not run) if one is open. Used by a rekey
     /// to put the rewritten file in place.
-    pub fn while_closed(
-        &self,
-        backing_ino: u64,
-        f: &mut dyn FnMut() -> Result<()>,
-    ) -> Result<()> {
+    pub fn while_closed(&self, backing_ino: u64, f: &mut dyn FnMut() -> Result<()>) -> Result<()> {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let busy = open
             .values()
