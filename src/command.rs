@@ -769,6 +769,33 @@ mod tests {
     }
 
     #[test]
+    fn parses_sse_c_and_rekey() {
+        assert!(matches!(
+            parse_line("sse-c add --encryption-key-file /k").unwrap(),
+            StoreCommand::SseC(SseCCmd::Add { .. })
+        ));
+        assert!(matches!(
+            parse_line("sse-c remove --fingerprint 0123456789abcdef").unwrap(),
+            StoreCommand::SseC(SseCCmd::Remove { .. })
+        ));
+        assert!(matches!(
+            parse_line("bucket reencrypt --bucket-name b --rekey").unwrap(),
+            StoreCommand::Bucket(BucketCmd::Reencrypt { rekey: true, .. })
+        ));
+        for line in [
+            "sse-c remove",
+            "sse-c remove --fingerprint ab --encryption-key-file /k",
+            "sse-c add",
+        ] {
+            assert_eq!(
+                parse_line(line).unwrap_err().errno(),
+                libc::EINVAL,
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_lines_are_einval_with_a_reason() {
         for line in [
             "",

@@ -4,7 +4,10 @@
 //! - `slow-work-requests`: work requests pause 2 ms per object, so a test can kill the
 //!   mount in the middle of one;
 //! - `slow-trash`: the trash thread waits 100 ms before each deletion, so deleted objects
-//!   are still pending when a test fills the disk or kills the mount.
+//!   are still pending when a test fills the disk or kills the mount;
+//! - `rekey-crash-before-rename` / `rekey-crash-after-rename`: a rekey aborts the process
+//!   with the new file complete but not in place, or in place with the old file not yet
+//!   removed.
 
 use std::sync::OnceLock;
 
