@@ -97,6 +97,9 @@ fn object_reencrypt_moves_between_master_and_customer_keys_offline() {
         m.cli_store(&a)
     };
     let mut outputs = String::new();
+    let not_a_key = m.scratch.join("not-a-key");
+    fs::write(&not_a_key, "this is not a key\n").unwrap();
+    let not_a_key = not_a_key.display().to_string();
 
     // master -> customer key 1.
     let out = reenc(&["--encryption-key-file", &c1s]).ok();
@@ -169,7 +172,7 @@ fn object_reencrypt_moves_between_master_and_customer_keys_offline() {
         ),
         // A key file that is not a key.
         (
-            vec!["--source-encryption-key-file", "/etc/hostname"],
+            vec!["--source-encryption-key-file", not_a_key.as_str()],
             "key file",
         ),
     ] {
