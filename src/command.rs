@@ -42,6 +42,42 @@ pub enum StoreCommand {
     /// Back up or restore bucket records and object headers (wrapped keys only).
     #[command(subcommand)]
     Headers(HeadersCmd),
+    /// Customer-provided keys (SSE-C) loaded into a mount's key ring: add, list, remove.
+    /// The ring lives only in the mount's memory; the store keeps fingerprints only.
+    /// Example: envelopefs --store ~/vault sse-c add --encryption-key-file my.key
+    #[command(subcommand, name = "sse-c")]
+    SseC(SseCCmd),
+}
+
+/// `sse-c ...` (only through a mount: the ring is the mount's memory).
+#[derive(Debug, Clone, Subcommand)]
+pub enum SseCCmd {
+    /// Load a customer-provided key (base64 or raw 32-byte AES-256 key file) into the mount,
+    /// so that objects wrapped under it open.
+    /// Example: envelopefs --store ~/vault sse-c add --encryption-key-file my.key
+    Add {
+        /// The key file.
+        #[arg(long)]
+        encryption_key_file: PathBuf,
+    },
+    /// List the fingerprints of the loaded keys (never the keys).
+    /// Example: envelopefs --store ~/vault sse-c list
+    List,
+    /// Remove a key from the mount's ring (its memory is zeroed). Files open already keep
+    /// working; new opens of its objects fail with ENOKEY.
+    /// Example: envelopefs --store ~/vault sse-c remove --fingerprint 3f2a9c0d1e2b4a5f
+    Remove {
+        /// The key's fingerprint (hex, or a unique prefix of at least 8 digits).
+        #[arg(
+            long,
+            conflicts_with = "encryption_key_file",
+            required_unless_present = "encryption_key_file"
+        )]
+        fingerprint: Option<String>,
+        /// The key file (its fingerprint is computed).
+        #[arg(long)]
+        encryption_key_file: Option<PathBuf>,
+    },
 }
 
 /// `fsck [STORE] [--read-data]`
@@ -167,6 +203,10 @@ pub enum BucketCmd {
         /// Assign this key first and re-encrypt to it (default: the assigned key).
         #[arg(long)]
         kms_key_id: Option<String>,
+        /// Give every object a new data key and rewrite its data (for a leaked data key),
+        /// instead of rewrapping the old one.
+        #[arg(long)]
+        rekey: bool,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -243,6 +283,10 @@ pub enum ObjectCmd {
         /// The customer-provided key the object is wrapped under now.
         #[arg(long)]
         source_encryption_key_file: Option<PathBuf>,
+        /// Give the object a new data key (and object id) and rewrite its data, instead of
+        /// rewrapping the old data key.
+        #[arg(long)]
+        rekey: bool,
     },
 }
 
@@ -368,6 +412,11 @@ pub fn execute(store: &Store, cmd: &StoreCommand, env: &mut Env<'_>) -> Result<V
             .map(|r| crate::fsck::to_json(&r)),
         StoreCommand::Headers(HeadersCmd::Export { out }) => crate::headers::export(store, out),
         StoreCommand::Headers(HeadersCmd::Import { file }) => crate::headers::import(store, file),
+        StoreCommand::SseC(_) => Err(Error::InvalidArgument(
+            "the customer key ring lives in a mount (keys are never stored): mount the store, \
+             then run sse-c with --store STORE or through MOUNT/.envelopefs/ctl"
+                .into(),
+        )),
     }
 }
 
@@ -440,9 +489,10 @@ fn execute_bucket(store: &Store, cmd: &BucketCmd, env: &mut Env<'_>) -> Result<V
         BucketCmd::Reencrypt {
             bucket_name,
             kms_key_id,
+            rekey,
             wait: _,
         } => {
-            let mut wr = workreq::accept(store, bucket_name, kms_key_id.as_deref())?;
+            let mut wr = workreq::accept_op(store, bucket_name, kms_key_id.as_deref(), *rekey)?;
             match env.spawn_work {
                 Some(spawn) => spawn(&wr),
                 None => workreq::run(store, &mut wr, &workreq::never_stop, env.progress)?,
@@ -529,6 +579,7 @@ fn execute_object(store: &Store, cmd: &ObjectCmd, env: &mut Env<'_>) -> Result<V
             kms_key_id,
             encryption_key_file,
             source_encryption_key_file,
+            rekey,
         } => {
             let target = match (kms_key_id, encryption_key_file) {
                 (Some(_), Some(_)) => {
@@ -544,10 +595,22 @@ fn execute_object(store: &Store, cmd: &ObjectCmd, env: &mut Env<'_>) -> Result<V
                 .as_ref()
                 .map(|f| read_key_file(f))
                 .transpose()?;
+            check_source_key(store, bucket_name, name, source.as_ref(), env.customer)?;
             let ring = OneKeyThen {
                 key: source,
                 then: env.customer,
             };
+            if *rekey {
+                let live = env.customer.live().unwrap_or(&crate::rekey::Offline);
+                let done =
+                    crate::rekey::rekey_object(store, bucket_name, name, &target, &ring, live)?;
+                let mut v = head(store, bucket_name, name)?;
+                if let crate::rekey::Rekeyed::Done { old_object_id, .. } = done {
+                    v["result"] = json!("REKEYED");
+                    v["previous_object_id"] = json!(crate::format::hex(&old_object_id));
+                }
+                return Ok(v);
+            }
             let outcome = rewrap::rewrap_object(store, bucket_name, name, &target, &ring)?;
             let mut v = head(store, bucket_name, name)?;
             v["result"] = match outcome {
@@ -580,6 +643,57 @@ pub fn read_key_file(path: &std::path::Path) -> Result<Key32> {
     crate::crypto::parse_key_file(&bytes)
 }
 
+/// Checks the source side of an object re-encrypt before anything changes: a source key given
+/// for an object not under a customer key, a source key that is not the object's, or an SSE-C
+/// object without its key are clear errors.
+fn check_source_key(
+    store: &Store,
+    bucket_name: &str,
+    name: &str,
+    source: Option<&Key32>,
+    ring: &dyn CustomerKeys,
+) -> Result<()> {
+    validate_object_name(name)?;
+    store.bucket(bucket_name)?;
+    let what = format!("{bucket_name}/{name}");
+    let f = rewrap::open_for_rewrap(&store.bucket_dir(bucket_name).join(name), &what)?;
+    let h = object::read_header(&f, &what)?;
+    let short = |fp: &[u8; 32]| crate::format::hex(&fp[..8]);
+    match (&h.wrapping, source) {
+        (crate::format::records::Wrapping::Master { .. }, Some(_)) => {
+            Err(Error::InvalidArgument(format!(
+                "{what} is not wrapped under a customer-provided key: drop \
+                 --source-encryption-key-file"
+            )))
+        }
+        (crate::format::records::Wrapping::Customer { fingerprint }, Some(k)) => {
+            let given = crate::crypto::customer_fingerprint(k);
+            if &given == fingerprint {
+                Ok(())
+            } else {
+                Err(Error::NoKey(format!(
+                    "the key in --source-encryption-key-file (fingerprint {}) is not the one \
+                     {what} is wrapped under (fingerprint {}); nothing was changed",
+                    short(&given),
+                    short(fingerprint)
+                )))
+            }
+        }
+        (crate::format::records::Wrapping::Customer { fingerprint }, None) => {
+            if ring.customer_key(fingerprint).is_some() {
+                Ok(())
+            } else {
+                Err(Error::NoKey(format!(
+                    "{what} is wrapped under customer-provided key {}: give it with \
+                     --source-encryption-key-file (or load it into the mount with sse-c add)",
+                    short(fingerprint)
+                )))
+            }
+        }
+        (crate::format::records::Wrapping::Master { .. }, None) => Ok(()),
+    }
+}
+
 /// A single customer key in front of a key ring.
 struct OneKeyThen<'a> {
     key: Option<Key32>,
@@ -592,6 +706,10 @@ impl CustomerKeys for OneKeyThen<'_> {
             Some(k) if &crate::crypto::customer_fingerprint(k) == fingerprint => Some(k.clone()),
             _ => self.then.customer_key(fingerprint),
         }
+    }
+
+    fn live(&self) -> Option<&dyn crate::rekey::Live> {
+        self.then.live()
     }
 }
 
@@ -648,6 +766,33 @@ mod tests {
             parse_line("key rotate 'my key'").unwrap(),
             StoreCommand::Key(KeyCmd::Rotate { .. })
         ));
+    }
+
+    #[test]
+    fn parses_sse_c_and_rekey() {
+        assert!(matches!(
+            parse_line("sse-c add --encryption-key-file /k").unwrap(),
+            StoreCommand::SseC(SseCCmd::Add { .. })
+        ));
+        assert!(matches!(
+            parse_line("sse-c remove --fingerprint 0123456789abcdef").unwrap(),
+            StoreCommand::SseC(SseCCmd::Remove { .. })
+        ));
+        assert!(matches!(
+            parse_line("bucket reencrypt --bucket-name b --rekey").unwrap(),
+            StoreCommand::Bucket(BucketCmd::Reencrypt { rekey: true, .. })
+        ));
+        for line in [
+            "sse-c remove",
+            "sse-c remove --fingerprint ab --encryption-key-file /k",
+            "sse-c add",
+        ] {
+            assert_eq!(
+                parse_line(line).unwrap_err().errno(),
+                libc::EINVAL,
+                "{line}"
+            );
+        }
     }
 
     #[test]

@@ -4,12 +4,15 @@
 //! - `slow-work-requests`: work requests pause 2 ms per object, so a test can kill the
 //!   mount in the middle of one;
 //! - `slow-trash`: the trash thread waits 100 ms before each deletion, so deleted objects
-//!   are still pending when a test fills the disk or kills the mount.
+//!   are still pending when a test fills the disk or kills the mount;
+//! - `rekey-crash-before-rename` / `rekey-crash-after-rename`: a rekey aborts the process
+//!   with the new file complete but not in place, or in place with the old file not yet
+//!   removed;
 //! - `die-mid-write`: a change to an object whose path contains `envelopefs-fault-die` kills
 //!   the process with SIGKILL halfway through: a write after a prefix of its bytes that ends
 //!   on a page boundary inside a chunk (what a kill during `pwrite` leaves), a shrink between
 //!   rewriting the final chunk and cutting the file. With `envelopefs-fault-die-at-N` in the
-//!   path, the N-th such change of the process dies instead of the first.
+//!   path, the N-th such change of the process dies instead of the first;
 //! - `no-journal`: the store runs without its write journal (to measure what it costs, and
 //!   to see the crash tests fail without it).
 

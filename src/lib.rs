@@ -4,7 +4,8 @@
 //!
 //! The architecture shows in the module names:
 //! - pure core, no FUSE: [`format`] (the only byte encoding), [`crypto`], [`keystore`],
-//!   [`store`] (store, buckets, object I/O over the chunk format), [`rewrap`], [`workreq`];
+//!   [`store`] (store, buckets, object I/O over the chunk format), [`rewrap`], [`rekey`],
+//!   [`workreq`];
 //! - [`command`]: the one command language shared by the CLI and the control file;
 //! - [`vfs`]: filesystem semantics over the store, with its own reply types, and the
 //!   control tree `.envelopefs/`;
@@ -31,6 +32,7 @@ pub mod keystore;
 pub mod logging;
 pub mod mount;
 pub mod mounthelper;
+pub mod rekey;
 pub mod rewrap;
 pub mod status;
 pub mod store;

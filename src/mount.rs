@@ -201,6 +201,19 @@ fn serve(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret, daemon: boo
             }
         }));
     }
+    {
+        // A rekey (ctl command or work request) puts a rewritten object in place only while
+        // the vfs has it closed and cannot open it.
+        let weak = Arc::downgrade(&vfs);
+        *vfs.control
+            .open_guard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) =
+            Some(Box::new(move |ino, f| match weak.upgrade() {
+                Some(v) => v.while_closed(ino, f),
+                None => Err(Error::Busy("the mount is going away".into())),
+            }));
+    }
     if !args.read_only {
         vfs.control.start_workers()?;
     }
@@ -286,6 +299,8 @@ fn serve(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret, daemon: boo
         session.join()
     };
     let _ = std::fs::remove_file(root.join(META_DIR).join("mount.json"));
+    // Customer keys are zeroized as they are dropped.
+    vfs.control.clear_ring();
     if let Err(e) = store.sync_all() {
         tracing::error!("final sync: {e}");
     }

@@ -63,7 +63,7 @@ pub fn status(store: &Store) -> Result<Value> {
                 "bucket": w.bucket_name,
                 "status": w.status,
                 "percent_complete": w.percent_complete,
-                "objects_done": w.objects_rewrapped + w.objects_skipped + w.objects_failed,
+                "objects_done": w.objects_done(),
                 "objects_total": w.objects_total,
                 "target_key_id": w.target_key_id,
                 "target_key_version": w.target_key_version,

@@ -1,4 +1,5 @@
-//! Work requests: persisted, resumable bucket re-encrypt jobs.
+//! Work requests: persisted, resumable bucket jobs: re-encrypt (`REENCRYPT_BUCKET`, rewraps
+//! headers) and rekey (`REKEY_BUCKET`, new DEKs and rewritten data, see [`crate::rekey`]).
 //!
 //! A work request is a JSON file in `STORE/.envelopefs/work-requests/ID.json`. Its target
 //! key version is fixed when it is accepted; its scope is the objects created before then.
@@ -9,10 +10,13 @@
 use crate::error::{Error, IoContext, Result};
 use crate::format::{hex, unhex};
 use crate::keystore::{key_id_text, now_s, parse_key_id};
+use crate::rekey;
 use crate::rewrap::{self, Outcome, Target};
 use crate::store::object::now_ns;
+use crate::store::object::NoCustomerKeys;
 use crate::store::{fsutil, Store};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -70,7 +74,7 @@ pub const MAX_ERRORS: usize = 100;
 pub struct WorkRequest {
     /// `wr-<32 hex>`.
     pub id: String,
-    /// Always `REENCRYPT_BUCKET` for now.
+    /// `REENCRYPT_BUCKET` (rewrap) or `REKEY_BUCKET` (new data keys).
     pub operation_type: String,
     /// Current state.
     pub status: State,
@@ -88,8 +92,14 @@ pub struct WorkRequest {
     pub objects_total: u64,
     /// Objects whose header was replaced.
     pub objects_rewrapped: u64,
+    /// Objects given a new data key (`REKEY_BUCKET`).
+    #[serde(default)]
+    pub objects_rekeyed: u64,
     /// Objects left alone (already current, created later, customer-keyed).
     pub objects_skipped: u64,
+    /// The skipped objects counted by reason.
+    #[serde(default)]
+    pub skipped_reasons: BTreeMap<String, u64>,
     /// Objects that failed.
     pub objects_failed: u64,
     /// Unix seconds.
@@ -184,9 +194,25 @@ pub fn unfinished(store: &Store) -> Result<Vec<WorkRequest>> {
         .collect())
 }
 
+/// `operation_type` of a bucket re-encrypt.
+pub const REENCRYPT_BUCKET: &str = "REENCRYPT_BUCKET";
+/// `operation_type` of a bucket rekey.
+pub const REKEY_BUCKET: &str = "REKEY_BUCKET";
+
 /// Accepts a bucket re-encrypt. `key`: `None`/`latest` for the bucket's assigned key, or a
 /// key reference, which is first assigned to the bucket.
 pub fn accept(store: &Store, bucket_name: &str, key: Option<&str>) -> Result<WorkRequest> {
+    accept_op(store, bucket_name, key, false)
+}
+
+/// Accepts a bucket re-encrypt, or with `rekey` a bucket rekey (new data keys, wrapped under
+/// the same target as a re-encrypt's).
+pub fn accept_op(
+    store: &Store,
+    bucket_name: &str,
+    key: Option<&str>,
+    rekey: bool,
+) -> Result<WorkRequest> {
     let bucket = store.bucket(bucket_name)?;
     // Every check comes before the bucket is changed, so a refused request changes nothing.
     let requested = key
@@ -210,6 +236,9 @@ pub fn accept(store: &Store, bucket_name: &str, key: Option<&str>) -> Result<Wor
     let (version, _) = {
         let ks = store.keys();
         ks.check_allowed(&key_id, crate::keystore::ops::REENCRYPT_TO)?;
+        if rekey {
+            ks.check_allowed(&key_id, crate::keystore::ops::ENCRYPT)?;
+        }
         ks.current(&key_id)?
     };
     if bucket.kms_key_id != Some(key_id) {
@@ -217,7 +246,12 @@ pub fn accept(store: &Store, bucket_name: &str, key: Option<&str>) -> Result<Wor
     }
     let wr = WorkRequest {
         id: format!("wr-{}", hex(&crate::crypto::random_array::<16>()?)),
-        operation_type: "REENCRYPT_BUCKET".into(),
+        operation_type: if rekey {
+            REKEY_BUCKET
+        } else {
+            REENCRYPT_BUCKET
+        }
+        .into(),
         status: State::Accepted,
         bucket_name: bucket_name.into(),
         bucket_id: hex(&bucket.bucket_id),
@@ -226,7 +260,9 @@ pub fn accept(store: &Store, bucket_name: &str, key: Option<&str>) -> Result<Wor
         percent_complete: 0.0,
         objects_total: 0,
         objects_rewrapped: 0,
+        objects_rekeyed: 0,
         objects_skipped: 0,
+        skipped_reasons: BTreeMap::new(),
         objects_failed: 0,
         time_accepted: now_s(),
         time_started: None,
@@ -260,6 +296,10 @@ pub fn request_cancel(store: &Store, id: &str) -> Result<WorkRequest> {
 const JOB_BATCH: usize = 256;
 /// Threads that rewrap the objects of a batch.
 const JOB_THREADS: usize = 8;
+/// Objects per batch of a rekey job (each object's data is rewritten).
+const REKEY_BATCH: usize = 32;
+/// Threads that rekey the objects of a batch.
+const REKEY_THREADS: usize = 2;
 
 /// Applies `f` to every item on up to `threads` scoped threads; results in item order.
 fn run_parallel<T: Sync, R: Send>(
@@ -351,6 +391,17 @@ pub fn run(
     stop: &dyn Fn() -> Stop,
     progress: &mut dyn FnMut(&WorkRequest),
 ) -> Result<()> {
+    run_live(store, wr, stop, progress, &rekey::Offline)
+}
+
+/// [`run`] inside a mount: a rekey skips objects the mount has open.
+pub fn run_live(
+    store: &Store,
+    wr: &mut WorkRequest,
+    stop: &dyn Fn() -> Stop,
+    progress: &mut dyn FnMut(&WorkRequest),
+    live: &dyn rekey::Live,
+) -> Result<()> {
     if wr.status.is_terminal() {
         return Ok(());
     }
@@ -370,13 +421,25 @@ pub fn run(
     let key_id = parse_key_id(&wr.target_key_id)
         .ok_or_else(|| Error::Corrupt(format!("work request {}: bad target key id", wr.id)))?;
     let target = Target::MasterVersion(key_id, wr.target_key_version);
+    let is_rekey = match wr.operation_type.as_str() {
+        REENCRYPT_BUCKET => false,
+        REKEY_BUCKET => true,
+        other => {
+            return Err(Error::Corrupt(format!(
+                "work request {}: unknown operation type {other:?}",
+                wr.id
+            )))
+        }
+    };
     let bucket_dir = store.bucket_dir(&wr.bucket_name);
     let names = walk_objects(&bucket_dir)?;
     wr.status = State::InProgress;
     wr.time_started.get_or_insert_with(now_s);
     wr.objects_total = names.len() as u64;
     wr.objects_rewrapped = 0;
+    wr.objects_rekeyed = 0;
     wr.objects_skipped = 0;
+    wr.skipped_reasons.clear();
     wr.objects_failed = 0;
     wr.errors.clear();
     wr.percent_complete = 0.0;
@@ -389,15 +452,34 @@ pub fn run(
     let slow = crate::fault::enabled("slow-work-requests");
     let (batch, threads) = if slow {
         (1, 1)
+    } else if is_rekey {
+        (REKEY_BATCH, REKEY_THREADS)
     } else {
         (JOB_BATCH, JOB_THREADS)
     };
     let scope = wr.scope_created_before_ns;
+    let bucket_name = wr.bucket_name.clone();
     let one = |name: &PathBuf| -> Result<Outcome> {
         if slow {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
-        let what = format!("{}/{}", wr.bucket_name, name.display());
+        let what = format!("{}/{}", bucket_name, name.display());
+        if is_rekey {
+            let opts = rekey::Options {
+                target: &target,
+                customer: &NoCustomerKeys,
+                live,
+                created_ns: scope,
+                job_scope: Some(scope),
+                durable: false,
+            };
+            return rekey::rekey_path(store, &bucket, &bucket_dir.join(name), &what, &opts).map(
+                |r| match r {
+                    rekey::Rekeyed::Done { from, to, .. } => Outcome::Rewrapped { from, to },
+                    rekey::Rekeyed::Skipped(why) => Outcome::Skipped(why),
+                },
+            );
+        }
         let f = rewrap::open_for_rewrap(&bucket_dir.join(name), &what)?;
         rewrap::rewrap_for_job(store, &f, &what, &bucket, &target, scope)
     };
@@ -411,9 +493,10 @@ pub fn run(
         let results = run_parallel(chunk, threads, &one);
         for (name, res) in chunk.iter().zip(results) {
             match res {
+                Ok(Outcome::Rewrapped { .. }) if is_rekey => wr.objects_rekeyed += 1,
                 Ok(Outcome::Rewrapped { .. }) => wr.objects_rewrapped += 1,
-                Ok(Outcome::Skipped(_)) => wr.objects_skipped += 1,
-                Err(Error::NotFound(_)) => wr.objects_skipped += 1, // removed meanwhile
+                Ok(Outcome::Skipped(why)) => wr.skip(why),
+                Err(Error::NotFound(_)) => wr.skip("removed meanwhile"),
                 Err(e) => {
                     wr.objects_failed += 1;
                     if wr.errors.len() < MAX_ERRORS {
@@ -441,6 +524,18 @@ pub fn run(
     };
     wr.percent_complete = 100.0;
     finish(store, wr, state)
+}
+
+impl WorkRequest {
+    fn skip(&mut self, why: &str) {
+        self.objects_skipped += 1;
+        *self.skipped_reasons.entry(why.to_string()).or_insert(0) += 1;
+    }
+
+    /// Objects handled so far (for progress displays).
+    pub fn objects_done(&self) -> u64 {
+        self.objects_rewrapped + self.objects_rekeyed + self.objects_skipped + self.objects_failed
+    }
 }
 
 fn find_bucket(store: &Store, wr: &WorkRequest) -> Result<crate::format::records::BucketRecord> {

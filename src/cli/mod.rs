@@ -319,7 +319,7 @@ impl Progress {
     pub fn update(&self, wr: &WorkRequest) {
         if let Some(b) = &self.bar {
             b.set_length(wr.objects_total);
-            b.set_position(wr.objects_rewrapped + wr.objects_skipped + wr.objects_failed);
+            b.set_position(wr.objects_done());
             b.set_message(format!("{} {:?}", wr.id, wr.status));
         }
     }

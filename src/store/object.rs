@@ -32,6 +32,11 @@ pub fn now_ns() -> u64 {
 pub trait CustomerKeys {
     /// The key with this fingerprint, if loaded.
     fn customer_key(&self, fingerprint: &[u8; 32]) -> Option<Key32>;
+
+    /// The live mount these keys belong to, if any (a rekey coordinates with its open files).
+    fn live(&self) -> Option<&dyn crate::rekey::Live> {
+        None
+    }
 }
 
 /// No customer keys.

@@ -7,9 +7,10 @@
 //! serving while they run.
 
 use super::{Attr, Kind, ROOT};
-use crate::command::{self, DataStreams, Env, NoStreams, StoreCommand, WorkRequestCmd};
+use crate::command::{self, DataStreams, Env, NoStreams, SseCCmd, StoreCommand, WorkRequestCmd};
 use crate::crypto::Key32;
 use crate::error::{Error, Result};
+use crate::format::{hex, unhex};
 use crate::keystore::key_id_text;
 use crate::store::object::CustomerKeys;
 use crate::store::Store;
@@ -54,6 +55,13 @@ struct Open {
 /// A callback told about a changed backing path.
 pub type PathHook = Box<dyn Fn(&std::path::Path) + Send + Sync>;
 
+/// Runs a closure while the mount cannot open the object with a backing inode number, or
+/// fails with EBUSY if it is open (see [`crate::rekey::Live::while_closed`]).
+pub type OpenGuard = Box<dyn Fn(u64, &mut dyn FnMut() -> Result<()>) -> Result<()> + Send + Sync>;
+
+/// Most customer keys a mount's ring holds.
+pub const MAX_RING_KEYS: usize = 1024;
+
 /// The control tree and the work-request pool.
 pub struct Control {
     store: Arc<Store>,
@@ -66,12 +74,16 @@ pub struct Control {
     work_tx: Mutex<Option<Sender<String>>>,
     cancelled: Mutex<HashSet<String>>,
     running: Mutex<HashSet<String>>,
-    ring: RwLock<HashMap<[u8; 32], Key32>>,
+    /// The SSE-C key ring: fingerprint -> key. Boxed, so that the map's rehashing moves
+    /// pointers and never leaves copies of key bytes behind; a key is zeroized when removed.
+    ring: RwLock<HashMap<[u8; 32], Box<Key32>>>,
     /// Called after a command changes buckets (to drop the vfs's cache).
     pub on_bucket_change: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
     /// Called with the backing path of a name a command created or replaced (the mount
     /// uses it to invalidate the kernel's cached entry).
     pub on_path_change: Mutex<Option<PathHook>>,
+    /// Set by the mount: keeps the vfs from opening an object while a rekey replaces it.
+    pub open_guard: Mutex<Option<OpenGuard>>,
 }
 
 impl CustomerKeys for Control {
@@ -80,7 +92,29 @@ impl CustomerKeys for Control {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(fingerprint)
-            .cloned()
+            .map(|k| Key32::clone(k))
+    }
+
+    fn live(&self) -> Option<&dyn crate::rekey::Live> {
+        Some(self)
+    }
+}
+
+impl crate::rekey::Live for Control {
+    fn while_closed(&self, ino: u64, f: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        match self
+            .open_guard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            Some(guard) => guard(ino, f),
+            None => f(),
+        }
+    }
+
+    fn replaced(&self, path: &std::path::Path) {
+        self.path_changed(path);
     }
 }
 
@@ -107,6 +141,7 @@ impl Control {
             ring: RwLock::new(HashMap::new()),
             on_bucket_change: Mutex::new(None),
             on_path_change: Mutex::new(None),
+            open_guard: Mutex::new(None),
         }
     }
 
@@ -173,7 +208,7 @@ impl Control {
                     workreq::Stop::Continue
                 }
             };
-            workreq::run(&self.store, &mut wr, &stop, &mut |_| {})
+            workreq::run_live(&self.store, &mut wr, &stop, &mut |_| {}, self)
         });
         if let Err(e) = res {
             tracing::error!("work request {id}: {e}");
@@ -225,6 +260,9 @@ impl Control {
         if let StoreCommand::WorkRequest(WorkRequestCmd::Cancel { id }) = cmd {
             return self.cancel(id);
         }
+        if let StoreCommand::SseC(c) = cmd {
+            return self.sse_c(c);
+        }
         let mut streams = NoStreams;
         let spawn = |wr: &WorkRequest| self.spawn_work(wr);
         let mut progress = |_: &WorkRequest| {};
@@ -245,14 +283,7 @@ impl Control {
             _ => None,
         };
         if let (Some(path), true) = (changed, out.is_ok()) {
-            if let Some(f) = self
-                .on_path_change
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-            {
-                f(&path);
-            }
+            self.path_changed(&path);
         }
         if matches!(cmd, StoreCommand::Bucket(_)) {
             if let Some(f) = self
@@ -265,6 +296,80 @@ impl Control {
             }
         }
         out
+    }
+
+    fn path_changed(&self, path: &std::path::Path) {
+        if let Some(f) = self
+            .on_path_change
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            f(path);
+        }
+    }
+
+    // ----- the SSE-C key ring -----
+
+    fn sse_c(&self, cmd: &SseCCmd) -> Result<serde_json::Value> {
+        match cmd {
+            SseCCmd::Add {
+                encryption_key_file,
+            } => {
+                let key = command::read_key_file(encryption_key_file)?;
+                let fp = crate::crypto::customer_fingerprint(&key);
+                let mut ring = self.ring.write().unwrap_or_else(|p| p.into_inner());
+                let added = !ring.contains_key(&fp);
+                if added && ring.len() >= MAX_RING_KEYS {
+                    return Err(Error::InvalidArgument(format!(
+                        "the key ring is full ({MAX_RING_KEYS} keys): remove one first"
+                    )));
+                }
+                ring.insert(fp, Box::new(key));
+                tracing::info!("customer key {} loaded", hex(&fp[..8]));
+                Ok(json!({"fingerprint": hex(&fp), "added": added, "keys": ring.len()}))
+            }
+            SseCCmd::List => {
+                let ring = self.ring.read().unwrap_or_else(|p| p.into_inner());
+                let mut fps: Vec<String> = ring.keys().map(|fp| hex(fp)).collect();
+                fps.sort();
+                Ok(json!(fps
+                    .into_iter()
+                    .map(|f| json!({ "fingerprint": f }))
+                    .collect::<Vec<_>>()))
+            }
+            SseCCmd::Remove {
+                fingerprint,
+                encryption_key_file,
+            } => {
+                let mut ring = self.ring.write().unwrap_or_else(|p| p.into_inner());
+                let fp = match (fingerprint, encryption_key_file) {
+                    (_, Some(f)) => {
+                        crate::crypto::customer_fingerprint(&command::read_key_file(f)?)
+                    }
+                    (Some(p), None) => find_fingerprint(ring.keys(), p)?,
+                    (None, None) => {
+                        return Err(Error::InvalidArgument(
+                            "give --fingerprint or --encryption-key-file".into(),
+                        ))
+                    }
+                };
+                // Dropping the key zeroizes it.
+                if ring.remove(&fp).is_none() {
+                    return Err(Error::NotFound(format!(
+                        "no customer key with fingerprint {} is loaded",
+                        hex(&fp[..8])
+                    )));
+                }
+                tracing::info!("customer key {} removed", hex(&fp[..8]));
+                Ok(json!({"fingerprint": hex(&fp), "removed": true, "keys": ring.len()}))
+            }
+        }
+    }
+
+    /// Forgets every customer key (at unmount); each is zeroized as it is dropped.
+    pub fn clear_ring(&self) {
+        self.ring.write().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     // ----- inodes -----
@@ -567,6 +672,7 @@ impl Control {
                     command::BucketCmd::Reencrypt {
                         bucket_name: b,
                         kms_key_id: key,
+                        rekey: false,
                         wait: command::WaitArgs::default(),
                     },
                 ))
@@ -605,5 +711,36 @@ impl Control {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&fh);
+    }
+}
+
+/// The loaded fingerprint that `text` names: all 64 hex digits, or a unique prefix of at
+/// least 8.
+fn find_fingerprint<'a>(
+    loaded: impl Iterator<Item = &'a [u8; 32]>,
+    text: &str,
+) -> Result<[u8; 32]> {
+    let t = text.trim().to_ascii_lowercase();
+    if let Some(fp) = unhex::<32>(&t) {
+        return Ok(fp);
+    }
+    if t.len() < 8 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::InvalidArgument(format!(
+            "{text:?} is not a key fingerprint (64 hex digits, or a prefix of at least 8)"
+        )));
+    }
+    let hits: Vec<[u8; 32]> = loaded
+        .filter(|fp| hex(*fp).starts_with(&t))
+        .copied()
+        .collect();
+    match hits.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(Error::NotFound(format!(
+            "no customer key with fingerprint {t} is loaded"
+        ))),
+        _ => Err(Error::InvalidArgument(format!(
+            "fingerprint prefix {t} matches {} loaded keys: give more digits",
+            hits.len()
+        ))),
     }
 }

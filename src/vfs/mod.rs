@@ -48,6 +48,24 @@ const XATTR_PREFIX: &[u8] = b"user.envelopefs.";
 /// One open object shared by all handles of an inode.
 pub struct OpenObject {
     io: RwLock<ObjectIo>,
+    /// Backing inode number (a rekey refuses objects that are open).
+    backing_ino: u64,
+    /// The fingerprint of the customer key it was opened with (SSE-C objects): a new open
+    /// that would share this object needs the key loaded still.
+    customer: Option<[u8; 32]>,
+}
+
+/// The mount's key ring, noting which customer key an open asked for.
+struct NoteCustomer<'a> {
+    ring: &'a control::Control,
+    asked: std::cell::Cell<Option<[u8; 32]>>,
+}
+
+impl object::CustomerKeys for NoteCustomer<'_> {
+    fn customer_key(&self, fingerprint: &[u8; 32]) -> Option<crate::crypto::Key32> {
+        self.asked.set(Some(*fingerprint));
+        self.ring.customer_key(fingerprint)
+    }
 }
 
 struct Handle {
@@ -385,6 +403,9 @@ impl Vfs {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(obj) = open.get(&ino).and_then(Weak::upgrade) {
             drop(open);
+            if let Some(fp) = &obj.customer {
+                self.check_customer_key(path, fp)?;
+            }
             if truncate {
                 obj.io
                     .write()
@@ -404,16 +425,59 @@ impl Vfs {
             .unwrap_or(path)
             .display()
             .to_string();
-        let mut io = object::open_object_file(&self.store, &bucket, file, &what, &*self.control)?;
+        let backing_ino = file.metadata().ctx(|| format!("{what}: stat"))?.ino();
+        let ring = NoteCustomer {
+            ring: &self.control,
+            asked: std::cell::Cell::new(None),
+        };
+        let mut io = object::open_object_file(&self.store, &bucket, file, &what, &ring)?;
         if truncate {
             io.set_len(0)?;
         }
         let obj = Arc::new(OpenObject {
             io: RwLock::new(io),
+            backing_ino,
+            customer: ring.asked.get(),
         });
         open.retain(|_, w| w.strong_count() > 0);
         open.insert(ino, Arc::downgrade(&obj));
         Ok(obj)
+    }
+
+    /// An SSE-C object already open shares its DEK with new opens only while its customer
+    /// key is still loaded (or the object is no longer under that key).
+    fn check_customer_key(&self, path: &Path, fp: &[u8; 32]) -> Result<()> {
+        use object::CustomerKeys;
+        if self.control.customer_key(fp).is_some() {
+            return Ok(());
+        }
+        match self.header_of(path)?.wrapping {
+            Wrapping::Customer { fingerprint } if &fingerprint == fp => Err(Error::NoKey(format!(
+                "{}: customer-provided key {} is not loaded",
+                path.strip_prefix(self.store.root())
+                    .unwrap_or(path)
+                    .display(),
+                hex(&fp[..8])
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs `f` while no object with backing inode number `backing_ino` is open in the
+    /// mount and none can be opened; EBUSY (and `f` not run) if one is open. Used by a rekey
+    /// to put the rewritten file in place.
+    pub fn while_closed(&self, backing_ino: u64, f: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let busy = open
+            .values()
+            .filter_map(Weak::upgrade)
+            .any(|o| o.backing_ino == backing_ino);
+        if busy {
+            return Err(Error::Busy(
+                "the object is open in the mount; close it and try again".into(),
+            ));
+        }
+        f()
     }
 
     fn open_backing(&self, path: &Path) -> Result<File> {
@@ -511,6 +575,8 @@ impl Vfs {
         self.remember(&mut a, parent, name);
         let obj = Arc::new(OpenObject {
             io: RwLock::new(io),
+            backing_ino: m.ino(),
+            customer: None,
         });
         {
             let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
@@ -850,13 +916,14 @@ impl Vfs {
                     .display()
                     .to_string();
                 let f = rewrap::open_for_rewrap(p, &what)?;
+                let target = self.move_target(&f, &what)?;
                 rewrap::rewrap_file(
                     &self.store,
                     &f,
                     &what,
                     &src,
                     &dst,
-                    &Target::BucketLatest,
+                    &target,
                     &*self.control,
                     None,
                     false,
@@ -870,13 +937,16 @@ impl Vfs {
             for p in done {
                 let what = p.display().to_string();
                 if let Ok(f) = rewrap::open_for_rewrap(p, &what) {
+                    let Ok(target) = self.move_target(&f, &what) else {
+                        continue;
+                    };
                     let _ = rewrap::rewrap_file(
                         &self.store,
                         &f,
                         &what,
                         &dst,
                         &src,
-                        &Target::BucketLatest,
+                        &target,
                         &*self.control,
                         None,
                         false,
@@ -889,6 +959,25 @@ impl Vfs {
             let _ = fsutil::sync_dir(d);
         }
         Ok(())
+    }
+
+    /// Where an object moving to another bucket is rewrapped: the destination bucket's key,
+    /// or, for an SSE-C object, the same customer key (which must be loaded: ENOKEY).
+    fn move_target(&self, f: &File, what: &str) -> Result<Target> {
+        use object::CustomerKeys;
+        match object::read_header(f, what)?.wrapping {
+            Wrapping::Master { .. } => Ok(Target::BucketLatest),
+            Wrapping::Customer { fingerprint } => self
+                .control
+                .customer_key(&fingerprint)
+                .map(Target::Customer)
+                .ok_or_else(|| {
+                    Error::NoKey(format!(
+                        "{what}: customer-provided key {} is not loaded (sse-c add)",
+                        hex(&fingerprint[..8])
+                    ))
+                }),
+        }
     }
 
     // ----- directories -----
@@ -1132,6 +1221,7 @@ impl Vfs {
     }
 
     pub fn destroy(&self) {
+        self.control.clear_ring();
         if let Some(t) = &self.trash {
             t.shutdown();
         }

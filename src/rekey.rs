@@ -1,0 +1,330 @@
+//! Rekey: give an object a new data key, for when a DEK may have leaked. Unlike a rewrap,
+//! this rewrites the data.
+//!
+//! The object is re-encrypted into a new backing file under a new random DEK and a new
+//! object id, and the new file replaces the old one with one atomic rename:
+//! 1. the new object is made by [`object::create_object`] in `STORE/.envelopefs/tmp` (an
+//!    `O_TMPFILE` linked to a `rekey-*` name once complete, else a named temporary file);
+//!    its header is set first, then the data is copied, the header is rewrapped to the
+//!    target, mode, owner, user xattrs and times are copied, and the file is fsynced;
+//! 2. `renameat2(RENAME_EXCHANGE)` swaps it with the old object's name, so the name leads to
+//!    the old object or the new one, never to a mix or to a file without a header;
+//! 3. the old object, now under the `rekey-*` name, is unlinked.
+//!
+//! The old file is never written. A crash leaves at most a `rekey-*` file in
+//! `.envelopefs/tmp`, which the next open of the store (mount or CLI) removes.
+
+use crate::crypto;
+use crate::error::{Error, IoContext, Result};
+use crate::format::records::{BucketRecord, Wrapping};
+use crate::format::{hex, Id16};
+use crate::keystore::ops;
+use crate::rewrap::{self, Target};
+use crate::store::object::{self, CustomerKeys, NoCustomerKeys, ObjectIo};
+use crate::store::{fsutil, xattr, Store};
+use std::fs::{self, File, FileTimes, Metadata};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+/// Skip reason: the object's header was made by this very request.
+pub const REKEYED_BY_THIS_REQUEST: &str = "rekeyed by this request";
+/// Skip reason: the object is newer than the request (it has a fresh DEK already).
+pub const CREATED_AFTER: &str = "created after the request";
+/// Skip reason: SSE-C objects need their customer key, which a work request does not have.
+pub const CUSTOMER_KEYED: &str = "wrapped under a customer-provided key";
+/// Skip reason: hard-linked objects are not rekeyed (a new file would split the names).
+pub const HARD_LINKED: &str = "hard-linked (a rekey would give its names different data keys)";
+/// Skip reason: the object is open in the mount (its open handles hold the old DEK).
+pub const OPEN_IN_MOUNT: &str = "open in the mount";
+
+/// What a live mount does around a rekey. Offline, [`Offline`].
+pub trait Live: Sync {
+    /// Runs `f` while the mount cannot open the object whose backing inode number is
+    /// `ino`; fails with EBUSY, without running `f`, if the mount has it open now.
+    fn while_closed(&self, ino: u64, f: &mut dyn FnMut() -> Result<()>) -> Result<()>;
+    /// The name at `path` now leads to another backing file.
+    fn replaced(&self, path: &Path);
+}
+
+/// No mount: nothing is open, no cache to drop.
+pub struct Offline;
+
+impl Live for Offline {
+    fn while_closed(&self, _: u64, f: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        f()
+    }
+    fn replaced(&self, _: &Path) {}
+}
+
+/// What a rekey did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rekeyed {
+    /// The object has a new DEK and object id.
+    Done {
+        /// Wrapping before.
+        from: Wrapping,
+        /// Wrapping after.
+        to: Wrapping,
+        /// The object id before.
+        old_object_id: Id16,
+        /// The object id now.
+        new_object_id: Id16,
+    },
+    /// Left alone (bucket jobs only), with the reason.
+    Skipped(&'static str),
+}
+
+/// How to rekey.
+pub struct Options<'a> {
+    /// Where the new DEK is wrapped.
+    pub target: &'a Target,
+    /// Customer keys for an SSE-C source.
+    pub customer: &'a dyn CustomerKeys,
+    /// The mount, if any.
+    pub live: &'a dyn Live,
+    /// Creation time (ns) written in the new header.
+    pub created_ns: u64,
+    /// Set by bucket jobs: their acceptance time. Objects whose creation time equals it were
+    /// rekeyed by this request already, later ones are new; both are skipped, as are
+    /// customer-keyed, hard-linked and open objects (errors for a single-object rekey).
+    pub job_scope: Option<u64>,
+    /// fsync the directories after the rename (single objects; jobs end with a syncfs).
+    pub durable: bool,
+}
+
+/// Rekeys the object at `path` in `bucket`.
+pub fn rekey_path(
+    store: &Store,
+    bucket: &BucketRecord,
+    path: &Path,
+    what: &str,
+    opts: &Options<'_>,
+) -> Result<Rekeyed> {
+    let job = opts.job_scope.is_some();
+    let src = rewrap::open_for_rewrap(path, what)?;
+    let meta = src.metadata().ctx(|| format!("{what}: stat"))?;
+    if !meta.is_file() {
+        return Err(Error::InvalidArgument(format!("{what} is not an object")));
+    }
+    let header = object::read_header(&src, what)?;
+    if let Some(scope) = opts.job_scope {
+        if header.created_ns == scope {
+            return Ok(Rekeyed::Skipped(REKEYED_BY_THIS_REQUEST));
+        }
+        if header.created_ns > scope {
+            return Ok(Rekeyed::Skipped(CREATED_AFTER));
+        }
+        if matches!(header.wrapping, Wrapping::Customer { .. }) {
+            return Ok(Rekeyed::Skipped(CUSTOMER_KEYED));
+        }
+    }
+    if meta.nlink() > 1 {
+        if job {
+            return Ok(Rekeyed::Skipped(HARD_LINKED));
+        }
+        return Err(Error::InvalidArgument(format!(
+            "{what} has {} hard links: a rekey writes a new file, which would leave the other \
+             names with the old data key; remove the other links first",
+            meta.nlink()
+        )));
+    }
+    match opts.live.while_closed(meta.ino(), &mut || Ok(())) {
+        Err(Error::Busy(_)) if job => return Ok(Rekeyed::Skipped(OPEN_IN_MOUNT)),
+        Err(Error::Busy(_)) => {
+            return Err(Error::Busy(format!(
+                "{what} is open in the mount (its open files hold the old data key): close it \
+                 and try again"
+            )))
+        }
+        Err(e) => return Err(e),
+        Ok(()) => {}
+    }
+    // Authorized twice, as a rewrap: the old key must allow decrypt (checked by the unwrap)
+    // and re-encrypt-from, the new one re-encrypt-to and encrypt.
+    if let Wrapping::Master { key_id, .. } = &header.wrapping {
+        store.keys().check_allowed(key_id, ops::REENCRYPT_FROM)?;
+    }
+    let (to, kek) = rewrap::resolve_target(store, bucket, opts.target)?;
+    if let Wrapping::Master { key_id, .. } = &to {
+        store.keys().check_allowed(key_id, ops::ENCRYPT)?;
+    }
+    let src_io = src
+        .try_clone()
+        .ctx(|| format!("{what}: duplicating a descriptor"))?;
+    let old = object::open_object_file(store, bucket, src_io, what, opts.customer)?;
+    let old_object_id = *old.object_id();
+
+    let tmp_dir = store.meta().join("tmp");
+    let staging = tmp_dir.join(format!("rekey-{}", hex(&crypto::random_array::<8>()?)));
+    let new = object::create_object(
+        store,
+        bucket,
+        &staging,
+        meta.mode() & 0o7777,
+        true,
+        &mut |obj| {
+            copy_data(&old, obj, what)?;
+            // create_object wrapped the new DEK under the bucket key: wrap it under the
+            // target instead, with the creation time asked for.
+            let h = object::read_header(obj.file(), what)?;
+            let dek =
+                object::unwrap_header(store, bucket, obj.object_id(), &h, &NoCustomerKeys, what)?;
+            let header = object::make_header(
+                store,
+                bucket,
+                obj.object_id(),
+                opts.created_ns,
+                to,
+                &kek,
+                &dek,
+                crypto::random_array()?,
+            )?;
+            rewrap::replace_header(obj.file(), &header, what)?;
+            copy_metadata(&src, path, &meta, obj.file(), what)?;
+            obj.sync(false)
+        },
+    )?;
+    let new_object_id = *new.object_id();
+    let new_ino = new
+        .file()
+        .metadata()
+        .ctx(|| format!("{what}: stat of the new file"))?
+        .ino();
+    drop(new);
+    drop(old);
+    if crate::fault::enabled("rekey-crash-before-rename") {
+        tracing::error!("fault rekey-crash-before-rename: aborting");
+        std::process::abort();
+    }
+    let swapped = opts.live.while_closed(meta.ino(), &mut || {
+        let now = src.metadata().ctx(|| format!("{what}: stat"))?;
+        if changed(&meta, &now) {
+            return Err(Error::Busy(format!(
+                "{what} changed while it was being rekeyed; try again"
+            )));
+        }
+        fsutil::rename_flags(&staging, path, libc::RENAME_EXCHANGE)
+            .ctx(|| format!("{what}: putting the rekeyed object in place"))?;
+        let back = fs::symlink_metadata(&staging).ctx(|| format!("{what}: stat"))?;
+        if (back.dev(), back.ino()) != (meta.dev(), meta.ino()) {
+            // Someone replaced the name meanwhile: give it back its file.
+            let _ = fsutil::rename_flags(&staging, path, libc::RENAME_EXCHANGE);
+            return Err(Error::Busy(format!(
+                "{what} was replaced while it was being rekeyed; try again"
+            )));
+        }
+        Ok(())
+    });
+    if let Err(e) = swapped {
+        // Remove the staging name only if it still holds the new object.
+        if fs::symlink_metadata(&staging).is_ok_and(|m| m.ino() == new_ino) {
+            let _ = fs::remove_file(&staging);
+        }
+        return match e {
+            Error::Busy(_) if job => Ok(Rekeyed::Skipped(OPEN_IN_MOUNT)),
+            e => Err(e),
+        };
+    }
+    if crate::fault::enabled("rekey-crash-after-rename") {
+        tracing::error!("fault rekey-crash-after-rename: aborting");
+        std::process::abort();
+    }
+    // The old object now sits under the staging name; a crash before this unlink leaves it
+    // there for the next open of the store to remove.
+    if let Err(e) = fs::remove_file(&staging) {
+        tracing::warn!("{what}: removing the old file after a rekey: {e}");
+    }
+    if opts.durable {
+        if let Some(dir) = path.parent() {
+            fsutil::sync_dir(dir).ctx(|| format!("{what}: fsync of its directory"))?;
+        }
+        let _ = fsutil::sync_dir(&tmp_dir);
+    }
+    opts.live.replaced(path);
+    Ok(Rekeyed::Done {
+        from: header.wrapping,
+        to,
+        old_object_id,
+        new_object_id,
+    })
+}
+
+/// Rekeys the object at `bucket/name` (synchronously, durably).
+pub fn rekey_object(
+    store: &Store,
+    bucket_name: &str,
+    name: &str,
+    target: &Target,
+    customer: &dyn CustomerKeys,
+    live: &dyn Live,
+) -> Result<Rekeyed> {
+    crate::store::validate_object_name(name)?;
+    let bucket = store.bucket(bucket_name)?;
+    let path = store.bucket_dir(bucket_name).join(name);
+    let what = format!("{bucket_name}/{name}");
+    rekey_path(
+        store,
+        &bucket,
+        &path,
+        &what,
+        &Options {
+            target,
+            customer,
+            live,
+            created_ns: object::now_ns(),
+            job_scope: None,
+            durable: true,
+        },
+    )
+}
+
+/// Whether the old file was touched since the rekey started (a write through the mount, a
+/// chmod, an xattr change, a truncate).
+fn changed(a: &Metadata, b: &Metadata) -> bool {
+    (a.ino(), a.nlink(), a.size(), a.mtime(), a.mtime_nsec())
+        != (b.ino(), b.nlink(), b.size(), b.mtime(), b.mtime_nsec())
+        || (a.ctime(), a.ctime_nsec()) != (b.ctime(), b.ctime_nsec())
+}
+
+fn copy_data(old: &ObjectIo, new: &mut ObjectIo, what: &str) -> Result<()> {
+    let size = old.size();
+    let mut buf = zeroize::Zeroizing::new(vec![0u8; 1 << 20]);
+    let mut off = 0u64;
+    while off < size {
+        let n = old.read_at(off, &mut buf)?;
+        if n == 0 {
+            return Err(Error::Corrupt(format!(
+                "{what}: ended at {off} bytes of {size} while being rekeyed"
+            )));
+        }
+        new.write_at(off, &buf[..n])?;
+        off += n as u64;
+    }
+    Ok(())
+}
+
+/// Copies user xattrs, owner, mode and times from the old object to the new file (times
+/// last: everything before changes them).
+fn copy_metadata(src: &File, path: &Path, meta: &Metadata, dst: &File, what: &str) -> Result<()> {
+    let names = xattr::list(path).ctx(|| format!("{what}: listing xattrs"))?;
+    for n in names {
+        if !n.starts_with(b"user.") || n == xattr::HEADER.as_bytes() {
+            continue;
+        }
+        if let Some(v) = xattr::fget(src, &n).ctx(|| format!("{what}: reading an xattr"))? {
+            xattr::fset(dst, &n, &v, 0).ctx(|| format!("{what}: copying an xattr"))?;
+        }
+    }
+    let cur = dst.metadata().ctx(|| format!("{what}: stat"))?;
+    if (cur.uid(), cur.gid()) != (meta.uid(), meta.gid()) {
+        std::os::unix::fs::fchown(dst, Some(meta.uid()), Some(meta.gid()))
+            .ctx(|| format!("{what}: keeping its owner"))?;
+    }
+    dst.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))
+        .ctx(|| format!("{what}: keeping its mode"))?;
+    let times = FileTimes::new()
+        .set_accessed(meta.accessed().ctx(|| format!("{what}: atime"))?)
+        .set_modified(meta.modified().ctx(|| format!("{what}: mtime"))?);
+    dst.set_times(times)
+        .ctx(|| format!("{what}: keeping its times"))
+}
