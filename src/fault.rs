@@ -5,6 +5,9 @@
 //!   mount in the middle of one;
 //! - `slow-trash`: the trash thread waits 100 ms before each deletion, so deleted objects
 //!   are still pending when a test fills the disk or kills the mount.
+//! - `deletion-clock-ahead`: the clock that decides whether a key version's scheduled
+//!   deletion is due runs 366 days ahead (and a mount sweeps every second), so tests see a
+//!   version destroyed without waiting days. Test-only: it destroys scheduled versions early.
 
 use std::sync::OnceLock;
 

@@ -199,7 +199,7 @@ impl Store {
             fs::create_dir_all(&d).ctx(|| format!("creating {}", d.display()))?;
         }
         fsutil::clear_dir(&meta.join("tmp"))?;
-        Ok(Store {
+        let store = Store {
             root: root.to_path_buf(),
             meta,
             store_id,
@@ -208,7 +208,10 @@ impl Store {
             keys: RwLock::new(ks),
             tmp_counter: AtomicU64::new(0),
             _lock: lock,
-        })
+        };
+        // Key versions whose deletion date passed while the store was closed go now.
+        crate::kms::destroy_due_logged(&store);
+        Ok(store)
     }
 
     /// The store's root directory.
