@@ -16,7 +16,8 @@ use std::path::PathBuf;
 /// Store commands: the same words on the command line and in `.envelopefs/ctl`.
 #[derive(Debug, Clone, Subcommand)]
 pub enum StoreCommand {
-    /// Master keys: create, list, get, rotate, disable, enable.
+    /// Master keys: create, list, get, rotate, disable, enable, update, usage,
+    /// schedule-deletion, cancel-deletion.
     /// Example: envelopefs key list
     #[command(subcommand)]
     Key(KeyCmd),
@@ -32,6 +33,10 @@ pub enum StoreCommand {
     /// Example: envelopefs work-request list
     #[command(subcommand, name = "work-request")]
     WorkRequest(WorkRequestCmd),
+    /// Standalone envelope blobs: encrypt, decrypt, generate-data-key, re-encrypt.
+    /// Example: envelopefs kms encrypt --key-id photos-key --plaintext aGVsbG8=
+    #[command(subcommand)]
+    Kms(KmsCmd),
     /// Mounted or not (and where), keys, buckets with object counts, work requests in flight.
     /// Example: envelopefs status --store ~/vault --output json
     Status,
@@ -151,6 +156,110 @@ pub enum KeyCmd {
         /// The version (default: current).
         #[arg(long)]
         version: Option<u32>,
+    },
+    /// Change a key's policy: the operations it allows.
+    /// Example: envelopefs key update photos-key --allowed-operations decrypt,re-encrypt-from
+    Update {
+        /// Key id or alias.
+        key: String,
+        /// Comma-separated: encrypt, decrypt, re-encrypt-from, re-encrypt-to; or all, or none.
+        #[arg(long, value_name = "OPS")]
+        allowed_operations: String,
+    },
+    /// Count, per version, the objects (and buckets) whose data keys are wrapped under it.
+    /// Example: envelopefs key usage photos-key
+    Usage {
+        /// Key id or alias.
+        key: String,
+    },
+    /// Schedule the destruction of a version (not the current one) after --days days.
+    /// Refused while objects depend on it, unless --force.
+    /// Example: envelopefs key schedule-deletion photos-key --version 1 --days 7
+    ScheduleDeletion {
+        /// Key id or alias.
+        key: String,
+        /// The version to destroy.
+        #[arg(long)]
+        version: u32,
+        /// Days until it is destroyed (7 to 30).
+        #[arg(long, default_value_t = crate::keystore::DEFAULT_DELETION_DAYS)]
+        days: u32,
+        /// Schedule even though objects depend on the version (they become unrecoverable).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Cancel a scheduled deletion; the version becomes DISABLED.
+    /// Example: envelopefs key cancel-deletion photos-key --version 1
+    CancelDeletion {
+        /// Key id or alias.
+        key: String,
+        /// The version.
+        #[arg(long)]
+        version: u32,
+    },
+}
+
+/// `kms ...`: standalone envelope blobs with an encryption context.
+#[derive(Debug, Clone, Subcommand)]
+pub enum KmsCmd {
+    /// Encrypt up to 4096 bytes (base64) under a key's current version.
+    /// Example: envelopefs kms encrypt --key-id photos-key --plaintext aGVsbG8= --encryption-context app=web
+    Encrypt {
+        /// Key id or alias.
+        #[arg(long)]
+        key_id: String,
+        /// The plaintext, base64.
+        #[arg(long, value_name = "B64")]
+        plaintext: String,
+        /// key=value pairs, comma-separated (repeatable); needed again to decrypt.
+        #[arg(long, value_name = "K=V,...")]
+        encryption_context: Vec<String>,
+    },
+    /// Decrypt a blob (the blob names its key and version).
+    /// Example: envelopefs kms decrypt --ciphertext-blob RUZLQg... --encryption-context app=web
+    Decrypt {
+        /// The blob, base64.
+        #[arg(long, value_name = "B64")]
+        ciphertext_blob: String,
+        /// The encryption context it was made with.
+        #[arg(long, value_name = "K=V,...")]
+        encryption_context: Vec<String>,
+        /// Fail unless the blob is under this key.
+        #[arg(long)]
+        key_id: Option<String>,
+    },
+    /// Make a random data key: returns it in clear (Plaintext) and sealed (CiphertextBlob).
+    /// Example: envelopefs kms generate-data-key --key-id photos-key
+    GenerateDataKey {
+        /// Key id or alias.
+        #[arg(long)]
+        key_id: String,
+        /// Length of the data key in bytes (1 to 1024).
+        #[arg(long, default_value_t = 32)]
+        number_of_bytes: usize,
+        /// key=value pairs, comma-separated (repeatable).
+        #[arg(long, value_name = "K=V,...")]
+        encryption_context: Vec<String>,
+    },
+    /// Decrypt a blob and encrypt it under another key inside the store (the plaintext is
+    /// never returned).
+    /// Example: envelopefs kms re-encrypt --ciphertext-blob RUZLQg... --destination-key-id new-key
+    ReEncrypt {
+        /// The blob, base64.
+        #[arg(long, value_name = "B64")]
+        ciphertext_blob: String,
+        /// Key id or alias to encrypt to (its current version).
+        #[arg(long)]
+        destination_key_id: String,
+        /// The context the blob was made with.
+        #[arg(long, value_name = "K=V,...")]
+        source_encryption_context: Vec<String>,
+        /// The context of the new blob.
+        #[arg(long, value_name = "K=V,...")]
+        destination_encryption_context: Vec<String>,
+        /// Fail unless the blob is under this key.
+        #[arg(long)]
+        source_key_id: Option<String>,
     },
 }
 
@@ -402,8 +511,14 @@ fn json_of<T: serde::Serialize>(v: &T) -> Value {
 
 /// Executes a store command and returns its JSON result.
 pub fn execute(store: &Store, cmd: &StoreCommand, env: &mut Env<'_>) -> Result<Value> {
+    // Key versions past their deletion date are destroyed before anything uses the keys
+    // (not for fsck, which changes nothing).
+    if !matches!(cmd, StoreCommand::Fsck(_)) {
+        crate::kms::destroy_due_logged(store);
+    }
     match cmd {
         StoreCommand::Key(k) => execute_key(store, k),
+        StoreCommand::Kms(k) => execute_kms(store, k),
         StoreCommand::Bucket(b) => execute_bucket(store, b, env),
         StoreCommand::Object(o) => execute_object(store, o, env),
         StoreCommand::WorkRequest(w) => execute_work_request(store, w),
@@ -453,6 +568,79 @@ fn execute_key(store: &Store, cmd: &KeyCmd) -> Result<Value> {
             let ks = store.keys();
             Ok(ks.describe(ks.resolve(key)?))
         }
+        KeyCmd::Update {
+            key,
+            allowed_operations,
+        } => {
+            let bits = crate::keystore::parse_ops(allowed_operations)?;
+            let id = store.resolve_key(key)?;
+            store.update_keys(|ks| ks.set_allowed_ops(&id, bits))?;
+            let ks = store.keys();
+            Ok(ks.describe(ks.resolve(key)?))
+        }
+        KeyCmd::Usage { key } => crate::kms::usage_json(store, key),
+        KeyCmd::ScheduleDeletion {
+            key,
+            version,
+            days,
+            force,
+        } => crate::kms::schedule_deletion(store, key, *version, *days, *force),
+        KeyCmd::CancelDeletion { key, version } => {
+            let id = store.resolve_key(key)?;
+            store.update_keys(|ks| ks.cancel_deletion(&id, *version))?;
+            let ks = store.keys();
+            Ok(ks.describe(ks.resolve(key)?))
+        }
+    }
+}
+
+fn execute_kms(store: &Store, cmd: &KmsCmd) -> Result<Value> {
+    use crate::kms::{self, parse_context};
+    match cmd {
+        KmsCmd::Encrypt {
+            key_id,
+            plaintext,
+            encryption_context,
+        } => kms::encrypt(
+            store,
+            key_id,
+            plaintext,
+            &parse_context(encryption_context)?,
+        ),
+        KmsCmd::Decrypt {
+            ciphertext_blob,
+            encryption_context,
+            key_id,
+        } => kms::decrypt(
+            store,
+            ciphertext_blob,
+            &parse_context(encryption_context)?,
+            key_id.as_deref(),
+        ),
+        KmsCmd::GenerateDataKey {
+            key_id,
+            number_of_bytes,
+            encryption_context,
+        } => kms::generate_data_key(
+            store,
+            key_id,
+            *number_of_bytes,
+            &parse_context(encryption_context)?,
+        ),
+        KmsCmd::ReEncrypt {
+            ciphertext_blob,
+            destination_key_id,
+            source_encryption_context,
+            destination_encryption_context,
+            source_key_id,
+        } => kms::re_encrypt(
+            store,
+            ciphertext_blob,
+            &parse_context(source_encryption_context)?,
+            source_key_id.as_deref(),
+            destination_key_id,
+            &parse_context(destination_encryption_context)?,
+        ),
     }
 }
 

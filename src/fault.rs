@@ -14,7 +14,10 @@
 //!   rewriting the final chunk and cutting the file. With `envelopefs-fault-die-at-N` in the
 //!   path, the N-th such change of the process dies instead of the first;
 //! - `no-journal`: the store runs without its write journal (to measure what it costs, and
-//!   to see the crash tests fail without it).
+//!   to see the crash tests fail without it);
+//! - `deletion-clock-ahead`: the clock that decides whether a key version's scheduled
+//!   deletion is due runs 366 days ahead (and a mount sweeps every second), so tests see a
+//!   version destroyed without waiting days. Test-only: it destroys scheduled versions early.
 
 use std::sync::OnceLock;
 

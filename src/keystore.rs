@@ -12,7 +12,7 @@ use crate::format::records::{
 };
 use crate::format::{hex, unhex, Id16, FORMAT_VERSION};
 use serde_json::{json, Value};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Prefix of key ids as users see them.
 pub const KEY_ID_PREFIX: &str = "key-";
@@ -62,6 +62,64 @@ pub fn now_s() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Fewest days a scheduled deletion of a key version waits (AWS KMS's window).
+pub const MIN_DELETION_DAYS: u32 = 7;
+/// Most days a scheduled deletion of a key version waits.
+pub const MAX_DELETION_DAYS: u32 = 30;
+/// Days a deletion waits when `--days` is not given.
+pub const DEFAULT_DELETION_DAYS: u32 = 30;
+/// Name of the test-only fault (see [`crate::fault`]) that runs the deletion clock
+/// [`DELETION_CLOCK_AHEAD_S`] ahead, so tests can reach a deletion date without waiting days.
+pub const DELETION_CLOCK_FAULT: &str = "deletion-clock-ahead";
+/// How far ahead the deletion clock runs under [`DELETION_CLOCK_FAULT`]: past the longest
+/// deletion window, so every scheduled deletion is due at once.
+pub const DELETION_CLOCK_AHEAD_S: u64 = 366 * 86_400;
+
+/// The clock that decides whether a scheduled deletion is due: the system clock, or under
+/// the test-only fault [`DELETION_CLOCK_FAULT`] the system clock plus a year.
+pub fn deletion_clock_now() -> u64 {
+    let ahead = if crate::fault::enabled(DELETION_CLOCK_FAULT) {
+        DELETION_CLOCK_AHEAD_S
+    } else {
+        0
+    };
+    now_s().saturating_add(ahead)
+}
+
+/// Parses `--allowed-operations`: comma-separated names of [`ops::NAMES`], or `all`, or
+/// `none`.
+pub fn parse_ops(list: &str) -> Result<u32> {
+    let list = list.trim();
+    match list {
+        "all" => return Ok(ops::ALL),
+        "none" => return Ok(0),
+        _ => {}
+    }
+    let mut bits = 0;
+    for word in list.split(',').map(str::trim) {
+        let bit = ops::NAMES
+            .iter()
+            .find(|(n, _)| *n == word)
+            .map(|(_, b)| *b)
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "unknown operation {word:?}: use a comma-separated list of encrypt, decrypt, re-encrypt-from, re-encrypt-to, or all, or none"
+                ))
+            })?;
+        bits |= bit;
+    }
+    Ok(bits)
+}
+
+/// The name of one operation bit (for messages).
+pub fn op_name(op: u32) -> &'static str {
+    ops::NAMES
+        .iter()
+        .find(|(_, bit)| *bit == op)
+        .map(|(n, _)| *n)
+        .unwrap_or("operation")
 }
 
 /// An opened keystore.
@@ -264,9 +322,10 @@ impl KeyStore {
                     key_id_text(id)
                 )))
             }
-            VersionState::PendingDeletion if enabled => {
+            VersionState::PendingDeletion => {
                 return Err(Error::InvalidArgument(format!(
-                    "version {n} is pending deletion: cancel the deletion first"
+                    "version {n} of key {} is pending deletion: cancel the deletion first (key cancel-deletion)",
+                    key_id_text(id)
                 )))
             }
             _ => {}
@@ -330,15 +389,149 @@ impl KeyStore {
         if k.allowed_ops & op == op {
             return Ok(());
         }
-        let name = ops::NAMES
-            .iter()
-            .find(|(_, bit)| *bit == op)
-            .map(|(n, _)| *n)
-            .unwrap_or("operation");
         Err(Error::PermissionDenied(format!(
-            "key {} does not allow {name}",
-            key_id_text(id)
+            "key {} does not allow {} (its allowed operations are changed with `key update`)",
+            key_id_text(id),
+            op_name(op)
         )))
+    }
+
+    /// Replaces a key's allowed operations (a bit set of [`ops`]).
+    pub fn set_allowed_ops(&mut self, id: &Id16, bits: u32) -> Result<()> {
+        if bits & !ops::ALL != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "unknown operation bits {bits:#x}"
+            )));
+        }
+        self.find_mut(id)?.allowed_ops = bits;
+        Ok(())
+    }
+
+    /// The state of one version (NotFound if the key has no such version).
+    pub fn version_state(&self, id: &Id16, version: u32) -> Result<VersionState> {
+        let k = self
+            .find(id)
+            .ok_or_else(|| Error::NoKey(format!("no master key {}", key_id_text(id))))?;
+        k.versions
+            .iter()
+            .find(|v| v.version == version)
+            .map(|v| v.state)
+            .ok_or_else(|| {
+                Error::NotFound(format!("key {} has no version {version}", key_id_text(id)))
+            })
+    }
+
+    /// Schedules the deletion of one version `days` days after `now`; returns the deletion
+    /// time. The current (newest) version wraps new DEKs and cannot be scheduled: rotate
+    /// first (EBUSY). The version stops working at once (like a disabled one).
+    pub fn schedule_deletion(
+        &mut self,
+        id: &Id16,
+        version: u32,
+        days: u32,
+        now: u64,
+    ) -> Result<u64> {
+        self.check_schedulable(id, version, days)?;
+        let key = key_id_text(id);
+        let v = self
+            .find_mut(id)?
+            .versions
+            .iter_mut()
+            .find(|v| v.version == version)
+            .ok_or_else(|| Error::NotFound(format!("key {key} has no version {version}")))?;
+        let at = now.saturating_add(u64::from(days) * 86_400);
+        v.state = VersionState::PendingDeletion;
+        v.deletion_s = Some(at);
+        Ok(at)
+    }
+
+    /// Whether [`KeyStore::schedule_deletion`] would accept these arguments (days in range,
+    /// the version exists, is enabled or disabled, and is not the current one).
+    pub fn check_schedulable(&self, id: &Id16, version: u32, days: u32) -> Result<()> {
+        if !(MIN_DELETION_DAYS..=MAX_DELETION_DAYS).contains(&days) {
+            return Err(Error::InvalidArgument(format!(
+                "--days {days}: a deletion waits {MIN_DELETION_DAYS} to {MAX_DELETION_DAYS} days"
+            )));
+        }
+        let key = key_id_text(id);
+        let k = self
+            .find(id)
+            .ok_or_else(|| Error::NoKey(format!("no master key {key}")))?;
+        let current = k.versions.last().map(|v| v.version);
+        let v = k
+            .versions
+            .iter()
+            .find(|v| v.version == version)
+            .ok_or_else(|| Error::NotFound(format!("key {key} has no version {version}")))?;
+        match v.state {
+            VersionState::Destroyed => {
+                return Err(Error::NoKey(format!(
+                    "version {version} of key {key} is already destroyed"
+                )))
+            }
+            VersionState::PendingDeletion => {
+                return Err(Error::InvalidArgument(format!(
+                    "version {version} of key {key} is already pending deletion (at {})",
+                    v.deletion_s.unwrap_or(0)
+                )))
+            }
+            VersionState::Enabled | VersionState::Disabled => {}
+        }
+        if current == Some(version) {
+            return Err(Error::Busy(format!(
+                "version {version} is the current version of key {key} and wraps new data keys: rotate the key first (key rotate)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Cancels a pending deletion; the version becomes DISABLED (enable it to use it again).
+    pub fn cancel_deletion(&mut self, id: &Id16, version: u32) -> Result<()> {
+        let key = key_id_text(id);
+        let v = self
+            .find_mut(id)?
+            .versions
+            .iter_mut()
+            .find(|v| v.version == version)
+            .ok_or_else(|| Error::NotFound(format!("key {key} has no version {version}")))?;
+        match v.state {
+            VersionState::PendingDeletion => {
+                v.state = VersionState::Disabled;
+                v.deletion_s = None;
+                Ok(())
+            }
+            VersionState::Destroyed => Err(Error::NoKey(format!(
+                "version {version} of key {key} is destroyed: its deletion cannot be cancelled"
+            ))),
+            VersionState::Enabled | VersionState::Disabled => Err(Error::InvalidArgument(format!(
+                "version {version} of key {key} is not pending deletion"
+            ))),
+        }
+    }
+
+    /// Whether some version is pending deletion with its date at or before `now`.
+    pub fn has_due(&self, now: u64) -> bool {
+        self.body.keys.iter().any(|k| {
+            k.versions
+                .iter()
+                .any(|v| is_due(v.state, v.deletion_s, now))
+        })
+    }
+
+    /// Destroys every version whose deletion date is at or before `now`: its material is
+    /// overwritten with zeros and its state becomes DESTROYED. Returns what was destroyed.
+    pub fn destroy_due(&mut self, now: u64) -> Vec<(Id16, u32)> {
+        let mut out = Vec::new();
+        for k in &mut self.body.keys {
+            for v in &mut k.versions {
+                if is_due(v.state, v.deletion_s, now) {
+                    v.material.zeroize();
+                    v.state = VersionState::Destroyed;
+                    out.push((k.id, v.version));
+                }
+            }
+        }
+        out
     }
 
     /// Key metadata as JSON (never material).
@@ -412,6 +605,10 @@ fn new_version(version: u32, now: u64) -> Result<KeyVersionRecord> {
     })
 }
 
+fn is_due(state: VersionState, deletion_s: Option<u64>, now: u64) -> bool {
+    state == VersionState::PendingDeletion && deletion_s.is_some_and(|t| t <= now)
+}
+
 fn state_word(s: VersionState) -> &'static str {
     match s {
         VersionState::Enabled => "enabled",
@@ -481,6 +678,72 @@ mod tests {
         assert!(ks.version(&id, 2).is_ok());
         ks.set_enabled(&id, None, false).unwrap();
         assert_eq!(ks.current(&id).err().map(|e| e.errno()), Some(libc::ENOKEY));
+    }
+
+    #[test]
+    fn deletion_lifecycle_zeroes_material_when_due() {
+        let mut ks = KeyStore::create([1u8; 16], 4096, &keyfile()).unwrap();
+        let id = ks.default_key();
+        // The current version cannot be scheduled; days are bounded.
+        assert_eq!(
+            ks.schedule_deletion(&id, 1, 7, 100).unwrap_err().errno(),
+            libc::EBUSY
+        );
+        ks.rotate(&id).unwrap();
+        assert_eq!(
+            ks.schedule_deletion(&id, 1, 6, 100).unwrap_err().errno(),
+            libc::EINVAL
+        );
+        let at = ks.schedule_deletion(&id, 1, 7, 100).unwrap();
+        assert_eq!(at, 100 + 7 * 86_400);
+        assert_eq!(
+            ks.version(&id, 1).err().map(|e| e.errno()),
+            Some(libc::ENOKEY)
+        );
+        assert!(
+            ks.set_enabled(&id, Some(1), false).is_err(),
+            "disable must not cancel"
+        );
+        assert!(!ks.has_due(at - 1));
+        assert!(ks.destroy_due(at - 1).is_empty());
+        ks.cancel_deletion(&id, 1).unwrap();
+        assert_eq!(ks.version_state(&id, 1).unwrap(), VersionState::Disabled);
+        assert!(ks.cancel_deletion(&id, 1).is_err());
+        let at = ks.schedule_deletion(&id, 1, 30, 200).unwrap();
+        assert!(ks.has_due(at));
+        assert_eq!(ks.destroy_due(at), vec![(id, 1)]);
+        let v1 = &ks.find(&id).unwrap().versions[0];
+        assert_eq!(v1.state, VersionState::Destroyed);
+        assert_eq!(v1.material, [0u8; 32]);
+        assert_ne!(ks.find(&id).unwrap().versions[1].material, [0u8; 32]);
+        assert!(!ks.has_due(u64::MAX));
+        assert_eq!(
+            ks.cancel_deletion(&id, 1).unwrap_err().errno(),
+            libc::ENOKEY
+        );
+        assert_eq!(
+            ks.set_enabled(&id, Some(1), true).unwrap_err().errno(),
+            libc::ENOKEY
+        );
+    }
+
+    #[test]
+    fn policy_names_parse() {
+        assert_eq!(parse_ops("all").unwrap(), ops::ALL);
+        assert_eq!(parse_ops("none").unwrap(), 0);
+        assert_eq!(
+            parse_ops("decrypt, re-encrypt-from").unwrap(),
+            ops::DECRYPT | ops::REENCRYPT_FROM
+        );
+        assert!(parse_ops("decrypt,").is_err());
+        assert!(parse_ops("read").is_err());
+        let mut ks = KeyStore::create([1u8; 16], 4096, &keyfile()).unwrap();
+        let id = ks.default_key();
+        ks.set_allowed_ops(&id, ops::DECRYPT).unwrap();
+        let e = ks.check_allowed(&id, ops::REENCRYPT_TO).unwrap_err();
+        assert_eq!(e.errno(), libc::EPERM);
+        assert!(e.to_string().contains("re-encrypt-to"));
+        assert!(ks.check_allowed(&id, ops::DECRYPT).is_ok());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //!   [`store`] (store, buckets, object I/O over the chunk format), [`rewrap`], [`rekey`],
 //!   [`workreq`];
 //! - [`command`]: the one command language shared by the CLI and the control file;
+//!   [`kms`]: standalone envelope blobs and the key lifecycle over the store;
 //! - [`vfs`]: filesystem semantics over the store, with its own reply types, and the
 //!   control tree `.envelopefs/`;
 //! - [`fuse`]: the thin `fuser::Filesystem` adapter over [`vfs`];
@@ -29,6 +30,7 @@ pub mod fuzzing;
 pub mod headers;
 pub mod hygiene;
 pub mod keystore;
+pub mod kms;
 pub mod logging;
 pub mod mount;
 pub mod mounthelper;

@@ -286,10 +286,16 @@ fn serve(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret, daemon: boo
         let _ = std::io::stdout().flush();
     }
     let mut signalled = false;
+    let mut last_sweep = Instant::now();
     while !session.guard.is_finished() {
         if wait_signal(&set, Duration::from_millis(200)) {
             signalled = true;
             break;
+        }
+        // Key versions reach their deletion date while mounted too.
+        if last_sweep.elapsed() >= crate::kms::sweep_interval() {
+            crate::kms::destroy_due_logged(&store);
+            last_sweep = Instant::now();
         }
     }
     vfs.control.stop_workers();

@@ -170,7 +170,15 @@ fn rewrap_inner(
     } else {
         object::read_preamble(file, what)?
     };
-    let dek = object::unwrap_header(store, src_bucket, &object_id, &header, customer, what)?;
+    let dek = object::unwrap_header_as(
+        store,
+        src_bucket,
+        &object_id,
+        &header,
+        customer,
+        what,
+        ops::REENCRYPT_FROM,
+    )?;
     let new = object::make_header(
         store,
         dst_bucket,

@@ -217,7 +217,7 @@ impl Store {
             }
         };
         fsutil::clear_dir(&meta.join("tmp"))?;
-        Ok(Store {
+        let store = Store {
             root: root.to_path_buf(),
             meta,
             store_id,
@@ -228,7 +228,10 @@ impl Store {
             journal,
             recovered_writes,
             _lock: lock,
-        })
+        };
+        // Key versions whose deletion date passed while the store was closed go now.
+        crate::kms::destroy_due_logged(&store);
+        Ok(store)
     }
 
     /// The write journal, if the store has one (see [`journal`]).

@@ -78,6 +78,28 @@ pub fn unwrap_header(
     customer: &dyn CustomerKeys,
     what: &str,
 ) -> Result<Key32> {
+    unwrap_header_as(
+        store,
+        bucket,
+        object_id,
+        header,
+        customer,
+        what,
+        crate::keystore::ops::DECRYPT,
+    )
+}
+
+/// [`unwrap_header`] authorized by another operation of the master key: a rewrap needs
+/// re-encrypt-from, not decrypt (the DEK never leaves the store).
+pub fn unwrap_header_as(
+    store: &Store,
+    bucket: &BucketRecord,
+    object_id: &Id16,
+    header: &ObjectHeader,
+    customer: &dyn CustomerKeys,
+    what: &str,
+    op: u32,
+) -> Result<Key32> {
     if header.chunk_size != store.chunk_size() {
         return Err(Error::Corrupt(format!(
             "{what}: header chunk size {} differs from the store's {}",
@@ -95,7 +117,7 @@ pub fn unwrap_header(
     let kek = match &header.wrapping {
         Wrapping::Master { key_id, version } => {
             let ks = store.keys();
-            ks.check_allowed(key_id, crate::keystore::ops::DECRYPT)?;
+            ks.check_allowed(key_id, op)?;
             ks.version(key_id, *version)
                 .map_err(|e| prefix_error(e, what))?
         }
