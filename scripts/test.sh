@@ -10,6 +10,9 @@ step() { printf '\n== %s\n' "$*"; }
 results="$(mktemp)"
 trap 'rm -f "$results"' EXIT
 
+# Mounts of envelopefs that were there before (a user's own): not this run's to clean up.
+mounts_before="$(grep -F envelopefs /proc/self/mounts | sort || true)"
+
 step "dependencies"
 scripts/install-deps.sh
 
@@ -32,9 +35,10 @@ step "pjdfstest and fsx on a mount"
 scripts/mounted-suites.sh target/debug/envelopefs
 
 step "no mount left behind"
-if grep -q "envelopefs" /proc/self/mounts; then
+left="$(comm -13 <(printf '%s\n' "$mounts_before") <(grep -F envelopefs /proc/self/mounts | sort || true) | sed '/^$/d')"
+if [ -n "$left" ]; then
     echo "test.sh: envelopefs mounts are left behind:" >&2
-    grep envelopefs /proc/self/mounts >&2
+    printf '%s\n' "$left" >&2
     exit 1
 fi
 echo "none"

@@ -221,7 +221,7 @@ pub fn check_offline(
     // Writes a crash cut short are undone when the store is next opened; fsck changes
     // nothing, so it reports them (their objects may show a torn chunk until then).
     match crate::store::journal::read_records(&root.join(META_DIR)) {
-        Ok(records) => problems.extend(records.iter().map(|r| {
+        Ok(j) => problems.extend(j.records.iter().map(|r| {
             problem(
                 ".envelopefs/journal",
                 "interrupted-write",

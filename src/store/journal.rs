@@ -30,7 +30,12 @@
 //! The journal protects against the death of the process (kill -9, a panic that aborts, the
 //! OOM killer). It is not flushed to disk, so it does not make unsynced writes survive a power
 //! loss or a kernel crash; as on any filesystem, only what was fsynced is promised then
-//! (docs/SECURITY.md, docs/DECISIONS.md).
+//! (docs/SECURITY.md, docs/DECISIONS.md). Worse, what reached the disk of it may be older than
+//! what the process last stored: a record written back while active and freed later. Applied
+//! after a power loss, such a stale record would put old bytes over newer, fsynced ones. So
+//! the journal carries the kernel's boot id, and its records are applied only in the boot
+//! that wrote them, when the page cache (which is what a read of the file sees) holds exactly
+//! what the dead process stored; records from an earlier boot are discarded.
 #![allow(unsafe_code)]
 
 use crate::error::{Error, IoContext, Result};
@@ -156,19 +161,57 @@ fn le32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(a)
 }
 
+/// The active records of a journal file.
+#[derive(Debug, Default)]
+pub struct Contents {
+    /// Records written in this boot: they are what the process stored last, and are applied.
+    pub records: Vec<Record>,
+    /// Records written in an earlier boot: possibly stale (see the module documentation), so
+    /// they are discarded, not applied.
+    pub stale: usize,
+}
+
+/// The kernel's boot id (16 bytes from `/proc/sys/kernel/random/boot_id`; zeros if it cannot
+/// be read, which never happens on Linux).
+pub fn boot_id() -> [u8; 16] {
+    let mut id = [0u8; 16];
+    if let Ok(text) = fs::read_to_string("/proc/sys/kernel/random/boot_id") {
+        let digits: Vec<u8> = text
+            .bytes()
+            .filter(u8::is_ascii_hexdigit)
+            .map(|c| match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                _ => c - b'A' + 10,
+            })
+            .collect();
+        for (i, pair) in digits.chunks_exact(2).take(16).enumerate() {
+            id[i] = pair[0] << 4 | pair[1];
+        }
+    }
+    id
+}
+
 /// Reads the active records of a journal file without changing it (fsck uses this).
 /// A missing journal has none.
-pub fn read_records(meta: &Path) -> Result<Vec<Record>> {
+pub fn read_records(meta: &Path) -> Result<Contents> {
     let path = path_of(meta);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Contents::default()),
         Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
     };
-    parse_records(&bytes)
+    let records = parse_records(&bytes)?;
+    if records.is_empty() || bytes[24..40] == boot_id() {
+        return Ok(Contents { records, stale: 0 });
+    }
+    Ok(Contents {
+        stale: records.len(),
+        records: Vec::new(),
+    })
 }
 
-fn parse_records(bytes: &[u8]) -> Result<Vec<Record>> {
+pub(crate) fn parse_records(bytes: &[u8]) -> Result<Vec<Record>> {
     if bytes.len() < FILE_HEADER as usize || bytes.iter().all(|&b| b == 0) {
         return Ok(Vec::new());
     }
@@ -238,15 +281,16 @@ impl Journal {
             .open(&path)
             .ctx(|| format!("opening {}", path.display()))?;
         let map_len = FILE_HEADER as usize + slots as usize * slot_size;
-        let mut head = [0u8; 24];
+        let mut head = [0u8; 40];
         head[..8].copy_from_slice(MAGIC);
         head[8..12].copy_from_slice(&slots.to_le_bytes());
         head[16..24].copy_from_slice(&(slot_size as u64).to_le_bytes());
-        // Start from all-free slots (zeros), in the layout of this chunk size.
+        head[24..40].copy_from_slice(&boot_id());
+        // Start from all-free slots (zeros), in the layout of this chunk size. No fsync: what
+        // an earlier boot left on disk is never applied (see the module documentation).
         file.set_len(0)
             .and_then(|()| file.set_len(map_len as u64))
             .and_then(|()| file.write_all_at(&head, 0))
-            .and_then(|()| file.sync_all())
             .ctx(|| format!("writing {}", path.display()))?;
         // SAFETY: a shared read/write mapping of a file we hold open, of the length just set.
         let base = unsafe {
@@ -470,7 +514,14 @@ impl Drop for Guard<'_> {
 /// makes the undo durable, then empties the journal. Returns how many records were undone.
 /// Run it before anything else opens an object of the store.
 pub fn recover(root: &Path, meta: &Path) -> Result<usize> {
-    let records = read_records(meta)?;
+    let Contents { records, stale } = read_records(meta)?;
+    if stale > 0 {
+        tracing::warn!(
+            "the write journal holds {stale} record(s) from an earlier boot (a power loss or a \
+             kernel crash): not applied, since they may be stale; only fsynced data is promised \
+             after a power loss"
+        );
+    }
     if records.is_empty() {
         return Ok(0);
     }
