@@ -101,4 +101,46 @@ fn a_record_from_an_earlier_boot_is_not_applied() {
     drop(store);
     let e = read_all(&root).expect_err("the torn chunk stays torn (detected, never returned)");
     assert_eq!(e.errno(), libc::EIO, "{e}");
+    // Discarded for good: the journal now carries this boot's id, and the stale record must
+    // not come back as one of this boot.
+    let store = open(&root);
+    assert_eq!(
+        store.recovered_writes(),
+        0,
+        "nothing to apply at a later open"
+    );
+    drop(store);
+    assert_eq!(read_all(&root).map_err(|e| e.errno()), Err(libc::EIO));
+}
+
+#[test]
+fn a_journal_is_reused_across_opens_and_starts_free() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().join("s");
+    Store::init(&root, 4096, &secret()).expect("init");
+    let store = open(&root);
+    let bucket = store.create_bucket("b", None, 0o755).expect("bucket");
+    let mut obj =
+        object::create_object(&store, &bucket, &root.join("b/o"), 0o644, true, &mut |_| {
+            Ok(())
+        })
+        .expect("create");
+    obj.write_at(0, &data(5000))
+        .expect("write: a journal slot is used");
+    drop(obj);
+    drop(store);
+    let jpath = root.join(".envelopefs/journal");
+    let blocks = fs::metadata(&jpath).expect("journal").blocks();
+    assert!(
+        blocks >= 8 * 64,
+        "the used slot's blocks are allocated: {blocks}"
+    );
+    drop(open(&root));
+    assert_eq!(
+        fs::metadata(&jpath).expect("journal").blocks(),
+        blocks,
+        "opening the store again keeps the journal's blocks (no cut and regrow)"
+    );
+    let j = envelopefs::store::journal::read_records(&root.join(".envelopefs")).expect("read");
+    assert!(j.records.is_empty() && j.stale == 0);
 }

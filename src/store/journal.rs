@@ -193,16 +193,31 @@ pub fn boot_id() -> [u8; 16] {
 }
 
 /// Reads the active records of a journal file without changing it (fsck uses this).
-/// A missing journal has none.
+/// A missing journal has none. Reads the file header and the 64-byte slot headers, and the
+/// saved bytes of active slots only (the file is mostly free slots).
 pub fn read_records(meta: &Path) -> Result<Contents> {
     let path = path_of(meta);
-    let bytes = match fs::read(&path) {
-        Ok(b) => b,
+    let file = match File::open(&path) {
+        Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Contents::default()),
-        Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+        Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
     };
-    let records = parse_records(&bytes)?;
-    if records.is_empty() || bytes[24..40] == boot_id() {
+    let len = file
+        .metadata()
+        .ctx(|| format!("reading {}", path.display()))?
+        .len();
+    let mut read = |at: u64, n: usize| -> io::Result<Option<Vec<u8>>> {
+        if at.saturating_add(n as u64) > len {
+            return Ok(None);
+        }
+        let mut b = vec![0u8; n];
+        let got = super::object::read_full_at(&file, &mut b, at)?;
+        Ok((got == n).then_some(b))
+    };
+    let records =
+        parse_with(&mut read).map_err(|e| e.or_io(|| format!("reading {}", path.display())))?;
+    let boot = read(24, 16).ctx(|| format!("reading {}", path.display()))?;
+    if records.is_empty() || boot.as_deref() == Some(&boot_id()[..]) {
         return Ok(Contents { records, stale: 0 });
     }
     Ok(Contents {
@@ -211,55 +226,87 @@ pub fn read_records(meta: &Path) -> Result<Contents> {
     })
 }
 
-pub(crate) fn parse_records(bytes: &[u8]) -> Result<Vec<Record>> {
-    if bytes.len() < FILE_HEADER as usize || bytes.iter().all(|&b| b == 0) {
+/// Parses a whole journal file held in memory (the fuzz target's entry point).
+pub fn parse_records(bytes: &[u8]) -> Result<Vec<Record>> {
+    let mut read = |at: u64, n: usize| -> io::Result<Option<Vec<u8>>> {
+        let at = usize::try_from(at).unwrap_or(usize::MAX);
+        Ok(bytes.get(at..at.saturating_add(n)).map(<[u8]>::to_vec))
+    };
+    parse_with(&mut read).map_err(|e| e.or_io(|| "reading the journal".to_string()))
+}
+
+/// Why parsing failed: the journal's bytes, or reading them.
+enum ParseError {
+    Bad(Error),
+    Io(io::Error),
+}
+
+impl ParseError {
+    fn or_io(self, what: impl FnOnce() -> String) -> Error {
+        match self {
+            ParseError::Bad(e) => e,
+            ParseError::Io(e) => Error::io(what(), e),
+        }
+    }
+}
+
+impl From<io::Error> for ParseError {
+    fn from(e: io::Error) -> Self {
+        ParseError::Io(e)
+    }
+}
+
+/// Parses a journal through `read(offset, len)`, which answers None past the end.
+fn parse_with(
+    read: &mut dyn FnMut(u64, usize) -> io::Result<Option<Vec<u8>>>,
+) -> std::result::Result<Vec<Record>, ParseError> {
+    let bad = |m: String| ParseError::Bad(Error::Corrupt(format!("write journal: {m}")));
+    let Some(head) = read(0, 24)? else {
+        return Ok(Vec::new());
+    };
+    if head.iter().all(|&b| b == 0) {
+        // Never set up (or cut to nothing and grown again): nothing recorded.
         return Ok(Vec::new());
     }
-    if &bytes[..8] != MAGIC {
-        return Err(Error::Corrupt(
-            "write journal: bad magic (not a journal, or damaged)".into(),
-        ));
+    if &head[..8] != MAGIC {
+        return Err(bad("bad magic (not a journal, or damaged)".into()));
     }
-    let slots = le32(bytes, 8);
-    let slot_size = le64(bytes, 16);
+    let slots = le32(&head, 8);
+    let slot_size = le64(&head, 16);
     if !(1..=1024).contains(&slots) || !(SLOT_HEADER as u64 + 1..=64 << 20).contains(&slot_size) {
-        return Err(Error::Corrupt(format!(
-            "write journal: impossible layout ({slots} slots of {slot_size} bytes)"
+        return Err(bad(format!(
+            "impossible layout ({slots} slots of {slot_size} bytes)"
         )));
     }
-    let slot_size = slot_size as usize;
     let mut out = Vec::new();
     for s in 0..slots {
-        let at = FILE_HEADER as usize + s as usize * slot_size;
-        let Some(h) = bytes.get(at..at + SLOT_HEADER) else {
+        let at = FILE_HEADER + u64::from(s) * slot_size;
+        let Some(h) = read(at, SLOT_HEADER)? else {
             break;
         };
-        let state = le32(h, 0);
+        let state = le32(&h, 0);
         if state == FREE {
             continue;
         }
-        let saved_len = le64(h, 48) as usize;
-        let cap = slot_size - SLOT_HEADER;
+        let saved_len = le64(&h, 48);
+        let cap = slot_size - SLOT_HEADER as u64;
         if (state != UNDO && state != TRUNCATE) || saved_len > cap {
-            return Err(Error::Corrupt(format!(
-                "write journal: slot {s} is damaged (state {state}, {saved_len} saved bytes)"
+            return Err(bad(format!(
+                "slot {s} is damaged (state {state}, {saved_len} saved bytes)"
             )));
         }
-        let data_at = at + SLOT_HEADER;
-        let saved = bytes
-            .get(data_at..data_at + saved_len)
-            .ok_or_else(|| Error::Corrupt(format!("write journal: slot {s} is cut short")))?
-            .to_vec();
+        let saved = read(at + SLOT_HEADER as u64, saved_len as usize)?
+            .ok_or_else(|| bad(format!("slot {s} is cut short")))?;
         let mut object_id = [0u8; 16];
         object_id.copy_from_slice(&h[24..40]);
         out.push(Record {
             slot: s,
             state,
-            dev: le64(h, 8),
-            ino: le64(h, 16),
+            dev: le64(&h, 8),
+            ino: le64(&h, 16),
             object_id,
-            saved_off: le64(h, 40),
-            restore_len: le64(h, 56),
+            saved_off: le64(&h, 40),
+            restore_len: le64(&h, 56),
             saved,
         });
     }
@@ -286,12 +333,23 @@ impl Journal {
         head[8..12].copy_from_slice(&slots.to_le_bytes());
         head[16..24].copy_from_slice(&(slot_size as u64).to_le_bytes());
         head[24..40].copy_from_slice(&boot_id());
-        // Start from all-free slots (zeros), in the layout of this chunk size. No fsync: what
-        // an earlier boot left on disk is never applied (see the module documentation).
-        file.set_len(0)
-            .and_then(|()| file.set_len(map_len as u64))
-            .and_then(|()| file.write_all_at(&head, 0))
-            .ctx(|| format!("writing {}", path.display()))?;
+        // A journal of this layout is kept as it is: [`recover`] ran first, so all its slots
+        // are free, and it only gets this boot's id (cutting and regrowing it would free and
+        // discard the blocks of the slots used before, every time the store is opened).
+        // Otherwise it starts as all-free slots (zeros) in the layout of this chunk size.
+        // No fsync: what an earlier boot left on disk is never applied (module docs).
+        let mut cur = [0u8; 24];
+        let reuse = file.metadata().is_ok_and(|m| m.len() == map_len as u64)
+            && super::object::read_full_at(&file, &mut cur, 0).is_ok_and(|n| n == 24)
+            && cur[..] == head[..24];
+        let r = if reuse {
+            file.write_all_at(&head[24..], 24)
+        } else {
+            file.set_len(0)
+                .and_then(|()| file.set_len(map_len as u64))
+                .and_then(|()| file.write_all_at(&head, 0))
+        };
+        r.ctx(|| format!("writing {}", path.display()))?;
         // SAFETY: a shared read/write mapping of a file we hold open, of the length just set.
         let base = unsafe {
             libc::mmap(
@@ -515,15 +573,15 @@ impl Drop for Guard<'_> {
 /// Run it before anything else opens an object of the store.
 pub fn recover(root: &Path, meta: &Path) -> Result<usize> {
     let Contents { records, stale } = read_records(meta)?;
+    if records.is_empty() && stale == 0 {
+        return Ok(0);
+    }
     if stale > 0 {
         tracing::warn!(
             "the write journal holds {stale} record(s) from an earlier boot (a power loss or a \
              kernel crash): not applied, since they may be stale; only fsynced data is promised \
              after a power loss"
         );
-    }
-    if records.is_empty() {
-        return Ok(0);
     }
     let mut wanted: HashMap<(u64, u64), Option<PathBuf>> =
         records.iter().map(|r| ((r.dev, r.ino), None)).collect();
@@ -563,7 +621,8 @@ pub fn recover(root: &Path, meta: &Path) -> Result<usize> {
         );
         undone += 1;
     }
-    // Every record is undone and durable: empty the journal (needs no free space).
+    // Every record is applied and durable (or stale): empty the journal (needs no free
+    // space), so that no record is ever applied twice.
     let path = path_of(meta);
     OpenOptions::new()
         .write(true)
