@@ -725,7 +725,7 @@ impl ObjectIo {
             self.read_chunk(j, old, &mut tmp)?;
             slot[NONCE_LEN..NONCE_LEN + plen].copy_from_slice(&tmp[..plen]);
         }
-        crypto::fill_random(&mut slot[..NONCE_LEN])?;
+        crypto::fill_nonces(&mut slot[..NONCE_LEN])?;
         let (nonce, rest) = slot.split_at_mut(NONCE_LEN);
         let (pt, tag) = rest.split_at_mut(plen);
         let t = self
@@ -884,9 +884,10 @@ impl ObjectIo {
                 s.resize(total, 0);
             }
             let buf = &mut s[..total];
-            // One getrandom call for all nonces of the batch, written into their slots below.
+            // All nonces of the batch at once (from the thread's pool of OS randomness),
+            // written into their slots below.
             let mut nonces = vec![0u8; n_chunks * NONCE_LEN];
-            crypto::fill_random(&mut nonces)?;
+            crypto::fill_nonces(&mut nonces)?;
             for (k, j) in (b0..=b1).enumerate() {
                 let plen = g.chunk_plain_len(j, new);
                 let cstart = j * cs;

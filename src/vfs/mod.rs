@@ -551,12 +551,23 @@ impl Vfs {
         let (path, bucket) = self.child_path(parent, name)?;
         let bucket = bucket.ok_or_else(|| einval("no bucket"))?;
         let rec = self.bucket_record(&bucket)?;
-        let gid = self.inherited_gid(parent, gid)?;
         let am_root = self.am_root;
+        // SAFETY: getegid has no preconditions.
+        let own_gid = unsafe { libc::getegid() };
         let mut io = self.retry_if_full(|| {
             object::create_object(&self.store, &rec, &path, mode & 0o7777, true, &mut |o| {
                 if am_root {
                     let m = o.file().metadata().ctx(|| "fstat".to_string())?;
+                    // The backing file got the directory's group if the directory is
+                    // set-group-id, else the daemon's: only when that says nothing (the
+                    // daemon's group, and the caller's differs) is the directory looked at.
+                    let gid = if m.gid() != own_gid {
+                        m.gid()
+                    } else if gid == own_gid {
+                        gid
+                    } else {
+                        self.inherited_gid(parent, gid)?
+                    };
                     if (m.uid(), m.gid()) != (uid, gid) {
                         posix::fchown(o.file(), uid, gid)
                             .ctx(|| "chown of a new object".to_string())?;
