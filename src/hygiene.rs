@@ -21,9 +21,9 @@ pub struct Protection {
 ///
 /// Not `MCL_FUTURE`: with it, pjdfstest's open::etxtbsy failed in 3 of 3 full runs (an
 /// `open(O_WRONLY)` of an executable copied into the mount, while it ran, succeeded instead
-/// of ETXTBSY), and passed without it. Why is not understood. The cost: pages mapped after
-/// the call (the heap as it grows, where data keys of objects opened later live) are not
-/// locked.
+/// of ETXTBSY), and passed without it. Why is not understood. Pages mapped after the call
+/// (the malloc arenas of the FUSE worker threads, where the data keys of objects opened later
+/// live) are locked by [`relock`], which the mount calls every second.
 pub fn protect_process() -> Protection {
     let zero = libc::rlimit {
         rlim_cur: 0,
@@ -47,6 +47,7 @@ pub fn protect_process() -> Protection {
         // SAFETY: mlockall takes flags only.
         unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_ONFAULT) == 0 }
     };
+    LOCKED.store(locked, std::sync::atomic::Ordering::Relaxed);
     let p = Protection {
         no_core_dumps: no_core,
         memory_locked: locked,
@@ -57,4 +58,23 @@ pub fn protect_process() -> Protection {
         );
     }
     p
+}
+
+/// Whether [`protect_process`] locked the memory (so [`relock`] may too).
+static LOCKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// How often the mount calls [`relock`].
+pub const RELOCK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Locks the mappings made since the last call (new malloc arenas and thread stacks), if
+/// [`protect_process`] locked the memory: `mlockall(MCL_CURRENT | MCL_ONFAULT)` again, which
+/// marks every mapping locked and pins the pages already present, without faulting in the
+/// rest. A data key allocated in a new mapping is thus out of swap within a second.
+pub fn relock() {
+    if LOCKED.load(std::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: mlockall takes flags only.
+        unsafe {
+            libc::mlockall(libc::MCL_CURRENT | libc::MCL_ONFAULT);
+        }
+    }
 }

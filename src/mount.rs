@@ -287,10 +287,16 @@ fn serve(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret, daemon: boo
     }
     let mut signalled = false;
     let mut last_sweep = Instant::now();
+    let mut last_lock = Instant::now();
     while !session.guard.is_finished() {
         if wait_signal(&set, Duration::from_millis(200)) {
             signalled = true;
             break;
+        }
+        // Worker threads map new memory (their malloc arenas hold data keys): lock it too.
+        if last_lock.elapsed() >= crate::hygiene::RELOCK_INTERVAL {
+            crate::hygiene::relock();
+            last_lock = Instant::now();
         }
         // Key versions reach their deletion date while mounted too.
         if last_sweep.elapsed() >= crate::kms::sweep_interval() {

@@ -358,3 +358,62 @@ fn the_mount_process_has_no_core_dumps_and_locked_memory() {
     let dumpable = fs::read_to_string(format!("/proc/{pid}/stat")).is_ok();
     assert!(dumpable, "the process is alive");
 }
+
+/// The writable private mappings of the mount process that hold pages and are not locked
+/// (name and size in KiB), from /proc/PID/smaps.
+fn unlocked_private_mappings(pid: i32) -> Vec<(String, u64)> {
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).expect("smaps");
+    let mut out = Vec::new();
+    let (mut name, mut perms, mut rss) = (String::new(), String::new(), 0u64);
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or_default();
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            perms = f.get(1).copied().unwrap_or_default().to_string();
+            name = f.get(5).copied().unwrap_or("[anon]").to_string();
+        } else if let Some(v) = line.strip_prefix("Rss:") {
+            rss = v
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+        } else if let Some(flags) = line.strip_prefix("VmFlags:") {
+            let locked = flags.split_whitespace().any(|f| f == "lo");
+            if perms.starts_with("rw") && perms.ends_with('p') && rss > 0 && !locked {
+                out.push((name.clone(), rss));
+            }
+        }
+    }
+    out
+}
+
+/// Data keys live in the malloc arenas of the FUSE worker threads, which are mapped after the
+/// mount locked its memory at start; the mount locks new mappings every second, so after
+/// files were created and read, every writable private mapping with pages is locked.
+#[test]
+fn memory_mapped_after_start_where_data_keys_live_is_locked_too() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: only root may lock all its memory here");
+        return;
+    }
+    let m = TestMount::new();
+    let pid = m.daemon_pid().expect("daemon pid");
+    fs::create_dir(m.p("b")).expect("bucket");
+    for i in 0..200 {
+        fs::write(m.p(&format!("b/f{i}")), format!("object {i}")).expect("write");
+    }
+    for i in 0..200 {
+        fs::read(m.p(&format!("b/f{i}"))).expect("read");
+    }
+    let mut last = Vec::new();
+    let done = (0..50).any(|_| {
+        last = unlocked_private_mappings(pid);
+        if last.is_empty() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        false
+    });
+    assert!(done, "writable mappings left unlocked after 5 s: {last:?}");
+}
