@@ -99,6 +99,9 @@ pub struct Vfs {
     /// The control tree (`.envelopefs/`).
     pub control: Arc<control::Control>,
     am_root: bool,
+    /// The daemon's effective group (what a new backing file gets outside set-group-id
+    /// directories).
+    own_gid: u32,
     /// Deferred deletion (`None` on a read-only mount, or if the trash could not be opened).
     trash: Option<Trash>,
     /// Nodes whose last name went to the trash while the kernel still holds them.
@@ -142,6 +145,8 @@ impl Vfs {
             trashed: Mutex::new(std::collections::HashSet::new()),
             // SAFETY: geteuid has no preconditions.
             am_root: unsafe { libc::geteuid() } == 0,
+            // SAFETY: getegid has no preconditions.
+            own_gid: unsafe { libc::getegid() },
         }
     }
 
@@ -552,8 +557,7 @@ impl Vfs {
         let bucket = bucket.ok_or_else(|| einval("no bucket"))?;
         let rec = self.bucket_record(&bucket)?;
         let am_root = self.am_root;
-        // SAFETY: getegid has no preconditions.
-        let own_gid = unsafe { libc::getegid() };
+        let own_gid = self.own_gid;
         let mut io = self.retry_if_full(|| {
             object::create_object(&self.store, &rec, &path, mode & 0o7777, true, &mut |o| {
                 if am_root {
