@@ -759,3 +759,34 @@ fn bucket_reencrypt_and_work_requests() {
     assert_eq!(r["result"], "REWRAPPED");
     assert_eq!(r["key_id"], other["id"]);
 }
+
+/// A reader that goes away early (`envelopefs key list | head -c 10`) is no error and no
+/// panic; a standard output that cannot be written (`> /dev/full`) is exit 1 with a message.
+#[test]
+fn results_to_a_closed_pipe_or_a_full_disk() {
+    let fx = fixture();
+    let mut c = fx.cmd(&["key", "list"]);
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
+    let mut child = c.spawn().expect("spawn");
+    // Close the reading end before the command has opened the store and printed.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let full = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let mut c = fx.cmd(&["key", "list"]);
+    c.stdout(Stdio::from(full))
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
+    let out = c.output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -279,9 +279,21 @@ pub fn check_wanted(wr: &WorkRequest, wait: &WaitArgs) -> Result<()> {
     )))
 }
 
-/// Prints data to stdout, as JSON or a table (`--output`).
+/// Prints data to stdout, as JSON or a table (`--output`). A reader that went away (`| head`)
+/// is not an error of the command; any other failure to write (a full disk behind `>`) is
+/// reported and exits 1.
 pub fn print_json(v: &Value) {
-    println!("{}", output::render(v));
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let r = writeln!(out, "{}", output::render(v)).and_then(|()| out.flush());
+    match r {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => {
+            eprintln!("envelopefs: writing the result to standard output: {e}");
+            std::process::exit(1);
+        }
+    }
 }
 
 struct StdStreams;
