@@ -144,3 +144,32 @@ fn a_journal_is_reused_across_opens_and_starts_free() {
     let j = envelopefs::store::journal::read_records(&root.join(".envelopefs")).expect("read");
     assert!(j.records.is_empty() && j.stale == 0);
 }
+
+#[test]
+fn a_damaged_journal_stops_the_open_with_what_to_do_and_removing_it_opens() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().join("s");
+    Store::init(&root, 4096, &secret()).expect("init");
+    drop(open(&root));
+    let jpath = root.join(".envelopefs/journal");
+    let j = fs::OpenOptions::new()
+        .write(true)
+        .open(&jpath)
+        .expect("journal");
+    j.write_all_at(b"garbage!", 0).expect("damage");
+    drop(j);
+    let lock = StoreLock::acquire(&root).expect("lock");
+    let e = match Store::open(&root, lock, &secret()) {
+        Ok(_) => panic!("a damaged journal must stop the open"),
+        Err(e) => e,
+    };
+    let msg = e.to_string();
+    assert_eq!(e.errno(), libc::EIO, "{msg}");
+    assert!(
+        msg.contains("journal") && msg.contains("remove it"),
+        "{msg}"
+    );
+    fs::remove_file(&jpath).expect("remove");
+    let store = open(&root);
+    assert_eq!(store.recovered_writes(), 0);
+}

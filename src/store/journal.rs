@@ -572,7 +572,15 @@ impl Drop for Guard<'_> {
 /// makes the undo durable, then empties the journal. Returns how many records were undone.
 /// Run it before anything else opens an object of the store.
 pub fn recover(root: &Path, meta: &Path) -> Result<usize> {
-    let Contents { records, stale } = read_records(meta)?;
+    let Contents { records, stale } = read_records(meta).map_err(|e| match e {
+        Error::Corrupt(m) => Error::Corrupt(format!(
+            "{m}: {} cannot be read, so writes a crash cut short cannot be repaired; remove it \
+             to open the store anyway (such objects then show a torn chunk: EIO on that chunk, \
+             fsck `chunk`)",
+            path_of(meta).display()
+        )),
+        other => other,
+    })?;
     if records.is_empty() && stale == 0 {
         return Ok(0);
     }
