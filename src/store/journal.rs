@@ -87,14 +87,14 @@ pub enum Saved<'b> {
 /// An active record read back from the journal file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
-    slot: u32,
-    state: u32,
-    dev: u64,
-    ino: u64,
-    object_id: Id16,
-    saved_off: u64,
-    restore_len: u64,
-    saved: Vec<u8>,
+    pub(crate) slot: u32,
+    pub(crate) state: u32,
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
+    pub(crate) object_id: Id16,
+    pub(crate) saved_off: u64,
+    pub(crate) restore_len: u64,
+    pub(crate) saved: Vec<u8>,
 }
 
 impl Record {
@@ -201,8 +201,14 @@ pub fn read_records(meta: &Path) -> Result<Contents> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Contents::default()),
         Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
     };
-    let records = parse_records(&bytes)?;
-    if records.is_empty() || bytes[24..40] == boot_id() {
+    contents(&bytes, &boot_id())
+}
+
+/// The active records of the journal file `bytes`, sorted by the boot that wrote them: kept
+/// if it is `boot`, counted as stale otherwise.
+pub(crate) fn contents(bytes: &[u8], boot: &[u8; 16]) -> Result<Contents> {
+    let records = parse_records(bytes)?;
+    if records.is_empty() || bytes[24..40] == boot[..] {
         return Ok(Contents { records, stale: 0 });
     }
     Ok(Contents {
