@@ -4,12 +4,14 @@
 //! kept corpus through exactly the same code under plain `cargo test` (no nightly, no
 //! libFuzzer). Each one must never panic, and checks what must hold of any input the parser
 //! accepts: a decoded record encodes back to the same bytes (one encoding per value), a
-//! parsed config serializes and parses to the same config.
+//! parsed config serializes and parses to the same config, a blob that opens re-seals to
+//! itself.
 
 use crate::crypto::Key32;
 use crate::format::config::StoreConfig;
 use crate::format::records::{BucketRecord, KeystoreBody, KeystoreFile, ObjectHeader};
 use crate::keystore::{KeyStore, Secret};
+use crate::kms;
 
 /// The object header xattr (`user.envelopefs.header`).
 pub fn header(data: &[u8]) {
@@ -67,6 +69,159 @@ pub fn config(data: &[u8]) {
 pub fn ctl(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let _ = crate::command::parse_line(text.trim());
+}
+
+/// The master key of the KMS blob vectors (tests/kms_vectors.rs): 40..5f.
+fn kms_vector_key() -> Key32 {
+    let mut k = [0u8; 32];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = 0x40 + i as u8;
+    }
+    Key32::from_bytes(k)
+}
+
+/// What holds of every context `parse_context` accepts: the documented limits; the text
+/// form `k=v,...` parses back to the same context, in any order and split over any number of
+/// arguments; and the canonical bytes of the AAD decode (per docs/FORMAT.md) to the same
+/// pairs, sorted by key.
+fn context_properties(c: &kms::Context) {
+    assert!(c.len() <= kms::MAX_CONTEXT_PAIRS, "at most 64 pairs");
+    for (k, v) in c {
+        assert!(
+            (1..=kms::MAX_CONTEXT_KEY).contains(&k.len()),
+            "a context key is 1-256 bytes"
+        );
+        assert!(
+            v.len() <= kms::MAX_CONTEXT_VALUE,
+            "a context value is at most 1024 bytes"
+        );
+        assert!(!k.contains([',', '=']), "a context key holds no ',' or '='");
+        assert!(!v.contains(','), "a context value holds no ','");
+    }
+    let pairs: Vec<String> = c.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let joined = kms::parse_context(&[pairs.join(",")]);
+    assert!(
+        matches!(&joined, Ok(c2) if c2 == c),
+        "a context round-trips through its text form"
+    );
+    let reversed: Vec<String> = pairs.iter().rev().cloned().collect();
+    let split = kms::parse_context(&reversed);
+    assert!(
+        matches!(&split, Ok(c2) if c2 == c),
+        "a context does not depend on the order or grouping of its pairs"
+    );
+    let bytes = kms::context_bytes(c);
+    let mut at = 0;
+    let u32_at = |b: &[u8], at: &mut usize| -> usize {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(&b[*at..*at + 4]);
+        *at += 4;
+        u32::from_le_bytes(a) as usize
+    };
+    let count = u32_at(&bytes, &mut at);
+    assert_eq!(count, c.len(), "context bytes start with the pair count");
+    let mut decoded = Vec::with_capacity(count);
+    for _ in 0..count {
+        let kl = u32_at(&bytes, &mut at);
+        let k = &bytes[at..at + kl];
+        at += kl;
+        let vl = u32_at(&bytes, &mut at);
+        let v = &bytes[at..at + vl];
+        at += vl;
+        decoded.push((k, v));
+    }
+    assert_eq!(
+        at,
+        bytes.len(),
+        "context bytes hold the pairs and nothing else"
+    );
+    assert!(
+        decoded.windows(2).all(|w| w[0].0 < w[1].0),
+        "context bytes are sorted by key, without duplicates"
+    );
+    assert!(
+        decoded
+            .iter()
+            .zip(c)
+            .all(|((k, v), (k2, v2))| *k == k2.as_bytes() && *v == v2.as_bytes()),
+        "context bytes carry the context's pairs"
+    );
+}
+
+/// A standalone KMS blob (`kms decrypt | re-encrypt --ciphertext-blob`), with an encryption
+/// context from the input: byte 0 is the length n of a context string (bytes 1..1+n, lossy
+/// UTF-8, as one `--encryption-context` value), the rest is the blob. A context that does not
+/// parse is replaced by the empty one, so that every input reaches the blob parser. The key
+/// is that of the golden vectors, so the seeds made of them open.
+pub fn kms_blob(data: &[u8]) {
+    let Some((&n, rest)) = data.split_first() else {
+        return;
+    };
+    let (ctx_text, blob) = rest.split_at(usize::from(n).min(rest.len()));
+    let ctx = kms::parse_context(&[String::from_utf8_lossy(ctx_text).into_owned()]);
+    if let Ok(c) = &ctx {
+        context_properties(c);
+    }
+    let ctx = ctx.unwrap_or_default();
+    let kek = kms_vector_key();
+    let header = kms::parse_blob(blob);
+    let opened = kms::open_blob(&kek, blob, &ctx);
+    let Ok(header) = header else {
+        assert!(opened.is_err(), "a blob that does not parse never opens");
+        return;
+    };
+    let len = blob.len();
+    let overhead = kms::BLOB_HEADER_LEN + kms::BLOB_TAG_LEN;
+    assert!(
+        (overhead + 1..=kms::MAX_BLOB).contains(&len),
+        "a parsed blob is 55 to 4150 bytes"
+    );
+    assert_eq!(
+        header.encode()[..],
+        blob[..kms::BLOB_HEADER_LEN],
+        "a parsed blob header encodes back to its bytes"
+    );
+    // Sealing under the parsed header gives a blob with that header, which opens (with the
+    // same key and context only) to what was sealed.
+    let plain = &blob[kms::BLOB_HEADER_LEN..len - kms::BLOB_TAG_LEN];
+    let sealed = kms::seal_blob(&kek, &header, &ctx, plain);
+    let Ok(sealed) = sealed else {
+        panic!("a plaintext of 1 to 4096 bytes seals");
+    };
+    assert_eq!(sealed.len(), len, "a blob is its plaintext plus 54 bytes");
+    assert!(
+        matches!(kms::parse_blob(&sealed), Ok(h) if h == header),
+        "a sealed blob parses to its header"
+    );
+    let back = kms::open_blob(&kek, &sealed, &ctx);
+    assert!(
+        matches!(&back, Ok(p) if p.as_slice() == plain),
+        "a sealed blob opens to its plaintext"
+    );
+    let mut other_ctx = ctx.clone();
+    other_ctx.insert(String::new(), String::new());
+    assert!(
+        kms::open_blob(&kek, &sealed, &other_ctx).is_err(),
+        "a blob does not open with another context"
+    );
+    if let Ok(p) = opened {
+        // A blob that opens is exactly what sealing its plaintext under its header gives
+        // (one blob per header, context and plaintext), and opens only under its key.
+        assert_eq!(
+            p.len(),
+            len - overhead,
+            "a blob opens to its plaintext length"
+        );
+        let again = kms::seal_blob(&kek, &header, &ctx, &p);
+        assert!(
+            matches!(&again, Ok(b) if b == blob),
+            "a blob that opens re-seals to the same bytes"
+        );
+        assert!(
+            kms::open_blob(&Key32::from_bytes([0x41; 32]), blob, &ctx).is_err(),
+            "a blob opens only under its key"
+        );
+    }
 }
 
 /// A header backup file given to `headers import` (its JSON, and the paths in it, which
