@@ -5,7 +5,7 @@
 #   scripts/fuzz.sh run TARGET [SECONDS]  fuzz one target (default 600 s), growing its corpus
 #   scripts/fuzz.sh all [SECONDS]         fuzz every target in turn
 #
-# Targets: header, bucket_record, keystore, config, ctl, headers_backup, kms_blob.
+# Targets: header, bucket_record, keystore, config, ctl, headers_backup, kms_blob, journal.
 # Their bodies are in src/fuzzing.rs; corpora are kept in fuzz/corpus/TARGET (merged after
 # each run: only inputs that add coverage beyond the seeds stay) and replayed by plain
 # `cargo test` (tests/fuzz_corpora.rs), so CI needs neither nightly nor libFuzzer.
@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 export PATH="$HOME/.cargo/bin:$PATH"
 
-TARGETS=(header bucket_record keystore config ctl headers_backup kms_blob)
+TARGETS=(header bucket_record keystore config ctl headers_backup kms_blob journal)
 export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
