@@ -65,10 +65,60 @@ pub fn config(data: &[u8]) {
     }
 }
 
-/// A control-file command line (`.envelopefs/ctl`), as the mount decodes a write.
+/// A control-file command line (`.envelopefs/ctl`), as the mount decodes a write, and the
+/// arguments that are parsed further before the store is touched: encryption contexts, the
+/// base64 blob of `kms decrypt | re-encrypt`, and `--allowed-operations`.
 pub fn ctl(data: &[u8]) {
+    use crate::command::{KeyCmd, KmsCmd, StoreCommand};
     let text = String::from_utf8_lossy(data);
-    let _ = crate::command::parse_line(text.trim());
+    let Ok(cmd) = crate::command::parse_line(text.trim()) else {
+        return;
+    };
+    let blob = |b64: &str| {
+        if let Ok(b) = kms::decode_b64("--ciphertext-blob", b64) {
+            let _ = kms::parse_blob(&b);
+        }
+    };
+    match &cmd {
+        StoreCommand::Kms(KmsCmd::Encrypt {
+            encryption_context: c,
+            ..
+        })
+        | StoreCommand::Kms(KmsCmd::GenerateDataKey {
+            encryption_context: c,
+            ..
+        }) => context_checked(c),
+        StoreCommand::Kms(KmsCmd::Decrypt {
+            ciphertext_blob,
+            encryption_context,
+            ..
+        }) => {
+            blob(ciphertext_blob);
+            context_checked(encryption_context);
+        }
+        StoreCommand::Kms(KmsCmd::ReEncrypt {
+            ciphertext_blob,
+            source_encryption_context,
+            destination_encryption_context,
+            ..
+        }) => {
+            blob(ciphertext_blob);
+            context_checked(source_encryption_context);
+            context_checked(destination_encryption_context);
+        }
+        StoreCommand::Key(KeyCmd::Update {
+            allowed_operations, ..
+        }) => {
+            if let Ok(bits) = crate::keystore::parse_ops(allowed_operations) {
+                assert_eq!(
+                    bits & !crate::keystore::ops::ALL,
+                    0,
+                    "parsed operations are known bits"
+                );
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The master key of the KMS blob vectors (tests/kms_vectors.rs): 40..5f.
@@ -78,6 +128,13 @@ fn kms_vector_key() -> Key32 {
         *b = 0x40 + i as u8;
     }
     Key32::from_bytes(k)
+}
+
+/// Parses `--encryption-context` values and, if they are accepted, checks the result.
+fn context_checked(args: &[String]) {
+    if let Ok(c) = kms::parse_context(args) {
+        context_properties(&c);
+    }
 }
 
 /// What holds of every context `parse_context` accepts: the documented limits; the text
