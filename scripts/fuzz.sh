@@ -5,8 +5,9 @@
 #   scripts/fuzz.sh run TARGET [SECONDS]  fuzz one target (default 600 s), growing its corpus
 #   scripts/fuzz.sh all [SECONDS]         fuzz every target in turn
 #
-# Targets: header, bucket_record, keystore, config, ctl, headers_backup. Their bodies are in
-# src/fuzzing.rs; corpora are kept in fuzz/corpus/TARGET and replayed by plain
+# Targets: header, bucket_record, keystore, config, ctl, headers_backup, kms_blob, journal.
+# Their bodies are in src/fuzzing.rs; corpora are kept in fuzz/corpus/TARGET (merged after
+# each run: only inputs that add coverage beyond the seeds stay) and replayed by plain
 # `cargo test` (tests/fuzz_corpora.rs), so CI needs neither nightly nor libFuzzer.
 # Needs a C++ compiler (g++) for libFuzzer itself. Crashes land in fuzz/artifacts/TARGET.
 #
@@ -18,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 export PATH="$HOME/.cargo/bin:$PATH"
 
-TARGETS=(header bucket_record keystore config ctl headers_backup)
+TARGETS=(header bucket_record keystore config ctl headers_backup kms_blob journal)
 export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
@@ -46,6 +47,21 @@ run() {
     mkdir -p "corpus/$t" "artifacts/$t"
     "$BIN/$t" -max_total_time="$secs" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
         -artifact_prefix="artifacts/$t/" "corpus/$t" "seeds/$t"
+    merge "$t"
+}
+
+# Minimizes corpus/TARGET: the seeds are the initial corpus of the merge (so what they cover
+# is not kept twice), then taken out again.
+merge() {
+    local t="$1" out="corpus/$t.merge"
+    rm -rf "$out"
+    mkdir -p "$out"
+    cp seeds/"$t"/* "$out"/
+    "$BIN/$t" -merge=1 -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
+        -artifact_prefix="artifacts/$t/" "$out" "corpus/$t"
+    for f in seeds/"$t"/*; do rm -f "$out/$(basename "$f")"; done
+    rm -rf "corpus/$t"
+    mv "$out" "corpus/$t"
 }
 
 case "${1:-}" in

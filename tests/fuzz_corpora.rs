@@ -8,13 +8,15 @@ use std::path::Path;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 6] = [
+const TARGETS: [(&str, Target); 8] = [
     ("header", envelopefs::fuzzing::header),
     ("bucket_record", envelopefs::fuzzing::bucket_record),
     ("keystore", envelopefs::fuzzing::keystore),
     ("config", envelopefs::fuzzing::config),
     ("ctl", envelopefs::fuzzing::ctl),
     ("headers_backup", envelopefs::fuzzing::headers_backup),
+    ("kms_blob", envelopefs::fuzzing::kms_blob),
+    ("journal", envelopefs::fuzzing::journal),
 ];
 
 fn replay(dir: &Path, f: Target) -> usize {

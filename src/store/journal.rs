@@ -87,14 +87,14 @@ pub enum Saved<'b> {
 /// An active record read back from the journal file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
-    slot: u32,
-    state: u32,
-    dev: u64,
-    ino: u64,
-    object_id: Id16,
-    saved_off: u64,
-    restore_len: u64,
-    saved: Vec<u8>,
+    pub(crate) slot: u32,
+    pub(crate) state: u32,
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
+    pub(crate) object_id: Id16,
+    pub(crate) saved_off: u64,
+    pub(crate) restore_len: u64,
+    pub(crate) saved: Vec<u8>,
 }
 
 impl Record {
@@ -216,14 +216,26 @@ pub fn read_records(meta: &Path) -> Result<Contents> {
     };
     let records =
         parse_with(&mut read).map_err(|e| e.or_io(|| format!("reading {}", path.display())))?;
-    let boot = read(24, 16).ctx(|| format!("reading {}", path.display()))?;
-    if records.is_empty() || boot.as_deref() == Some(&boot_id()[..]) {
-        return Ok(Contents { records, stale: 0 });
+    let file_boot = read(24, 16).ctx(|| format!("reading {}", path.display()))?;
+    Ok(by_boot(records, file_boot.as_deref(), &boot_id()))
+}
+
+/// The active records of the journal file `bytes` (held in memory), sorted by the boot that
+/// wrote them: kept if it is `boot`, counted as stale otherwise.
+pub(crate) fn contents(bytes: &[u8], boot: &[u8; 16]) -> Result<Contents> {
+    let records = parse_records(bytes)?;
+    Ok(by_boot(records, bytes.get(24..40), boot))
+}
+
+/// Keeps `records` if the journal's boot id `file_boot` is `boot`; else counts them stale.
+fn by_boot(records: Vec<Record>, file_boot: Option<&[u8]>, boot: &[u8; 16]) -> Contents {
+    if records.is_empty() || file_boot == Some(&boot[..]) {
+        return Contents { records, stale: 0 };
     }
-    Ok(Contents {
+    Contents {
         stale: records.len(),
         records: Vec::new(),
-    })
+    }
 }
 
 /// Parses a whole journal file held in memory (the fuzz target's entry point).
@@ -281,9 +293,10 @@ fn parse_with(
     let mut out = Vec::new();
     for s in 0..slots {
         let at = FILE_HEADER + u64::from(s) * slot_size;
-        let Some(h) = read(at, SLOT_HEADER)? else {
-            break;
-        };
+        // The journal is created at full length and never cut while in use (only emptied
+        // to nothing after a repair): a slot missing from it means damage.
+        let h = read(at, SLOT_HEADER)?
+            .ok_or_else(|| bad(format!("cut short: slot {s} of {slots} is missing")))?;
         let state = le32(&h, 0);
         if state == FREE {
             continue;
