@@ -19,29 +19,6 @@ fn unb64(v: &Value) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("not base64 ({e}): {v}"))
 }
 
-/// Exit code 1, nothing on stdout, and `needle` in the message on stderr.
-#[track_caller]
-fn fails_with(o: CmdOut, needle: &str) -> String {
-    assert_eq!(
-        o.code, 1,
-        "`{}` should exit 1\nstdout {}\nstderr {}",
-        o.what, o.stdout, o.stderr
-    );
-    assert!(
-        o.stdout.trim().is_empty(),
-        "`{}`: stdout {}",
-        o.what,
-        o.stdout
-    );
-    assert!(
-        o.stderr.contains(needle),
-        "`{}`: stderr should name {needle:?}: {}",
-        o.what,
-        o.stderr
-    );
-    o.stderr
-}
-
 fn key_id_of(m: &TestMount, alias: &str) -> String {
     m.cli_store(&["key", "get", alias]).ok().json()["id"]
         .as_str()

@@ -21,22 +21,6 @@ use std::time::Duration;
 
 const FAULT: (&str, &str) = ("ENVELOPEFS_FAULT_INJECTION", "deletion-clock-ahead");
 
-#[track_caller]
-fn fails_with(o: CmdOut, needle: &str) -> String {
-    assert_eq!(
-        o.code, 1,
-        "`{}` should exit 1\nstdout {}\nstderr {}",
-        o.what, o.stdout, o.stderr
-    );
-    assert!(
-        o.stderr.contains(needle),
-        "`{}`: stderr should name {needle:?}: {}",
-        o.what,
-        o.stderr
-    );
-    o.stderr
-}
-
 /// The CLI offline with the deletion clock a year ahead.
 fn cli_clock_ahead(m: &TestMount, args: &[&str]) -> CmdOut {
     let mut c = envelopefs_cmd();

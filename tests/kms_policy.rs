@@ -10,22 +10,6 @@ use common::*;
 use serde_json::Value;
 use std::fs;
 
-#[track_caller]
-fn fails_with(o: CmdOut, needle: &str) -> String {
-    assert_eq!(
-        o.code, 1,
-        "`{}` should exit 1\nstdout {}\nstderr {}",
-        o.what, o.stdout, o.stderr
-    );
-    assert!(
-        o.stderr.contains(needle),
-        "`{}`: stderr should name {needle:?}: {}",
-        o.what,
-        o.stderr
-    );
-    o.stderr
-}
-
 fn allowed(v: &Value) -> Vec<String> {
     v["allowed_operations"]
         .as_array()

@@ -22,21 +22,11 @@ fn kill9_and_remount(m: &mut TestMount) {
     let pid = m.daemon_pid().expect("daemon pid");
     // SAFETY: SIGKILL to the daemon this test's mount started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    poll(Duration::from_secs(30), "the daemon to die", || {
-        (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
-    });
-    let out = std::process::Command::new("fusermount3")
-        .arg("-uz")
-        .arg(&m.mnt)
-        .output()
-        .expect("fusermount3");
-    assert!(out.status.success(), "fusermount3 -uz: {out:?}");
-    m.mark_unmounted();
-    m.mount();
+    remount_after_death(m, pid);
 }
 
-/// The daemon died by itself (a fault killed it): wait for it, lazy unmount, mount again.
-fn remount_after_death(m: &mut TestMount, pid: i32) {
+/// Waits for the dead daemon `pid` to be gone, then lazily unmounts what it left.
+fn unmount_after_death(m: &mut TestMount, pid: i32) {
     poll(Duration::from_secs(30), "the daemon to die", || {
         (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
     });
@@ -47,6 +37,11 @@ fn remount_after_death(m: &mut TestMount, pid: i32) {
         .expect("fusermount3");
     assert!(out.status.success(), "fusermount3 -uz: {out:?}");
     m.mark_unmounted();
+}
+
+/// The daemon died (killed, or a fault killed it): lazy unmount, mount again.
+fn remount_after_death(m: &mut TestMount, pid: i32) {
+    unmount_after_death(m, pid);
     m.mount();
 }
 
@@ -349,16 +344,7 @@ fn offline_fsck_reports_a_cut_write_until_the_store_is_opened() {
     // An overwrite: the journal holds its new bytes, and opening the store completes it.
     let want = overwritten(&old, &pattern(4, 9000), 1000);
     drop(f);
-    poll(Duration::from_secs(30), "the daemon to die", || {
-        (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
-    });
-    let out = std::process::Command::new("fusermount3")
-        .arg("-uz")
-        .arg(&m.mnt)
-        .output()
-        .expect("fusermount3");
-    assert!(out.status.success(), "fusermount3 -uz: {out:?}");
-    m.mark_unmounted();
+    unmount_after_death(&mut m, pid);
     let key = m.key.display().to_string();
     let store = m.store.display().to_string();
     let out = cli(&["fsck", &store, "--read-data", "--key-file", &key]);

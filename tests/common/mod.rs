@@ -72,6 +72,30 @@ impl CmdOut {
     }
 }
 
+/// Asserts a refused command: exit code 1, nothing on stdout, `needle` in the message on
+/// stderr; returns the message.
+#[track_caller]
+pub fn fails_with(o: CmdOut, needle: &str) -> String {
+    assert_eq!(
+        o.code, 1,
+        "`{}` should exit 1\nstdout {}\nstderr {}",
+        o.what, o.stdout, o.stderr
+    );
+    assert!(
+        o.stdout.trim().is_empty(),
+        "`{}`: stdout {}",
+        o.what,
+        o.stdout
+    );
+    assert!(
+        o.stderr.contains(needle),
+        "`{}`: stderr should name {needle:?}: {}",
+        o.what,
+        o.stderr
+    );
+    o.stderr
+}
+
 /// Runs a command with a timeout, capturing stdout and stderr. Panics on timeout (after
 /// killing the child it started).
 #[track_caller]
