@@ -432,17 +432,21 @@ impl KeyStore {
         now: u64,
     ) -> Result<u64> {
         self.check_schedulable(id, version, days)?;
-        let key = key_id_text(id);
-        let v = self
-            .find_mut(id)?
-            .versions
-            .iter_mut()
-            .find(|v| v.version == version)
-            .ok_or_else(|| Error::NotFound(format!("key {key} has no version {version}")))?;
+        let v = self.version_mut(id, version)?;
         let at = now.saturating_add(u64::from(days) * 86_400);
         v.state = VersionState::PendingDeletion;
         v.deletion_s = Some(at);
         Ok(at)
+    }
+
+    /// One version of a key, to change it.
+    fn version_mut(&mut self, id: &Id16, version: u32) -> Result<&mut KeyVersionRecord> {
+        let key = key_id_text(id);
+        self.find_mut(id)?
+            .versions
+            .iter_mut()
+            .find(|v| v.version == version)
+            .ok_or_else(|| Error::NotFound(format!("key {key} has no version {version}")))
     }
 
     /// Whether [`KeyStore::schedule_deletion`] would accept these arguments (days in range,
@@ -488,12 +492,7 @@ impl KeyStore {
     /// Cancels a pending deletion; the version becomes DISABLED (enable it to use it again).
     pub fn cancel_deletion(&mut self, id: &Id16, version: u32) -> Result<()> {
         let key = key_id_text(id);
-        let v = self
-            .find_mut(id)?
-            .versions
-            .iter_mut()
-            .find(|v| v.version == version)
-            .ok_or_else(|| Error::NotFound(format!("key {key} has no version {version}")))?;
+        let v = self.version_mut(id, version)?;
         match v.state {
             VersionState::PendingDeletion => {
                 v.state = VersionState::Disabled;
