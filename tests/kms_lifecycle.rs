@@ -66,19 +66,7 @@ fn version_json(key: &Value, n: u64) -> Value {
 
 fn put(m: &TestMount, bucket: &str, name: &str, seed: u64) -> Vec<u8> {
     let data = pattern(seed, 3000 + seed as usize);
-    let f = m.scratch.join(format!("in-{seed}"));
-    fs::write(&f, &data).unwrap();
-    m.cli_store(&[
-        "object",
-        "put",
-        "--bucket-name",
-        bucket,
-        "--name",
-        name,
-        "--file",
-        &f.display().to_string(),
-    ])
-    .ok();
+    m.put_object(bucket, name, &data);
     data
 }
 

@@ -61,19 +61,7 @@ fn cli_with_fault(m: &TestMount, fault: &str, args: &[&str]) -> CmdOut {
 }
 
 fn put(m: &TestMount, bucket: &str, name: &str, data: &[u8]) {
-    let src = m.scratch.join("put-src");
-    fs::write(&src, data).unwrap();
-    m.cli_store(&[
-        "object",
-        "put",
-        "--bucket-name",
-        bucket,
-        "--name",
-        name,
-        "--file",
-        &src.display().to_string(),
-    ])
-    .ok();
+    m.put_object(bucket, name, data);
 }
 
 fn get(m: &TestMount, bucket: &str, name: &str) -> Vec<u8> {

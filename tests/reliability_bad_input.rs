@@ -24,19 +24,7 @@ fn one_line(o: &CmdOut) -> String {
 }
 
 fn put(m: &TestMount, bucket: &str, name: &str, data: &[u8]) {
-    let f = m.scratch.join("input");
-    fs::write(&f, data).expect("input");
-    m.cli_store(&[
-        "object",
-        "put",
-        "--bucket-name",
-        bucket,
-        "--name",
-        name,
-        "--file",
-        &f.display().to_string(),
-    ])
-    .ok();
+    m.put_object(bucket, name, data);
 }
 
 /// `object get` to a file: the command's output and the bytes it wrote.

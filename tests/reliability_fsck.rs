@@ -16,19 +16,7 @@ use std::path::Path;
 
 fn put(m: &TestMount, bucket: &str, name: &str, seed: u64, len: usize) -> Vec<u8> {
     let data = pattern(seed, len);
-    let f = m.scratch.join(format!("in-{seed}"));
-    fs::write(&f, &data).expect("write input");
-    m.cli_store(&[
-        "object",
-        "put",
-        "--bucket-name",
-        bucket,
-        "--name",
-        name,
-        "--file",
-        &f.display().to_string(),
-    ])
-    .ok();
+    m.put_object(bucket, name, &data);
     data
 }
 

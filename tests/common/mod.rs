@@ -745,6 +745,25 @@ impl TestMount {
         run_cmd(&mut c, CMD_TIMEOUT)
     }
 
+    /// `envelopefs object put` of `data` (through a scratch file), asserting success; offline
+    /// or through the mount, as the CLI decides.
+    #[track_caller]
+    pub fn put_object(&self, bucket: &str, name: &str, data: &[u8]) {
+        let f = self.scratch.join(format!("put-{}", data.len()));
+        fs::write(&f, data).expect("writing the input file");
+        self.cli_store(&[
+            "object",
+            "put",
+            "--bucket-name",
+            bucket,
+            "--name",
+            name,
+            "--file",
+            &f.display().to_string(),
+        ])
+        .ok();
+    }
+
     /// Runs `sh -c SCRIPT` with $M = mountpoint, $S = store, $X = scratch dir, $EFS = binary.
     #[track_caller]
     pub fn sh(&self, script: &str) -> CmdOut {
