@@ -877,18 +877,13 @@ impl ObjectIo {
         let end_b = g.backing_offset(b1) + CHUNK_OVERHEAD + g.chunk_plain_len(b1, new);
         let total = usize::try_from(end_b - start_b)
             .map_err(|_| Error::InvalidArgument("write too large".into()))?;
-        let n_chunks = usize::try_from(b1 - b0 + 1).unwrap_or(usize::MAX);
         SCRATCH.with(|s| -> Result<Option<[u8; CHUNK_OVERHEAD as usize]>> {
             let mut s = s.borrow_mut();
             if s.len() < total {
                 s.resize(total, 0);
             }
             let buf = &mut s[..total];
-            // All nonces of the batch at once (from the thread's pool of OS randomness),
-            // written into their slots below.
-            let mut nonces = vec![0u8; n_chunks * NONCE_LEN];
-            crypto::fill_nonces(&mut nonces)?;
-            for (k, j) in (b0..=b1).enumerate() {
+            for j in b0..=b1 {
                 let plen = g.chunk_plain_len(j, new);
                 let cstart = j * cs;
                 let cend = cstart + plen;
@@ -920,7 +915,8 @@ impl ObjectIo {
                         Source::Zeros(_) => pt[a..b].fill(0),
                     }
                 }
-                nonce.copy_from_slice(&nonces[k * NONCE_LEN..(k + 1) * NONCE_LEN]);
+                // Straight from the thread's pool of OS randomness into the slot.
+                crypto::fill_nonces(nonce)?;
                 let t = self.cipher.encrypt(
                     nonce,
                     &chunk_aad(&self.object_id, j, j == final_new),
