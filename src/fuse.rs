@@ -127,6 +127,32 @@ thread_local! {
     static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+impl EnvelopeFuse {
+    /// After a truncate (setattr of the size, open with O_TRUNC) on a root-only mount: the
+    /// kernel leaves clearing set-id bits to the filesystem (FUSE_HANDLE_KILLPRIV_V2) and
+    /// would have asked for it only for a caller without CAP_FSETID, which the request does
+    /// not say; the caller's capabilities are looked up only when such a bit is set.
+    fn after_truncate(
+        &self,
+        req: &Request,
+        ino: u64,
+        fh: Option<u64>,
+        truncated: bool,
+        a: Attr,
+    ) -> crate::Result<Attr> {
+        let setid = u32::from(a.perm) & (libc::S_ISUID | libc::S_ISGID) != 0;
+        if !truncated
+            || self.vfs.options().kernel_checks
+            || a.kind != Kind::File
+            || !setid
+            || !crate::vfs::lacks_cap_fsetid(req.pid())
+        {
+            return Ok(a);
+        }
+        self.vfs.kill_suidgid(ino, fh)
+    }
+}
+
 impl fuser::Filesystem for EnvelopeFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(MAX_WRITE);
@@ -138,6 +164,11 @@ impl fuser::Filesystem for EnvelopeFuse {
             | InitFlags::FUSE_MAX_PAGES;
         if self.vfs.options().writeback_cache {
             want |= InitFlags::FUSE_WRITEBACK_CACHE;
+        }
+        if !self.vfs.options().kernel_checks {
+            // The filesystem clears set-id bits itself (Vfs::kill_suidgid): the kernel then
+            // skips the GETATTR it sends before every chown (one per file in tar -x).
+            want |= InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         }
         let want = want & config.capabilities();
         if let Err(unsupported) = config.add_capabilities(want) {
@@ -179,7 +210,7 @@ impl fuser::Filesystem for EnvelopeFuse {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -196,16 +227,18 @@ impl fuser::Filesystem for EnvelopeFuse {
         reply: ReplyAttr,
     ) {
         let r = guard("setattr", || {
-            self.vfs.setattr(
-                ino.0,
-                mode,
-                uid,
-                gid,
-                size,
-                set_time(atime),
-                set_time(mtime),
-                fh.map(|f| f.0),
-            )
+            self.vfs
+                .setattr(
+                    ino.0,
+                    mode,
+                    uid,
+                    gid,
+                    size,
+                    set_time(atime),
+                    set_time(mtime),
+                    fh.map(|f| f.0),
+                )
+                .and_then(|a| self.after_truncate(req, ino.0, fh.map(|f| f.0), size.is_some(), a))
         });
         match r {
             Ok(a) => reply.attr(ttl(a.ino), &fattr(&a)),
@@ -320,8 +353,15 @@ impl fuser::Filesystem for EnvelopeFuse {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match guard("open", || self.vfs.open(ino.0, flags.0)) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match guard("open", || {
+            let fh = self.vfs.open(ino.0, flags.0)?;
+            if flags.0 & libc::O_TRUNC != 0 && !is_control(ino.0) {
+                let a = self.vfs.getattr(ino.0, Some(fh))?;
+                self.after_truncate(req, ino.0, Some(fh), true, a)?;
+            }
+            Ok(fh)
+        }) {
             Ok(fh) => {
                 let f = if is_control(ino.0) {
                     FopenFlags::FOPEN_DIRECT_IO
@@ -363,12 +403,19 @@ impl fuser::Filesystem for EnvelopeFuse {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match guard("write", || self.vfs.write(ino.0, fh.0, offset, data)) {
+        match guard("write", || {
+            let n = self.vfs.write(ino.0, fh.0, offset, data)?;
+            // Set only with FUSE_HANDLE_KILLPRIV_V2, for a writer without CAP_FSETID.
+            if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) && !is_control(ino.0) {
+                self.vfs.kill_suidgid(ino.0, Some(fh.0))?;
+            }
+            Ok(n)
+        }) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
         }
@@ -519,8 +566,8 @@ impl fuser::Filesystem for EnvelopeFuse {
         }
     }
 
-    fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        match guard("access", || self.vfs.access(ino.0)) {
+    fn access(&self, _req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        match guard("access", || self.vfs.access(ino.0, mask.bits())) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }

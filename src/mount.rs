@@ -83,6 +83,9 @@ fn spawn_daemon(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret) -> R
     if args.read_only {
         cmd.arg("--read-only");
     }
+    if args.default_permissions {
+        cmd.arg("--default-permissions");
+    }
     for o in &args.kernel_option {
         cmd.arg("--kernel-option").arg(o);
     }
@@ -188,6 +191,10 @@ fn serve(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret, daemon: boo
         read_only: args.read_only,
         // Off by default (docs/CACHING.md): ENVELOPEFS_WRITEBACK_CACHE=1 turns it on.
         writeback_cache: std::env::var_os("ENVELOPEFS_WRITEBACK_CACHE").is_some_and(|v| v == "1"),
+        // SAFETY: geteuid has no preconditions.
+        kernel_checks: args.default_permissions
+            || args.allow_other
+            || unsafe { libc::geteuid() } != 0,
     };
     let vfs = Arc::new(Vfs::new(store.clone(), opts));
     {
@@ -220,9 +227,11 @@ fn serve(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret, daemon: boo
     let mut options = vec![
         MountOption::FSName(format!("envelopefs:{}", root.display())),
         MountOption::Subtype("envelopefs".into()),
-        MountOption::DefaultPermissions,
         MountOption::NoAtime,
     ];
+    if opts.kernel_checks {
+        options.push(MountOption::DefaultPermissions);
+    }
     if args.read_only {
         options.push(MountOption::RO);
     }

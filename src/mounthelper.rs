@@ -7,11 +7,12 @@
 //!
 //! Options (comma-separated, as mount(8) passes them):
 //! - `password_file=F`, `key_file=F`: the secret (F must not contain a comma);
-//! - `allow_other`, `ro`, `threads=N`, `log_level=L`: as the `mount` flags of the same name;
+//! - `allow_other`, `ro`, `default_permissions`, `threads=N`, `log_level=L`: as the `mount`
+//!   flags of the same name;
 //! - `nodev`, `nosuid`, `noexec`, `dev`, `suid`, `exec`: kernel flags of the mount;
 //! - options meant for mount(8) or systemd and meaningless to the filesystem are accepted
 //!   and ignored: `rw`, `defaults`, `auto`, `noauto`, `user`, `nouser`, `users`, `nofail`,
-//!   `_netdev`, `noatime`, `relatime`, `default_permissions` (always on), `x-*`, `comment=*`.
+//!   `_netdev`, `noatime`, `relatime`, `x-*`, `comment=*`.
 //!
 //! Anything else is refused (exit 1), so a misspelt option is never silently dropped.
 
@@ -29,19 +30,9 @@ pub const EXIT_MOUNT_FAILURE: i32 = 32;
 /// Kernel flags accepted by `--kernel-option` (and as helper options).
 pub const KERNEL_OPTIONS: [&str; 6] = ["nodev", "nosuid", "noexec", "dev", "suid", "exec"];
 
-const IGNORED: [&str; 12] = [
-    "rw",
-    "defaults",
-    "auto",
-    "noauto",
-    "user",
-    "nouser",
-    "users",
-    "nofail",
-    "_netdev",
-    "noatime",
+const IGNORED: [&str; 11] = [
+    "rw", "defaults", "auto", "noauto", "user", "nouser", "users", "nofail", "_netdev", "noatime",
     "relatime",
-    "default_permissions",
 ];
 
 /// Whether the program was started as the mount helper (by the name in `argv[0]`).
@@ -137,6 +128,7 @@ pub fn envelopefs_argv(h: &HelperArgs) -> Result<Vec<String>, String> {
             "threads" => mount.extend(["--threads".into(), need()?.into()]),
             "allow_other" => mount.push("--allow-other".into()),
             "ro" => mount.push("--read-only".into()),
+            "default_permissions" => mount.push("--default-permissions".into()),
             n if KERNEL_OPTIONS.contains(&n) => {
                 mount.extend(["--kernel-option".into(), n.into()]);
             }
@@ -206,12 +198,12 @@ mod tests {
             words("envelopefs --password-file /etc/pw mount /srv/vault /mnt/v --allow-other --kernel-option nodev")
         );
         let h = parse(&words(
-            "-oro,key_file=/k,threads=8 envelopefs#/s /m -t fuse.envelopefs",
+            "-oro,key_file=/k,threads=8,default_permissions envelopefs#/s /m -t fuse.envelopefs",
         ))
         .unwrap();
         assert_eq!(
             envelopefs_argv(&h).unwrap(),
-            words("envelopefs --key-file /k mount /s /m --read-only --threads 8")
+            words("envelopefs --key-file /k mount /s /m --read-only --threads 8 --default-permissions")
         );
         assert!(parse(&words("/s /m -f")).unwrap().fake);
     }

@@ -1373,3 +1373,106 @@ fn a_write_updates_mtime_durably() {
     );
     assert_eq!(read(&p), b"Content");
 }
+
+/// The modes, owners and access answers a root caller sees after the operations that clear
+/// set-id bits, run in directory $1: chown, writes and truncates by root, and by root
+/// without CAP_FSETID (setpriv), plus access(2) through `test`.
+const SETID_SCRIPT: &str = r#"
+set -e
+cd "$1"
+nofsetid() { setpriv --inh-caps=-fsetid --bounding-set=-fsetid sh -c "$1"; }
+for f in chown chown2644 write nofsetid_write nofsetid_write2745 nofsetid_trunc nofsetid_otrunc; do
+    printf 'abc' > "$f"
+done
+chmod 6755 chown nofsetid_write nofsetid_trunc nofsetid_otrunc write
+chmod 2644 chown2644
+chmod 2745 nofsetid_write2745
+chown 0:0 chown chown2644
+echo more >> write
+nofsetid 'echo more >> nofsetid_write'
+nofsetid 'echo more >> nofsetid_write2745'
+nofsetid 'truncate -s 1 nofsetid_trunc'
+nofsetid ': > nofsetid_otrunc'
+for f in chown chown2644 write nofsetid_write nofsetid_write2745 nofsetid_trunc nofsetid_otrunc; do
+    echo "$f $(stat -c '%a %u %g %s' "$f")"
+done
+printf x > plain; chmod 0644 plain
+printf x > exe; chmod 0744 exe
+printf x > ro; chmod 0444 ro
+mkdir closed; chmod 0000 closed
+for f in plain exe ro closed; do
+    r=-; w=-; x=-
+    test -r "$f" && r=r; test -w "$f" && w=w; test -x "$f" && x=x
+    echo "access $f $r$w$x"
+done
+"#;
+
+#[test]
+fn a_root_only_mount_clears_set_id_bits_and_answers_access_as_the_disk_does() {
+    // Root without --allow-other: the kernel does not check modes (no default_permissions)
+    // and leaves set-id clearing to the filesystem (FUSE_HANDLE_KILLPRIV_V2).
+    let m = TestMount::new();
+    let opts = m.sh("findmnt -n -o OPTIONS \"$M\"").ok().stdout;
+    assert!(
+        !opts.contains("default_permissions"),
+        "a root-only mount should leave mode checks to the filesystem: {opts}"
+    );
+    fs::create_dir(m.p("b")).unwrap();
+    fs::create_dir(m.scratch.join("disk")).unwrap();
+    let on_mount = m
+        .sh(&format!("set -- \"$M/b\"\n{SETID_SCRIPT}"))
+        .ok()
+        .stdout;
+    let on_disk = m
+        .sh(&format!("set -- \"$X/disk\"\n{SETID_SCRIPT}"))
+        .ok()
+        .stdout;
+    assert_eq!(on_mount, on_disk, "the mount differs from ext4 for root");
+    // And the disk's answers are the ones the kernel documents, so the comparison means
+    // something: chown and a write without CAP_FSETID clear both bits (group may execute),
+    // root's own write keeps them, and set-group-id without group execute survives.
+    for line in [
+        "chown 755 0 0 3",
+        "chown2644 2644 0 0 3",
+        "write 6755 0 0 8",
+        "nofsetid_write 755 0 0 8",
+        "nofsetid_write2745 2745 0 0 8",
+        "nofsetid_trunc 755 0 0 1",
+        "nofsetid_otrunc 755 0 0 0",
+        "access plain rw-",
+        "access exe rwx",
+        "access ro rw-",
+        "access closed rwx",
+    ] {
+        assert!(
+            on_mount.lines().any(|l| l == line),
+            "missing {line:?} in:\n{on_mount}"
+        );
+    }
+}
+
+#[test]
+fn default_permissions_can_be_asked_for_and_then_the_kernel_checks() {
+    let mut m = TestMount::init_only(None);
+    m.mount_with(&["--default-permissions"]);
+    let opts = m.sh("findmnt -n -o OPTIONS \"$M\"").ok().stdout;
+    assert!(
+        opts.contains("default_permissions"),
+        "--default-permissions was not passed to the kernel: {opts}"
+    );
+    fs::create_dir(m.p("b")).unwrap();
+    let out = m
+        .sh(&format!("set -- \"$M/b\"\n{SETID_SCRIPT}"))
+        .ok()
+        .stdout;
+    for line in [
+        "chown 755 0 0 3",
+        "nofsetid_write 755 0 0 8",
+        "access plain rw-",
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "missing {line:?} in:\n{out}"
+        );
+    }
+}

@@ -104,6 +104,11 @@ pub struct MountArgs {
     /// FUSE worker threads.
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
+    /// Have the kernel check file modes on every access. Always so with --allow-other or
+    /// when not run as root; a root-only mount (root, no --allow-other) leaves it off unless
+    /// asked, since only root reaches it (see docs/DECISIONS.md).
+    #[arg(long)]
+    pub default_permissions: bool,
     /// A kernel mount flag: nodev, nosuid, noexec, dev, suid or exec (repeatable).
     #[arg(long, value_name = "FLAG", value_parser = crate::mounthelper::KERNEL_OPTIONS)]
     pub kernel_option: Vec<String>,

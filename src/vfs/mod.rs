@@ -18,7 +18,7 @@ use crate::rewrap::{self, Target};
 use crate::store::object::{self, ObjectIo};
 use crate::store::trash::Trash;
 use crate::store::{fsutil, read_bucket_record, xattr, Store, META_DIR};
-pub use posix::{Attr, Kind, SetTime, StatFs};
+pub use posix::{lacks_cap_fsetid, Attr, Kind, SetTime, StatFs};
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
@@ -84,6 +84,12 @@ pub struct VfsOptions {
     pub read_only: bool,
     /// The kernel's writeback cache is on (then the kernel handles O_APPEND).
     pub writeback_cache: bool,
+    /// The kernel checks file modes (`default_permissions`). Off only on a root-only mount
+    /// (daemon root, no allow_other): every caller is then root, whom the backing
+    /// filesystem treats the same way, and the kernel leaves two things to the filesystem:
+    /// access(2) ([`Vfs::access`]) and clearing set-id bits after a write or truncate by a
+    /// caller without CAP_FSETID (FUSE_HANDLE_KILLPRIV_V2, [`Vfs::kill_suidgid`]).
+    pub kernel_checks: bool,
 }
 
 /// The filesystem.
@@ -1213,10 +1219,51 @@ impl Vfs {
         })
     }
 
-    /// access(2): permissions are checked by the kernel (default_permissions); this only
-    /// confirms the inode exists.
-    pub fn access(&self, ino: u64) -> Result<()> {
-        self.getattr(ino, None).map(|_| ())
+    /// access(2). The kernel asks only when it does not check modes itself, on a root-only
+    /// mount ([`VfsOptions::kernel_checks`]): the caller is root, who may read and write
+    /// anything and execute what has an execute bit, or search any directory.
+    pub fn access(&self, ino: u64, mask: i32) -> Result<()> {
+        let a = self.getattr(ino, None)?;
+        if mask & libc::X_OK != 0 && a.kind != Kind::Dir && a.perm & 0o111 == 0 {
+            return Err(os_err(libc::EACCES, "no execute permission"));
+        }
+        Ok(())
+    }
+
+    /// Clears set-user-id, and set-group-id where the group may execute, as the kernel does
+    /// to a file written or truncated by a caller without CAP_FSETID. With
+    /// FUSE_HANDLE_KILLPRIV_V2 (root-only mounts) the kernel leaves this to the filesystem
+    /// and saves the attribute round trip it otherwise makes at every chown.
+    pub fn kill_suidgid(&self, ino: u64, fh: Option<u64>) -> Result<Attr> {
+        let kill = |mode: u32| {
+            let mut m = mode & 0o7777;
+            m &= !libc::S_ISUID;
+            if m & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP {
+                m &= !libc::S_ISGID;
+            }
+            m
+        };
+        if let Some(obj) = self.open_obj(ino, fh) {
+            let io = obj.io.read().unwrap_or_else(|p| p.into_inner());
+            let f = io.file();
+            let m = f.metadata().ctx(|| "fstat".to_string())?;
+            if kill(m.mode()) == m.mode() & 0o7777 {
+                return Ok(self.answer_attr(ino, self.attr_of_meta(&m)));
+            }
+            posix::fchmod(f, kill(m.mode())).ctx(|| "fchmod".to_string())?;
+            let m = f.metadata().ctx(|| "fstat".to_string())?;
+            return Ok(self.answer_attr(ino, self.attr_of_meta(&m)));
+        }
+        let (path, _) = self.path_of(ino)?;
+        let m = Self::lstat(&path)?;
+        if m.file_type().is_file() && kill(m.mode()) != m.mode() & 0o7777 {
+            fs::set_permissions(
+                &path,
+                std::os::unix::fs::PermissionsExt::from_mode(kill(m.mode())),
+            )
+            .ctx(|| format!("chmod {}", path.display()))?;
+        }
+        self.getattr(ino, None)
     }
 
     /// Unmount: make everything durable.

@@ -247,3 +247,20 @@ pub fn statfs(path: &Path) -> io::Result<StatFs> {
         frsize: u32::try_from(s.f_frsize).unwrap_or(4096),
     })
 }
+
+/// CAP_FSETID's bit in a capability set.
+const CAP_FSETID: u32 = 4;
+
+/// Whether the thread `tid` (a FUSE request's caller) lacks CAP_FSETID in its effective
+/// set, read from `/proc/TID/status`. A caller that cannot be looked at (it exited) counts
+/// as lacking it: clearing set-id bits is the safe side.
+pub fn lacks_cap_fsetid(tid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return true;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_none_or(|caps| caps & (1 << CAP_FSETID) == 0)
+}
