@@ -566,7 +566,9 @@ impl Vfs {
         let own_gid = self.own_gid;
         let mut io = self.retry_if_full(|| {
             object::create_object(&self.store, &rec, &path, mode & 0o7777, true, &mut |o| {
-                if am_root {
+                // A caller with the daemon's own uid (root) and gid gets from the backing
+                // filesystem exactly what the kernel would give: no fstat, no chown.
+                if am_root && (uid, gid) != (0, own_gid) {
                     let m = o.file().metadata().ctx(|| "fstat".to_string())?;
                     // The backing file got the directory's group if the directory is
                     // set-group-id, else the daemon's: only when that says nothing (the
