@@ -329,7 +329,8 @@ fn bucket_rekey_offline_resumes_after_a_crash_and_is_idempotent() {
         .collect();
     m.cli_store(&["key", "rotate", "k"]).ok();
 
-    // The process dies after the first object is in place.
+    // The process dies once an object is in place. The job rekeys on two threads, so the
+    // other thread may have put a second object in place before the abort.
     let out = cli_with_fault(
         &m,
         "rekey-crash-after-rename",
@@ -350,9 +351,10 @@ fn bucket_rekey_offline_resumes_after_a_crash_and_is_idempotent() {
         .zip(&ids0)
         .filter(|((n, _), id0)| header(&m.backing_path("b", n)).object_id != **id0)
         .count();
-    assert_eq!(
-        done_before, 1,
-        "exactly one object was rekeyed before the crash"
+    assert!(
+        (1..=2).contains(&done_before),
+        "one object (two with both threads at the rename) was rekeyed before the crash, \
+         not {done_before}"
     );
 
     // Resume.
@@ -362,8 +364,12 @@ fn bucket_rekey_offline_resumes_after_a_crash_and_is_idempotent() {
         .json();
     assert_eq!(v["status"], "SUCCEEDED", "{v}");
     let total = objects.len() as u64;
-    assert_eq!(v["objects_rekeyed"], total - 1, "{v}");
-    assert_eq!(v["skipped_reasons"]["rekeyed by this request"], 1, "{v}");
+    let before = done_before as u64;
+    assert_eq!(v["objects_rekeyed"], total - before, "{v}");
+    assert_eq!(
+        v["skipped_reasons"]["rekeyed by this request"], before,
+        "{v}"
+    );
     assert_eq!(
         v["skipped_reasons"]["wrapped under a customer-provided key"], 1,
         "{v}"
@@ -372,7 +378,7 @@ fn bucket_rekey_offline_resumes_after_a_crash_and_is_idempotent() {
         v["skipped_reasons"]["hard-linked (a rekey would give its names different data keys)"], 2,
         "{v}"
     );
-    assert_eq!(v["objects_skipped"], 4, "{v}");
+    assert_eq!(v["objects_skipped"], 3 + before, "{v}");
     for ((n, data), id0) in objects.iter().zip(&ids0) {
         let h = header(&m.backing_path("b", n));
         assert_ne!(h.object_id, *id0, "{n} was rekeyed");
