@@ -1444,10 +1444,7 @@ fn a_root_only_mount_clears_set_id_bits_and_answers_access_as_the_disk_does() {
         "access ro rw-",
         "access closed rwx",
     ] {
-        assert!(
-            on_mount.lines().any(|l| l == line),
-            "missing {line:?} in:\n{on_mount}"
-        );
+        assert_has_line(&on_mount, line);
     }
 }
 
@@ -1470,9 +1467,14 @@ fn default_permissions_can_be_asked_for_and_then_the_kernel_checks() {
         "nofsetid_write 755 0 0 8",
         "access plain rw-",
     ] {
-        assert!(
-            out.lines().any(|l| l == line),
-            "missing {line:?} in:\n{out}"
-        );
+        assert_has_line(&out, line);
     }
+}
+
+#[track_caller]
+fn assert_has_line(out: &str, line: &str) {
+    assert!(
+        out.lines().any(|l| l == line),
+        "missing {line:?} in:\n{out}"
+    );
 }
