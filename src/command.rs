@@ -208,7 +208,8 @@ pub enum KmsCmd {
         /// Key id or alias.
         #[arg(long)]
         key_id: String,
-        /// The plaintext, base64.
+        /// The plaintext, base64; `-` reads it from standard input (the CLI only), so that it
+        /// does not show in the process list.
         #[arg(long, value_name = "B64")]
         plaintext: String,
         /// key=value pairs, comma-separated (repeatable); needed again to decrypt.

@@ -459,3 +459,42 @@ fn mounted_blobs_through_ctl_and_the_forwarding_cli() {
     .ok();
     m.unmount();
 }
+
+/// `--plaintext -` reads the base64 plaintext from standard input (so it is not in the
+/// process list), offline and when the CLI forwards to a mount.
+#[test]
+fn encrypt_reads_the_plaintext_from_stdin() {
+    let mut m = TestMount::init_only(None);
+    let encrypt = |m: &TestMount, secret: &[u8]| -> Value {
+        m.sh(&format!(
+            "printf '%s\\n' {} | \"$EFS\" --store \"$S\" --key-file {} kms encrypt \
+             --key-id default --plaintext - --encryption-context k=v",
+            b64(secret),
+            m.key.display()
+        ))
+        .ok()
+        .json()
+    };
+    let decrypt = |m: &TestMount, blob: &Value| -> Vec<u8> {
+        let v = m
+            .cli_store(&[
+                "kms",
+                "decrypt",
+                "--ciphertext-blob",
+                blob["CiphertextBlob"].as_str().unwrap(),
+                "--encryption-context",
+                "k=v",
+            ])
+            .ok()
+            .json();
+        unb64(&v["Plaintext"])
+    };
+    let offline = encrypt(&m, b"from stdin, offline");
+    assert_eq!(decrypt(&m, &offline), b"from stdin, offline");
+    m.mount();
+    let mounted = encrypt(&m, b"from stdin, through the mount");
+    assert_eq!(decrypt(&m, &mounted), b"from stdin, through the mount");
+    // Through ctl, `-` is not base64 and is refused like any other bad plaintext.
+    m.ctl("kms encrypt --key-id default --plaintext -")
+        .err(libc::EINVAL);
+}

@@ -196,7 +196,33 @@ pub fn open_offline(cli: &Cli, root: &Path) -> Result<Store> {
     Store::open(root, lock, &secret)
 }
 
+/// `kms encrypt --plaintext -`: the command with the base64 plaintext read from standard
+/// input, so that it never appears in `/proc/PID/cmdline`.
+fn with_plaintext_from_stdin(cmd: &StoreCommand) -> Result<Option<StoreCommand>> {
+    let StoreCommand::Kms(command::KmsCmd::Encrypt {
+        key_id,
+        plaintext,
+        encryption_context,
+    }) = cmd
+    else {
+        return Ok(None);
+    };
+    if plaintext != "-" {
+        return Ok(None);
+    }
+    let mut buf = zeroize::Zeroizing::new(String::new());
+    std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut buf)
+        .map_err(|e| Error::io("reading the plaintext from standard input", e))?;
+    Ok(Some(StoreCommand::Kms(command::KmsCmd::Encrypt {
+        key_id: key_id.clone(),
+        plaintext: buf.trim().to_string(),
+        encryption_context: encryption_context.clone(),
+    })))
+}
+
 fn run_store_command(cli: &Cli, cmd: &StoreCommand) -> Result<()> {
+    let from_stdin = with_plaintext_from_stdin(cmd)?;
+    let cmd = from_stdin.as_ref().unwrap_or(cmd);
     if let Some(done) = reliability::run(cli, cmd) {
         return done;
     }

@@ -78,6 +78,18 @@ pub fn command_words(argv: &[String]) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// Replaces the value of `flag` (`--flag V` or `--flag=V`) in a command line.
+fn set_flag_value(words: &mut [String], flag: &str, value: &str) {
+    let inline = format!("{flag}=");
+    for i in 0..words.len() {
+        if words[i] == flag && i + 1 < words.len() {
+            words[i + 1] = value.to_string();
+        } else if words[i].starts_with(&inline) {
+            words[i] = format!("{inline}{value}");
+        }
+    }
+}
+
 /// Sends one command line to the mount and returns its JSON result.
 pub fn call(mnt: &Path, words: &[String]) -> Result<Value> {
     let line = shell_words::join(words);
@@ -121,7 +133,11 @@ pub fn call(mnt: &Path, words: &[String]) -> Result<Value> {
 /// Runs a store command through the mount at `mnt`.
 pub fn run(cmd: &StoreCommand, mnt: &Path) -> Result<()> {
     let argv: Vec<String> = std::env::args().collect();
-    let words = command_words(&argv)?;
+    let mut words = command_words(&argv)?;
+    if let StoreCommand::Kms(command::KmsCmd::Encrypt { plaintext, .. }) = cmd {
+        // `--plaintext -` was read from standard input: the mount gets the value itself.
+        set_flag_value(&mut words, "--plaintext", plaintext);
+    }
     match cmd {
         StoreCommand::Object(ObjectCmd::Put {
             bucket_name,
