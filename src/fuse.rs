@@ -127,32 +127,6 @@ thread_local! {
     static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-impl EnvelopeFuse {
-    /// After a truncate (setattr of the size, open with O_TRUNC) on a root-only mount: the
-    /// kernel leaves clearing set-id bits to the filesystem (FUSE_HANDLE_KILLPRIV_V2) and
-    /// would have asked for it only for a caller without CAP_FSETID, which the request does
-    /// not say; the caller's capabilities are looked up only when such a bit is set.
-    fn after_truncate(
-        &self,
-        req: &Request,
-        ino: u64,
-        fh: Option<u64>,
-        truncated: bool,
-        a: Attr,
-    ) -> crate::Result<Attr> {
-        let setid = u32::from(a.perm) & (libc::S_ISUID | libc::S_ISGID) != 0;
-        if !truncated
-            || self.vfs.options().kernel_checks
-            || a.kind != Kind::File
-            || !setid
-            || !crate::vfs::lacks_cap_fsetid(req.pid())
-        {
-            return Ok(a);
-        }
-        self.vfs.kill_suidgid(ino, fh)
-    }
-}
-
 impl fuser::Filesystem for EnvelopeFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(MAX_WRITE);
@@ -227,18 +201,17 @@ impl fuser::Filesystem for EnvelopeFuse {
         reply: ReplyAttr,
     ) {
         let r = guard("setattr", || {
-            self.vfs
-                .setattr(
-                    ino.0,
-                    mode,
-                    uid,
-                    gid,
-                    size,
-                    set_time(atime),
-                    set_time(mtime),
-                    fh.map(|f| f.0),
-                )
-                .and_then(|a| self.after_truncate(req, ino.0, fh.map(|f| f.0), size.is_some(), a))
+            self.vfs.setattr(
+                ino.0,
+                mode,
+                uid,
+                gid,
+                size,
+                set_time(atime),
+                set_time(mtime),
+                fh.map(|f| f.0),
+                req.pid(),
+            )
         });
         match r {
             Ok(a) => reply.attr(ttl(a.ino), &fattr(&a)),
@@ -354,18 +327,7 @@ impl fuser::Filesystem for EnvelopeFuse {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match guard("open", || {
-            let fh = self.vfs.open(ino.0, flags.0)?;
-            // Only on a root-only mount is there set-id clearing to do (and a stat for it).
-            if flags.0 & libc::O_TRUNC != 0
-                && !is_control(ino.0)
-                && !self.vfs.options().kernel_checks
-            {
-                let a = self.vfs.getattr(ino.0, Some(fh))?;
-                self.after_truncate(req, ino.0, Some(fh), true, a)?;
-            }
-            Ok(fh)
-        }) {
+        match guard("open", || self.vfs.open(ino.0, flags.0, req.pid())) {
             Ok(fh) => {
                 let f = if is_control(ino.0) {
                     FopenFlags::FOPEN_DIRECT_IO
@@ -416,7 +378,7 @@ impl fuser::Filesystem for EnvelopeFuse {
             let n = self.vfs.write(ino.0, fh.0, offset, data)?;
             // Set only with FUSE_HANDLE_KILLPRIV_V2, for a writer without CAP_FSETID.
             if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) && !is_control(ino.0) {
-                self.vfs.kill_suidgid(ino.0, Some(fh.0))?;
+                self.vfs.kill_suidgid(fh.0)?;
             }
             Ok(n)
         }) {

@@ -18,7 +18,7 @@ use crate::rewrap::{self, Target};
 use crate::store::object::{self, ObjectIo};
 use crate::store::trash::Trash;
 use crate::store::{fsutil, read_bucket_record, xattr, Store, META_DIR};
-pub use posix::{lacks_cap_fsetid, Attr, Kind, SetTime, StatFs};
+pub use posix::{Attr, Kind, SetTime, StatFs};
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
@@ -325,6 +325,7 @@ impl Vfs {
         atime: Option<posix::SetTime>,
         mtime: Option<posix::SetTime>,
         fh: Option<u64>,
+        caller: u32,
     ) -> Result<Attr> {
         if ino < INO_BASE && ino != ROOT {
             // Truncation (O_TRUNC of a redirect) and time updates (the kernel flushes them
@@ -334,7 +335,7 @@ impl Vfs {
             }
             return self.control.getattr(ino);
         }
-        let a = self.setattr_of(ino, mode, uid, gid, size, atime, mtime, fh)?;
+        let a = self.setattr_of(ino, mode, uid, gid, size, atime, mtime, fh, caller)?;
         Ok(self.answer_attr(ino, a))
     }
 
@@ -349,6 +350,7 @@ impl Vfs {
         atime: Option<posix::SetTime>,
         mtime: Option<posix::SetTime>,
         fh: Option<u64>,
+        caller: u32,
     ) -> Result<Attr> {
         self.check_writable()?;
         // An open object is changed through its descriptor: that works after it was
@@ -357,6 +359,9 @@ impl Vfs {
             let mut io = obj.io.write().unwrap_or_else(|p| p.into_inner());
             if let Some(size) = size {
                 truncate_io(&mut io, size)?;
+                if !self.opts.kernel_checks {
+                    self.clear_setid_after_truncate(io.file(), caller)?;
+                }
             }
             let f = io.file();
             if uid.is_some() || gid.is_some() {
@@ -376,6 +381,9 @@ impl Vfs {
             let obj = self.open_object(ino, &path, false)?;
             let mut io = obj.io.write().unwrap_or_else(|p| p.into_inner());
             truncate_io(&mut io, size)?;
+            if !self.opts.kernel_checks {
+                self.clear_setid_after_truncate(io.file(), caller)?;
+            }
         }
         if uid.is_some() || gid.is_some() {
             posix::lchown(&path, uid, gid).ctx(|| format!("chown {}", path.display()))?;
@@ -534,16 +542,22 @@ impl Vfs {
     }
 
     /// open(2) of a regular file.
-    pub fn open(&self, ino: u64, flags: i32) -> Result<u64> {
+    /// open(2) by the thread `caller`.
+    pub fn open(&self, ino: u64, flags: i32, caller: u32) -> Result<u64> {
         if ino < INO_BASE && ino != ROOT {
             return self.control.open(ino, flags);
         }
-        let writes = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        let trunc = flags & libc::O_TRUNC != 0;
+        let writes = flags & libc::O_ACCMODE != libc::O_RDONLY || trunc;
         if writes {
             self.check_writable()?;
         }
         let (path, _) = self.path_of(ino)?;
-        let obj = self.open_object(ino, &path, flags & libc::O_TRUNC != 0)?;
+        let obj = self.open_object(ino, &path, trunc)?;
+        if trunc && !self.opts.kernel_checks {
+            let io = obj.io.read().unwrap_or_else(|p| p.into_inner());
+            self.clear_setid_after_truncate(io.file(), caller)?;
+        }
         Ok(self.add_handle(obj, flags))
     }
 
@@ -1233,39 +1247,25 @@ impl Vfs {
     }
 
     /// Clears set-user-id, and set-group-id where the group may execute, as the kernel does
-    /// to a file written or truncated by a caller without CAP_FSETID. With
-    /// FUSE_HANDLE_KILLPRIV_V2 (root-only mounts) the kernel leaves this to the filesystem
-    /// and saves the attribute round trip it otherwise makes at every chown.
-    pub fn kill_suidgid(&self, ino: u64, fh: Option<u64>) -> Result<Attr> {
-        let kill = |mode: u32| {
-            let mut m = mode & 0o7777;
-            m &= !libc::S_ISUID;
-            if m & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP {
-                m &= !libc::S_ISGID;
-            }
-            m
-        };
-        if let Some(obj) = self.open_obj(ino, fh) {
-            let io = obj.io.read().unwrap_or_else(|p| p.into_inner());
-            let f = io.file();
-            let m = f.metadata().ctx(|| "fstat".to_string())?;
-            if kill(m.mode()) == m.mode() & 0o7777 {
-                return Ok(self.answer_attr(ino, self.attr_of_meta(&m)));
-            }
-            posix::fchmod(f, kill(m.mode())).ctx(|| "fchmod".to_string())?;
-            let m = f.metadata().ctx(|| "fstat".to_string())?;
-            return Ok(self.answer_attr(ino, self.attr_of_meta(&m)));
+    /// to a file written by a caller without CAP_FSETID. With FUSE_HANDLE_KILLPRIV_V2
+    /// (root-only mounts) the kernel leaves this to the filesystem and saves the attribute
+    /// round trip it otherwise makes at every chown; the write request says when.
+    pub fn kill_suidgid(&self, fh: u64) -> Result<()> {
+        let h = self.handle(fh)?;
+        let io = h.obj.io.read().unwrap_or_else(|p| p.into_inner());
+        let f = io.file();
+        kill_setid(f, f.metadata().ctx(|| "fstat".to_string())?.mode())
+    }
+
+    /// The same after a truncate (setattr of the size, open with O_TRUNC) on a root-only
+    /// mount. There the request does not say whether the caller lacks CAP_FSETID (fuser
+    /// drops the flag), so its capabilities are read, and only when the file has such a bit.
+    fn clear_setid_after_truncate(&self, f: &File, caller: u32) -> Result<()> {
+        let m = f.metadata().ctx(|| "fstat".to_string())?;
+        if m.mode() & (libc::S_ISUID | libc::S_ISGID) == 0 || !posix::lacks_cap_fsetid(caller) {
+            return Ok(());
         }
-        let (path, _) = self.path_of(ino)?;
-        let m = Self::lstat(&path)?;
-        if m.file_type().is_file() && kill(m.mode()) != m.mode() & 0o7777 {
-            fs::set_permissions(
-                &path,
-                std::os::unix::fs::PermissionsExt::from_mode(kill(m.mode())),
-            )
-            .ctx(|| format!("chmod {}", path.display()))?;
-        }
-        self.getattr(ino, None)
+        kill_setid(f, m.mode())
     }
 
     /// Unmount: make everything durable.
@@ -1304,6 +1304,20 @@ fn check_in_bucket(parent: u64) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Clears set-user-id, and set-group-id if the group may execute (the kernel's rule for a
+/// write or truncate by a caller without CAP_FSETID); changes nothing if neither applies.
+fn kill_setid(f: &File, mode: u32) -> Result<()> {
+    let mode = mode & 0o7777;
+    let mut new = mode & !libc::S_ISUID;
+    if new & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP {
+        new &= !libc::S_ISGID;
+    }
+    if new == mode {
+        return Ok(());
+    }
+    posix::fchmod(f, new).ctx(|| "fchmod".to_string())
 }
 
 /// Truncation of an open object. Same size: still a truncate, which updates mtime and ctime.
