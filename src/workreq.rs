@@ -12,9 +12,10 @@ use crate::format::{hex, unhex};
 use crate::keystore::{key_id_text, now_s, parse_key_id};
 use crate::rekey;
 use crate::rewrap::{self, Outcome, Target};
+use crate::store::fsutil::{self, Replace};
 use crate::store::object::now_ns;
 use crate::store::object::NoCustomerKeys;
-use crate::store::{fsutil, Store};
+use crate::store::Store;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
@@ -131,18 +132,38 @@ fn validate_id(id: &str) -> Result<()> {
     }
 }
 
-/// Saves a work request atomically (`durable` also fsyncs).
-pub fn save(store: &Store, wr: &WorkRequest, durable: bool) -> Result<()> {
+/// How a work request record is saved. Every save flushes the record's content before the
+/// rename that makes it visible, so no crash leaves an empty or torn record (on ext4 without
+/// a journal, or with `noauto_da_alloc`, an unflushed rename can come back as an empty file,
+/// and an unreadable record is a job that never resumes).
+#[derive(Clone, Copy)]
+enum Save<'a> {
+    /// Content and name durable: the record must be there after a crash (ACCEPTED, a pause,
+    /// a terminal state).
+    Durable,
+    /// Content flushed, the rename not waited for: after a crash the record is this one or
+    /// the one before, and both resume the same way (IN_PROGRESS, progress counts).
+    Progress,
+    /// The final record, made durable by the job's own syncfs (one flush for the headers and
+    /// the record), then the rename and the directory fsync: never visible before the headers
+    /// it reports are durable.
+    AfterSync(&'a Store),
+}
+
+/// Saves a work request atomically.
+fn save(store: &Store, wr: &WorkRequest, how: Save<'_>) -> Result<()> {
     let path = dir(store).join(format!("{}.json", wr.id));
     let bytes = serde_json::to_vec_pretty(wr)
         .map_err(|e| Error::InvalidArgument(format!("work request does not serialize: {e}")))?;
-    if durable {
-        fsutil::write_atomic(&path, &bytes, 0o644)
-    } else {
-        let tmp = path.with_extension("json.tmp");
-        fs::write(&tmp, &bytes)
-            .and_then(|()| fs::rename(&tmp, &path))
-            .ctx(|| format!("writing {}", path.display()))
+    match how {
+        Save::Durable => fsutil::replace_file(&path, &bytes, 0o644, Replace::Durable),
+        Save::Progress => fsutil::replace_file(&path, &bytes, 0o644, Replace::ContentOnly),
+        Save::AfterSync(s) => fsutil::replace_file(
+            &path,
+            &bytes,
+            0o644,
+            Replace::DurableAfter(&|| s.sync_all()),
+        ),
     }
 }
 
@@ -271,7 +292,7 @@ pub fn accept_op(
         cancel_requested: false,
         errors: Vec::new(),
     };
-    save(store, &wr, true)?;
+    save(store, &wr, Save::Durable)?;
     Ok(wr)
 }
 
@@ -288,7 +309,7 @@ pub fn request_cancel(store: &Store, id: &str) -> Result<WorkRequest> {
     } else {
         wr.status = State::Canceling;
     }
-    save(store, &wr, true)?;
+    save(store, &wr, Save::Durable)?;
     Ok(wr)
 }
 
@@ -415,7 +436,7 @@ pub fn run_live(
                 object: String::new(),
                 message: e.to_string(),
             });
-            return finish(store, wr, State::Failed);
+            return finish(store, wr, State::Failed, Save::Durable);
         }
     };
     let key_id = parse_key_id(&wr.target_key_id)
@@ -443,7 +464,7 @@ pub fn run_live(
     wr.objects_failed = 0;
     wr.errors.clear();
     wr.percent_complete = 0.0;
-    save(store, wr, true)?;
+    save(store, wr, Save::Progress)?;
     let mut last_save = Instant::now();
     // Objects are rewrapped in batches by a few threads: with a cold cache each object costs
     // disk reads (inode, header xattr block), and several in flight keep the disk busy. Stop
@@ -488,7 +509,7 @@ pub fn run_live(
         match stop() {
             Stop::Continue => {}
             Stop::Cancel => return finish_cancel(store, wr),
-            Stop::Pause => return save(store, wr, true),
+            Stop::Pause => return save(store, wr, Save::Durable),
         }
         let results = run_parallel(chunk, threads, &one);
         for (name, res) in chunk.iter().zip(results) {
@@ -512,18 +533,18 @@ pub fn run_live(
             progress(wr);
         }
         if last_save.elapsed().as_millis() >= 1000 {
-            save(store, wr, false)?;
+            save(store, wr, Save::Progress)?;
             last_save = Instant::now();
         }
     }
-    store.sync_all()?;
     let state = if wr.objects_failed == 0 {
         State::Succeeded
     } else {
         State::Failed
     };
     wr.percent_complete = 100.0;
-    finish(store, wr, state)
+    // One syncfs makes the rewrapped headers and the final record durable together.
+    finish(store, wr, state, Save::AfterSync(store))
 }
 
 impl WorkRequest {
@@ -551,14 +572,13 @@ fn find_bucket(store: &Store, wr: &WorkRequest) -> Result<crate::format::records
 
 fn finish_cancel(store: &Store, wr: &mut WorkRequest) -> Result<()> {
     wr.cancel_requested = true;
-    store.sync_all()?;
-    finish(store, wr, State::Canceled)
+    finish(store, wr, State::Canceled, Save::AfterSync(store))
 }
 
-fn finish(store: &Store, wr: &mut WorkRequest, state: State) -> Result<()> {
+fn finish(store: &Store, wr: &mut WorkRequest, state: State, how: Save<'_>) -> Result<()> {
     wr.status = state;
     wr.time_finished = Some(now_s());
-    save(store, wr, true)
+    save(store, wr, how)
 }
 
 #[cfg(test)]

@@ -27,6 +27,26 @@ pub(crate) fn check(r: libc::c_int) -> io::Result<()> {
 /// Replaces `path` atomically: temp file beside it, write, fsync, rename, fsync the directory.
 /// A crash leaves either the old or the new content, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    replace_file(path, bytes, mode, Replace::Durable)
+}
+
+/// How much of a [`replace_file`] must be on disk when it returns.
+pub enum Replace<'a> {
+    /// The new content, then the rename: after a crash the file is the new one.
+    Durable,
+    /// The new content only (no directory fsync): after a crash the file is the old one or
+    /// the new one, each whole. For records whose older version is also a valid state.
+    ContentOnly,
+    /// `flush` instead of the file's own fsync (a syncfs that makes other writes durable in
+    /// the same flush), then the rename and the directory fsync. The new file never becomes
+    /// visible before `flush` has succeeded.
+    DurableAfter(&'a dyn Fn() -> Result<()>),
+}
+
+/// Replaces `path` through a temp file beside it and a rename, so that no crash leaves a
+/// torn or empty file: the new content is flushed before the rename makes it visible.
+/// On error the temp file is removed and `path` is left as it was.
+pub fn replace_file(path: &Path, bytes: &[u8], mode: u32, how: Replace<'_>) -> Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| Error::InvalidArgument(format!("{} has no parent", path.display())))?;
@@ -38,21 +58,28 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
-    let write = || -> io::Result<()> {
+    let what = || format!("writing {}", path.display());
+    let write = || -> Result<()> {
         let mut f = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+            .open(&tmp)
+            .ctx(what)?;
+        f.write_all(bytes).ctx(what)?;
+        match &how {
+            Replace::Durable | Replace::ContentOnly => f.sync_all().ctx(what)?,
+            Replace::DurableAfter(flush) => flush()?,
+        }
+        fs::rename(&tmp, path).ctx(what)?;
+        if !matches!(how, Replace::ContentOnly) {
+            File::open(dir).and_then(|d| d.sync_all()).ctx(what)?;
+        }
+        Ok(())
     };
-    write().map_err(|e| {
+    write().inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
-        Error::io(format!("writing {}", path.display()), e)
     })
 }
 
@@ -193,5 +220,70 @@ pub fn will_need(f: &File, off: u64, len: u64) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::from_raw_os_error(r))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    fn leftovers(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "rec.json")
+            .collect()
+    }
+
+    #[test]
+    fn every_replace_mode_leaves_the_new_content_and_no_temp_file() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("rec.json");
+        fs::write(&p, b"old").expect("write");
+        let flush = || Ok(());
+        for (i, how) in [
+            Replace::Durable,
+            Replace::ContentOnly,
+            Replace::DurableAfter(&flush),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let new = format!("new {i}");
+            replace_file(&p, new.as_bytes(), 0o640, how).expect("replace");
+            assert_eq!(fs::read(&p).expect("read"), new.as_bytes());
+            assert!(leftovers(d.path()).is_empty(), "{:?}", leftovers(d.path()));
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+    }
+
+    #[test]
+    fn the_new_file_is_not_visible_before_the_flush_and_a_failed_flush_keeps_the_old() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("rec.json");
+        fs::write(&p, b"old").expect("write");
+        let calls = Cell::new(0);
+        let seen_then = || {
+            calls.set(calls.get() + 1);
+            assert_eq!(
+                fs::read(&p).expect("read"),
+                b"old",
+                "renamed before the flush"
+            );
+            Ok(())
+        };
+        replace_file(&p, b"new", 0o644, Replace::DurableAfter(&seen_then)).expect("replace");
+        assert_eq!(calls.get(), 1);
+        assert_eq!(fs::read(&p).expect("read"), b"new");
+
+        let failing = || Err(Error::io("syncfs", io::Error::from_raw_os_error(libc::EIO)));
+        let e = replace_file(&p, b"newer", 0o644, Replace::DurableAfter(&failing))
+            .expect_err("a failed flush fails the replace");
+        assert!(e.to_string().contains("syncfs"), "{e}");
+        assert_eq!(fs::read(&p).expect("read"), b"new");
+        assert!(leftovers(d.path()).is_empty(), "{:?}", leftovers(d.path()));
     }
 }
