@@ -54,6 +54,22 @@ impl EnvelopeFuse {
             panic_on_lookup,
         }
     }
+
+    /// Open flags of an object handle. Cached pages survive close and open
+    /// (`FOPEN_KEEP_CACHE`, docs/CACHING.md). A write-only handle bypasses the page cache
+    /// (`FOPEN_DIRECT_IO`): nothing can be read through it, and a write then goes straight to
+    /// the daemon instead of being copied into cache pages first, and skips the kernel's
+    /// `security.capability` lookup (a GETXATTR round trip) before every write. The kernel
+    /// drops cached pages of the written range, so other handles and mappings read the new
+    /// bytes. Not with the writeback cache, where dirty pages of another handle could later
+    /// be written back over a direct write.
+    fn object_open_flags(&self, flags: i32) -> FopenFlags {
+        if flags & libc::O_ACCMODE == libc::O_WRONLY && !self.vfs.options().writeback_cache {
+            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::FOPEN_KEEP_CACHE
+        }
+    }
 }
 
 fn errno(e: &Error) -> Errno {
@@ -332,7 +348,7 @@ impl fuser::Filesystem for EnvelopeFuse {
                 let f = if is_control(ino.0) {
                     FopenFlags::FOPEN_DIRECT_IO
                 } else {
-                    FopenFlags::FOPEN_KEEP_CACHE
+                    self.object_open_flags(flags.0)
                 };
                 reply.opened(FileHandle(fh), f)
             }
@@ -558,7 +574,7 @@ impl fuser::Filesystem for EnvelopeFuse {
                 &fattr(&a),
                 Generation(0),
                 FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE,
+                self.object_open_flags(flags),
             ),
             Err(e) => reply.error(e),
         }

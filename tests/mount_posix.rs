@@ -1478,3 +1478,118 @@ fn assert_has_line(out: &str, line: &str) {
         "missing {line:?} in:\n{out}"
     );
 }
+
+/// Pages of `p` in the mount's page cache: mincore(2) of a read-only shared mapping, which
+/// itself reads nothing.
+fn resident_pages(p: &Path) -> usize {
+    let f = File::open(p).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    assert!(len > 0);
+    // SAFETY: a fresh read-only shared mapping of an open file, unmapped below.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(
+        addr,
+        libc::MAP_FAILED,
+        "{}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let mut vec = vec![0u8; len.div_ceil(page)];
+    // SAFETY: the mapping is `len` bytes long and `vec` has a byte per page of it.
+    let r = unsafe { libc::mincore(addr, len, vec.as_mut_ptr()) };
+    let e = std::io::Error::last_os_error();
+    // SAFETY: unmaps exactly the mapping made above.
+    unsafe { libc::munmap(addr, len) };
+    assert_eq!(r, 0, "mincore: {e}");
+    vec.iter().filter(|b| **b & 1 != 0).count()
+}
+
+#[test]
+fn write_only_handles_bypass_the_page_cache_and_readers_still_see_their_writes() {
+    let m = TestMount::new();
+    fs::create_dir(m.p("b")).unwrap();
+    let data = pattern(1, 64 * 1024);
+
+    // A write-only handle (cp, tar, dd, shell redirections) leaves no page of the file in the
+    // mount's cache; a read-write one caches what it wrote, as before.
+    let wo = m.p("b/wo");
+    fs::write(&wo, &data).unwrap();
+    assert_eq!(
+        resident_pages(&wo),
+        0,
+        "written through O_WRONLY, yet cached"
+    );
+    let rw = m.p("b/rw");
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&rw)
+        .unwrap();
+    f.write_all_at(&data, 0).unwrap();
+    drop(f);
+    assert!(
+        resident_pages(&rw) > 0,
+        "written through O_RDWR, not cached"
+    );
+    assert_eq!(fs::read(&wo).unwrap(), data);
+
+    // A reader with the file cached, and a shared mapping, both see an unaligned overwrite
+    // and an extension made through a write-only handle.
+    let reader = File::open(&wo).unwrap();
+    assert_eq!(pread_all(&reader).unwrap(), data);
+    assert_eq!(resident_pages(&wo), 16, "the reader's pages are cached");
+    // SAFETY: a read-only shared mapping of the open file, unmapped below.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            data.len(),
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            reader.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(map, libc::MAP_FAILED);
+    // SAFETY: the mapping is data.len() bytes, readable.
+    let mapped = || unsafe { std::slice::from_raw_parts(map as *const u8, data.len()).to_vec() };
+    assert_eq!(mapped(), data, "the mapping before the write");
+    let w = OpenOptions::new().write(true).open(&wo).unwrap();
+    w.write_all_at(&[0xAB; 5000], 1000).unwrap();
+    w.write_all_at(&[0xCD; 3000], data.len() as u64).unwrap();
+    let mut want = data.clone();
+    want[1000..6000].fill(0xAB);
+    want.extend_from_slice(&[0xCD; 3000]);
+    assert_bytes_eq(&pread_all(&reader).unwrap(), &want, "the reader's handle");
+    assert_bytes_eq(&mapped(), &want[..data.len()], "the mapping");
+    assert_bytes_eq(&fs::read(&wo).unwrap(), &want, "a new handle");
+    assert_eq!(reader.metadata().unwrap().len(), want.len() as u64);
+    // SAFETY: unmaps exactly the mapping made above.
+    unsafe { libc::munmap(map, data.len()) };
+}
+
+#[test]
+fn with_the_writeback_cache_write_only_handles_stay_cached() {
+    // There the kernel writes dirty pages back later; a direct write could be overwritten by
+    // another handle's older dirty pages, so every handle goes through the cache.
+    let m = TestMount::new_writeback_cache();
+    fs::create_dir(m.p("b")).unwrap();
+    let data = pattern(2, 64 * 1024);
+    let wo = m.p("b/wo");
+    fs::write(&wo, &data).unwrap();
+    assert!(
+        resident_pages(&wo) > 0,
+        "written through O_WRONLY with the writeback cache"
+    );
+    assert_eq!(fs::read(&wo).unwrap(), data);
+}
