@@ -61,8 +61,8 @@ impl EnvelopeFuse {
     /// the daemon instead of being copied into cache pages first, and skips the kernel's
     /// `security.capability` lookup (a GETXATTR round trip) before every write. The kernel
     /// drops cached pages of the written range, so other handles and mappings read the new
-    /// bytes. Not with the writeback cache, where dirty pages of another handle could later
-    /// be written back over a direct write.
+    /// bytes. Not with the writeback cache: whoever turns it on wants small writes gathered
+    /// in the cache, and write-only handles (loggers, shell appends) make most of them.
     fn object_open_flags(&self, flags: i32) -> FopenFlags {
         if flags & libc::O_ACCMODE == libc::O_WRONLY && !self.vfs.options().writeback_cache {
             FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_KEEP_CACHE
