@@ -1479,39 +1479,65 @@ fn assert_has_line(out: &str, line: &str) {
     );
 }
 
-/// Pages of `p` in the mount's page cache: mincore(2) of a read-only shared mapping, which
-/// itself reads nothing.
+/// A read-only shared mapping of an open file, unmapped on drop.
+struct Mapping {
+    addr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(f: &File, len: usize) -> Self {
+        assert!(len > 0);
+        // SAFETY: a fresh read-only shared mapping of an open file; Drop unmaps it.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(
+            addr,
+            libc::MAP_FAILED,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+        Mapping { addr, len }
+    }
+
+    /// What the mapping shows now.
+    fn bytes(&self) -> Vec<u8> {
+        // SAFETY: the mapping is `len` readable bytes while self lives.
+        unsafe { std::slice::from_raw_parts(self.addr as *const u8, self.len).to_vec() }
+    }
+
+    /// Pages of the file in the page cache (mincore(2); mapping reads nothing by itself).
+    fn resident_pages(&self) -> usize {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let mut vec = vec![0u8; self.len.div_ceil(page)];
+        // SAFETY: the mapping is `len` bytes long and `vec` has a byte per page of it.
+        let r = unsafe { libc::mincore(self.addr, self.len, vec.as_mut_ptr()) };
+        assert_eq!(r, 0, "mincore: {}", std::io::Error::last_os_error());
+        vec.iter().filter(|b| **b & 1 != 0).count()
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in new().
+        unsafe { libc::munmap(self.addr, self.len) };
+    }
+}
+
+/// Pages of the file at `p` in the mount's page cache.
 fn resident_pages(p: &Path) -> usize {
     let f = File::open(p).unwrap();
     let len = f.metadata().unwrap().len() as usize;
-    assert!(len > 0);
-    // SAFETY: a fresh read-only shared mapping of an open file, unmapped below.
-    let addr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            f.as_raw_fd(),
-            0,
-        )
-    };
-    assert_ne!(
-        addr,
-        libc::MAP_FAILED,
-        "{}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-    let mut vec = vec![0u8; len.div_ceil(page)];
-    // SAFETY: the mapping is `len` bytes long and `vec` has a byte per page of it.
-    let r = unsafe { libc::mincore(addr, len, vec.as_mut_ptr()) };
-    let e = std::io::Error::last_os_error();
-    // SAFETY: unmaps exactly the mapping made above.
-    unsafe { libc::munmap(addr, len) };
-    assert_eq!(r, 0, "mincore: {e}");
-    vec.iter().filter(|b| **b & 1 != 0).count()
+    Mapping::new(&f, len).resident_pages()
 }
 
 #[test]
@@ -1549,21 +1575,8 @@ fn write_only_handles_bypass_the_page_cache_and_readers_still_see_their_writes()
     let reader = File::open(&wo).unwrap();
     assert_eq!(pread_all(&reader).unwrap(), data);
     assert_eq!(resident_pages(&wo), 16, "the reader's pages are cached");
-    // SAFETY: a read-only shared mapping of the open file, unmapped below.
-    let map = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            data.len(),
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            reader.as_raw_fd(),
-            0,
-        )
-    };
-    assert_ne!(map, libc::MAP_FAILED);
-    // SAFETY: the mapping is data.len() bytes, readable.
-    let mapped = || unsafe { std::slice::from_raw_parts(map as *const u8, data.len()).to_vec() };
-    assert_eq!(mapped(), data, "the mapping before the write");
+    let map = Mapping::new(&reader, data.len());
+    assert_eq!(map.bytes(), data, "the mapping before the write");
     let w = OpenOptions::new().write(true).open(&wo).unwrap();
     w.write_all_at(&[0xAB; 5000], 1000).unwrap();
     w.write_all_at(&[0xCD; 3000], data.len() as u64).unwrap();
@@ -1571,11 +1584,9 @@ fn write_only_handles_bypass_the_page_cache_and_readers_still_see_their_writes()
     want[1000..6000].fill(0xAB);
     want.extend_from_slice(&[0xCD; 3000]);
     assert_bytes_eq(&pread_all(&reader).unwrap(), &want, "the reader's handle");
-    assert_bytes_eq(&mapped(), &want[..data.len()], "the mapping");
+    assert_bytes_eq(&map.bytes(), &want[..data.len()], "the mapping");
     assert_bytes_eq(&fs::read(&wo).unwrap(), &want, "a new handle");
     assert_eq!(reader.metadata().unwrap().len(), want.len() as u64);
-    // SAFETY: unmaps exactly the mapping made above.
-    unsafe { libc::munmap(map, data.len()) };
 }
 
 #[test]
@@ -1599,26 +1610,7 @@ fn mapped_contents(f: &File, len: usize) -> Vec<u8> {
     if len == 0 {
         return Vec::new();
     }
-    // SAFETY: a fresh read-only shared mapping of an open file, copied out and unmapped.
-    unsafe {
-        let addr = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            f.as_raw_fd(),
-            0,
-        );
-        assert_ne!(
-            addr,
-            libc::MAP_FAILED,
-            "{}",
-            std::io::Error::last_os_error()
-        );
-        let v = std::slice::from_raw_parts(addr as *const u8, len).to_vec();
-        libc::munmap(addr, len);
-        v
-    }
+    Mapping::new(f, len).bytes()
 }
 
 #[test]
