@@ -392,7 +392,8 @@ impl fuser::Filesystem for EnvelopeFuse {
     ) {
         match guard("write", || {
             let n = self.vfs.write(ino.0, fh.0, offset, data)?;
-            // Set only with FUSE_HANDLE_KILLPRIV_V2, for a writer without CAP_FSETID.
+            // Set for a writer without CAP_FSETID, with FUSE_HANDLE_KILLPRIV_V2 or on a
+            // direct (write-only) handle.
             if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) && !is_control(ino.0) {
                 self.vfs.kill_suidgid(fh.0)?;
             }

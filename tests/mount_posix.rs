@@ -1393,7 +1393,9 @@ nofsetid 'echo more >> nofsetid_write'
 nofsetid 'echo more >> nofsetid_write2745'
 nofsetid 'truncate -s 1 nofsetid_trunc'
 nofsetid ': > nofsetid_otrunc'
-for f in chown chown2644 write nofsetid_write nofsetid_write2745 nofsetid_trunc nofsetid_otrunc; do
+printf 'abc' > open_then_chmod
+nofsetid 'exec 3>>open_then_chmod; chmod 4755 open_then_chmod; echo more >&3; exec 3>&-'
+for f in chown chown2644 write nofsetid_write nofsetid_write2745 nofsetid_trunc nofsetid_otrunc open_then_chmod; do
     echo "$f $(stat -c '%a %u %g %s' "$f")"
 done
 printf x > plain; chmod 0644 plain
@@ -1439,6 +1441,7 @@ fn a_root_only_mount_clears_set_id_bits_and_answers_access_as_the_disk_does() {
         "nofsetid_write2745 2745 0 0 8",
         "nofsetid_trunc 755 0 0 1",
         "nofsetid_otrunc 755 0 0 0",
+        "open_then_chmod 755 0 0 8",
         "access plain rw-",
         "access exe rwx",
         "access ro rw-",
@@ -1465,6 +1468,7 @@ fn default_permissions_can_be_asked_for_and_then_the_kernel_checks() {
     for line in [
         "chown 755 0 0 3",
         "nofsetid_write 755 0 0 8",
+        "open_then_chmod 755 0 0 8",
         "access plain rw-",
     ] {
         assert_has_line(&out, line);

@@ -25,7 +25,7 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirEntryExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 /// The root inode.
@@ -53,6 +53,11 @@ pub struct OpenObject {
     /// The fingerprint of the customer key it was opened with (SSE-C objects): a new open
     /// that would share this object needs the key loaded still.
     customer: Option<[u8; 32]>,
+    /// The backing file may carry set-user-id or set-group-id. Only then does clearing
+    /// them after a write or truncate look at the file (writers without CAP_FSETID send
+    /// the kill flag with every write). Set from the mode at open and by every chmod; it
+    /// may be true of a file without such bits, never false of one with them.
+    setid: AtomicBool,
 }
 
 /// The mount's key ring, noting which customer key an open asked for.
@@ -360,7 +365,7 @@ impl Vfs {
             if let Some(size) = size {
                 truncate_io(&mut io, size)?;
                 if !self.opts.kernel_checks {
-                    self.clear_setid_after_truncate(io.file(), caller)?;
+                    clear_setid_after_truncate(&obj, io.file(), caller)?;
                 }
             }
             let f = io.file();
@@ -369,6 +374,7 @@ impl Vfs {
             }
             if let Some(mode) = mode {
                 posix::fchmod(f, mode & 0o7777).ctx(|| "fchmod".to_string())?;
+                obj.setid.store(has_setid(mode), Ordering::Relaxed);
             }
             if atime.is_some() || mtime.is_some() {
                 posix::futimens(f, atime, mtime).ctx(|| "futimens".to_string())?;
@@ -382,7 +388,7 @@ impl Vfs {
             let mut io = obj.io.write().unwrap_or_else(|p| p.into_inner());
             truncate_io(&mut io, size)?;
             if !self.opts.kernel_checks {
-                self.clear_setid_after_truncate(io.file(), caller)?;
+                clear_setid_after_truncate(&obj, io.file(), caller)?;
             }
         }
         if uid.is_some() || gid.is_some() {
@@ -396,6 +402,12 @@ impl Vfs {
                     std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777),
                 )
                 .ctx(|| format!("chmod {}", path.display()))?;
+                // An object opened meanwhile read the mode before this chmod (open_object
+                // reads it and registers the object under this lock).
+                let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(obj) = open.get(&ino).and_then(Weak::upgrade) {
+                    obj.setid.store(has_setid(mode), Ordering::Relaxed);
+                }
             }
         }
         if atime.is_some() || mtime.is_some() {
@@ -444,7 +456,7 @@ impl Vfs {
             .unwrap_or(path)
             .display()
             .to_string();
-        let backing_ino = file.metadata().ctx(|| format!("{what}: stat"))?.ino();
+        let md = file.metadata().ctx(|| format!("{what}: stat"))?;
         let ring = NoteCustomer {
             ring: &self.control,
             asked: std::cell::Cell::new(None),
@@ -455,8 +467,9 @@ impl Vfs {
         }
         let obj = Arc::new(OpenObject {
             io: RwLock::new(io),
-            backing_ino,
+            backing_ino: md.ino(),
             customer: ring.asked.get(),
+            setid: AtomicBool::new(has_setid(md.mode())),
         });
         open.retain(|_, w| w.strong_count() > 0);
         open.insert(ino, Arc::downgrade(&obj));
@@ -541,8 +554,7 @@ impl Vfs {
         fh
     }
 
-    /// open(2) of a regular file.
-    /// open(2) by the thread `caller`.
+    /// open(2) of a regular file by the thread `caller`.
     pub fn open(&self, ino: u64, flags: i32, caller: u32) -> Result<u64> {
         if ino < INO_BASE && ino != ROOT {
             return self.control.open(ino, flags);
@@ -556,7 +568,7 @@ impl Vfs {
         let obj = self.open_object(ino, &path, trunc)?;
         if trunc && !self.opts.kernel_checks {
             let io = obj.io.read().unwrap_or_else(|p| p.into_inner());
-            self.clear_setid_after_truncate(io.file(), caller)?;
+            clear_setid_after_truncate(&obj, io.file(), caller)?;
         }
         Ok(self.add_handle(obj, flags))
     }
@@ -614,6 +626,7 @@ impl Vfs {
             io: RwLock::new(io),
             backing_ino: m.ino(),
             customer: None,
+            setid: AtomicBool::new(has_setid(m.mode())),
         });
         {
             let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
@@ -1247,25 +1260,20 @@ impl Vfs {
     }
 
     /// Clears set-user-id, and set-group-id where the group may execute, as the kernel does
-    /// to a file written by a caller without CAP_FSETID. With FUSE_HANDLE_KILLPRIV_V2
-    /// (root-only mounts) the kernel leaves this to the filesystem and saves the attribute
-    /// round trip it otherwise makes at every chown; the write request says when.
+    /// to a file written by a caller without CAP_FSETID; the write request says when (with
+    /// FUSE_HANDLE_KILLPRIV_V2 on root-only mounts, and for every direct write). Looks at
+    /// the file only if it may carry such a bit.
     pub fn kill_suidgid(&self, fh: u64) -> Result<()> {
         let h = self.handle(fh)?;
-        let io = h.obj.io.read().unwrap_or_else(|p| p.into_inner());
-        let f = io.file();
-        kill_setid(f, f.metadata().ctx(|| "fstat".to_string())?.mode())
-    }
-
-    /// The same after a truncate (setattr of the size, open with O_TRUNC) on a root-only
-    /// mount. There the request does not say whether the caller lacks CAP_FSETID (fuser
-    /// drops the flag), so its capabilities are read, and only when the file has such a bit.
-    fn clear_setid_after_truncate(&self, f: &File, caller: u32) -> Result<()> {
-        let m = f.metadata().ctx(|| "fstat".to_string())?;
-        if m.mode() & (libc::S_ISUID | libc::S_ISGID) == 0 || !posix::lacks_cap_fsetid(caller) {
+        if !h.obj.setid.load(Ordering::Relaxed) {
             return Ok(());
         }
-        kill_setid(f, m.mode())
+        let io = h.obj.io.read().unwrap_or_else(|p| p.into_inner());
+        let f = io.file();
+        let mode = f.metadata().ctx(|| "fstat".to_string())?.mode();
+        let left = kill_setid(f, mode)?;
+        h.obj.setid.store(has_setid(left), Ordering::Relaxed);
+        Ok(())
     }
 
     /// Unmount: make everything durable.
@@ -1306,18 +1314,41 @@ fn check_in_bucket(parent: u64) -> Result<()> {
     Ok(())
 }
 
+/// Whether a mode has set-user-id or set-group-id.
+fn has_setid(mode: u32) -> bool {
+    mode & (libc::S_ISUID | libc::S_ISGID) != 0
+}
+
 /// Clears set-user-id, and set-group-id if the group may execute (the kernel's rule for a
 /// write or truncate by a caller without CAP_FSETID); changes nothing if neither applies.
-fn kill_setid(f: &File, mode: u32) -> Result<()> {
+/// Returns the mode left.
+fn kill_setid(f: &File, mode: u32) -> Result<u32> {
     let mode = mode & 0o7777;
     let mut new = mode & !libc::S_ISUID;
     if new & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP {
         new &= !libc::S_ISGID;
     }
-    if new == mode {
+    if new != mode {
+        posix::fchmod(f, new).ctx(|| "fchmod".to_string())?;
+    }
+    Ok(new)
+}
+
+/// The same after a truncate (setattr of the size, open with O_TRUNC) on a root-only mount.
+/// There the request does not say whether the caller lacks CAP_FSETID (fuser drops the
+/// flag), so the caller's capabilities are read, and only when the file has such a bit.
+fn clear_setid_after_truncate(obj: &OpenObject, f: &File, caller: u32) -> Result<()> {
+    if !obj.setid.load(Ordering::Relaxed) {
         return Ok(());
     }
-    posix::fchmod(f, new).ctx(|| "fchmod".to_string())
+    let mode = f.metadata().ctx(|| "fstat".to_string())?.mode();
+    let left = if has_setid(mode) && posix::lacks_cap_fsetid(caller) {
+        kill_setid(f, mode)?
+    } else {
+        mode
+    };
+    obj.setid.store(has_setid(left), Ordering::Relaxed);
+    Ok(())
 }
 
 /// Truncation of an open object. Same size: still a truncate, which updates mtime and ctime.
