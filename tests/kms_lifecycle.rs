@@ -70,20 +70,6 @@ fn put(m: &TestMount, bucket: &str, name: &str, seed: u64) -> Vec<u8> {
     data
 }
 
-fn get(m: &TestMount, bucket: &str, name: &str) -> CmdOut {
-    let out = m.scratch.join("out").display().to_string();
-    m.cli_store(&[
-        "object",
-        "get",
-        "--bucket-name",
-        bucket,
-        "--name",
-        name,
-        "--file",
-        &out,
-    ])
-}
-
 #[test]
 fn offline_usage_schedule_refusal_force_and_cancel() {
     let m = TestMount::init_only(None);
@@ -186,8 +172,8 @@ fn offline_usage_schedule_refusal_force_and_cancel() {
     let key = m.cli_store(&["key", "get", "k"]).ok().json();
     assert_eq!(version_json(&key, 1)["state"], "PENDING_DELETION");
     assert_eq!(version_json(&key, 1)["deletion_time"], at);
-    fails_with(get(&m, "c", "three"), "pending deletion");
-    get(&m, "c", "new").ok();
+    fails_with(m.get_object("c", "three").0, "pending deletion");
+    m.get_object("c", "new").0.ok();
     // Pending: not scheduled twice, neither enabled nor disabled until cancelled.
     fails_with(
         m.cli_store(&["key", "schedule-deletion", "k", "--version", "1", "--force"]),
@@ -218,8 +204,9 @@ fn offline_usage_schedule_refusal_force_and_cancel() {
         "not pending deletion",
     );
     m.cli_store(&["key", "enable", "k", "--version", "1"]).ok();
-    get(&m, "c", "three").ok();
-    assert_bytes_eq(&fs::read(m.scratch.join("out")).unwrap(), &three, "c/three");
+    let (o, got) = m.get_object("c", "three");
+    o.ok();
+    assert_bytes_eq(&got, &three, "c/three");
 }
 
 #[test]
@@ -266,8 +253,8 @@ fn offline_destruction_erases_the_material_and_objects_fail_with_enokey() {
         version_json(&m.cli_store(&["key", "get", "k"]).ok().json(), 1)["state"],
         "DESTROYED"
     );
-    fails_with(get(&m, "b", "lost"), "destroyed");
-    get(&m, "b", "kept").ok();
+    fails_with(m.get_object("b", "lost").0, "destroyed");
+    m.get_object("b", "kept").0.ok();
     fails_with(
         m.cli_store(&["key", "cancel-deletion", "k", "--version", "1"]),
         "destroyed",
@@ -329,8 +316,9 @@ fn offline_schedule_without_force_once_reencrypted() {
         "30 days by default: {s}"
     );
     cli_clock_ahead(&m, &["key", "list"]).ok();
-    get(&m, "b", "o").ok();
-    assert_bytes_eq(&fs::read(m.scratch.join("out")).unwrap(), &data, "b/o");
+    let (o, got) = m.get_object("b", "o");
+    o.ok();
+    assert_bytes_eq(&got, &data, "b/o");
 }
 
 #[test]

@@ -60,24 +60,11 @@ fn cli_with_fault(m: &TestMount, fault: &str, args: &[&str]) -> CmdOut {
     run_cmd(&mut c, CMD_TIMEOUT)
 }
 
-fn put(m: &TestMount, bucket: &str, name: &str, data: &[u8]) {
-    m.put_object(bucket, name, data);
-}
-
+/// `object get`, asserting success: the object's bytes.
 fn get(m: &TestMount, bucket: &str, name: &str) -> Vec<u8> {
-    let out = m.scratch.join("get-out");
-    m.cli_store(&[
-        "object",
-        "get",
-        "--bucket-name",
-        bucket,
-        "--name",
-        name,
-        "--file",
-        &out.display().to_string(),
-    ])
-    .ok();
-    read(&out)
+    let (o, bytes) = m.get_object(bucket, name);
+    o.ok();
+    bytes
 }
 
 #[test]
@@ -85,7 +72,7 @@ fn object_rekey_offline_changes_the_dek_and_every_byte_and_keeps_data_and_metada
     let m = TestMount::init_only(None);
     m.cli_store(&["bucket", "create", "--name", "b"]).ok();
     let data = pattern(1, 3 * 4096 + 1000);
-    put(&m, "b", "dir/o", &data);
+    m.put_object("b", "dir/o", &data);
     let backing = m.backing_path("b", "dir/o");
     // Metadata a rekey must keep: mode, times, user xattrs.
     fs::set_permissions(&backing, fs::Permissions::from_mode(0o640)).unwrap();
@@ -167,7 +154,7 @@ fn object_rekey_to_other_keys_and_refusals_change_nothing() {
     m.cli_store(&["key", "create", "--alias", "k2"]).ok();
     m.cli_store(&["bucket", "create", "--name", "b"]).ok();
     let data = pattern(2, 10_000);
-    put(&m, "b", "o", &data);
+    m.put_object("b", "o", &data);
     let backing = m.backing_path("b", "o");
     let ck = m.scratch.join("c.key");
     fs::write(&ck, [9u8; 32]).unwrap();
@@ -248,7 +235,7 @@ fn a_crash_before_or_after_the_rename_leaves_the_old_or_the_new_object() {
     let m = TestMount::init_only(None);
     m.cli_store(&["bucket", "create", "--name", "b"]).ok();
     let data = pattern(3, 70_000);
-    put(&m, "b", "o", &data);
+    m.put_object("b", "o", &data);
     let backing = m.backing_path("b", "o");
     let id0 = header(&backing).object_id;
     let args = [
@@ -300,12 +287,12 @@ fn bucket_rekey_offline_resumes_after_a_crash_and_is_idempotent() {
     for i in 0..12 {
         let name = format!("p{}/o{i}", i % 3);
         let data = pattern(100 + i, 1000 * i as usize + 17);
-        put(&m, "b", &name, &data);
+        m.put_object("b", &name, &data);
         objects.push((name, data));
     }
     let ck = m.scratch.join("c.key");
     fs::write(&ck, [5u8; 32]).unwrap();
-    put(&m, "b", "sse", b"customer keyed");
+    m.put_object("b", "sse", b"customer keyed");
     m.cli_store(&[
         "object",
         "reencrypt",
@@ -317,7 +304,7 @@ fn bucket_rekey_offline_resumes_after_a_crash_and_is_idempotent() {
         &ck.display().to_string(),
     ])
     .ok();
-    put(&m, "b", "linked", b"two names");
+    m.put_object("b", "linked", b"two names");
     fs::hard_link(
         m.backing_path("b", "linked"),
         m.backing_path("b", "linked2"),

@@ -23,28 +23,6 @@ fn one_line(o: &CmdOut) -> String {
     s
 }
 
-fn put(m: &TestMount, bucket: &str, name: &str, data: &[u8]) {
-    m.put_object(bucket, name, data);
-}
-
-/// `object get` to a file: the command's output and the bytes it wrote.
-fn get(m: &TestMount, bucket: &str, name: &str) -> (CmdOut, Vec<u8>) {
-    let f = m.scratch.join("output");
-    let _ = fs::remove_file(&f);
-    let o = m.cli_store(&[
-        "object",
-        "get",
-        "--bucket-name",
-        bucket,
-        "--name",
-        name,
-        "--file",
-        &f.display().to_string(),
-    ]);
-    let bytes = fs::read(&f).unwrap_or_default();
-    (o, bytes)
-}
-
 /// A store sealed with a passphrase: a wrong one is one clear line and changes nothing;
 /// a damaged Argon2id parameter is refused at once instead of allocating without bound.
 #[test]
@@ -106,8 +84,8 @@ fn damaged_records_are_clear_errors_and_lose_nothing() {
     let m = TestMount::init_only(None);
     m.cli_store(&["bucket", "create", "--name", "b"]).ok();
     let data = pattern(3, 10_000);
-    put(&m, "b", "x", &data);
-    put(&m, "b", "y", &data);
+    m.put_object("b", "x", &data);
+    m.put_object("b", "y", &data);
     let ks = m.store.join(".envelopefs/keystore");
     let cfg = m.store.join(".envelopefs/config.json");
     let good_ks = fs::read(&ks).expect("ks");
@@ -168,7 +146,7 @@ fn damaged_records_are_clear_errors_and_lose_nothing() {
             store_snapshot(&m.store) == before,
             "{what}: the store changed"
         );
-        let (o, bytes) = get(&m, "b", "x");
+        let (o, bytes) = m.get_object("b", "x");
         o.ok();
         assert_bytes_eq(&bytes, &data, what);
     }
@@ -193,7 +171,7 @@ fn damaged_records_are_clear_errors_and_lose_nothing() {
             "{what}: {}",
             o.stderr
         );
-        let o = get(&m, "b", "x").0.fails();
+        let o = m.get_object("b", "x").0.fails();
         assert!(
             one_line(&o).contains("bucket record"),
             "{what}: {}",
@@ -217,11 +195,11 @@ fn damaged_records_are_clear_errors_and_lose_nothing() {
         ("version 2", v2, "format version 2 is not supported"),
     ] {
         xattr::set(&yp, xattr::HEADER.as_bytes(), &bytes, 0).expect("set");
-        let o = get(&m, "b", "y").0.fails();
+        let o = m.get_object("b", "y").0.fails();
         assert!(one_line(&o).contains(want), "{what}: {}", o.stderr);
         xattr::set(&yp, xattr::HEADER.as_bytes(), &h, 0).expect("restore");
     }
-    let (o, bytes) = get(&m, "b", "y");
+    let (o, bytes) = m.get_object("b", "y");
     o.ok();
     assert_bytes_eq(&bytes, &data, "y");
     m.cli_store(&["fsck", "--read-data"]).ok();

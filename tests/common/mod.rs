@@ -745,23 +745,37 @@ impl TestMount {
         run_cmd(&mut c, CMD_TIMEOUT)
     }
 
-    /// `envelopefs object put` of `data` (through a scratch file), asserting success; offline
-    /// or through the mount, as the CLI decides.
-    #[track_caller]
-    pub fn put_object(&self, bucket: &str, name: &str, data: &[u8]) {
-        let f = self.scratch.join(format!("put-{}", data.len()));
-        fs::write(&f, data).expect("writing the input file");
+    /// `envelopefs object VERB --bucket-name B --name N --file F` (put or get); offline or
+    /// through the mount, as the CLI decides.
+    fn object_file_cmd(&self, verb: &str, bucket: &str, name: &str, file: &Path) -> CmdOut {
+        let file = file.display().to_string();
         self.cli_store(&[
             "object",
-            "put",
+            verb,
             "--bucket-name",
             bucket,
             "--name",
             name,
             "--file",
-            &f.display().to_string(),
+            &file,
         ])
-        .ok();
+    }
+
+    /// `envelopefs object put` of `data` (through a scratch file), asserting success.
+    #[track_caller]
+    pub fn put_object(&self, bucket: &str, name: &str, data: &[u8]) {
+        let f = self.scratch.join(format!("put-{}", data.len()));
+        fs::write(&f, data).expect("writing the input file");
+        self.object_file_cmd("put", bucket, name, &f).ok();
+    }
+
+    /// `envelopefs object get` into a scratch file: the command's output, and the bytes it
+    /// wrote (empty if none).
+    pub fn get_object(&self, bucket: &str, name: &str) -> (CmdOut, Vec<u8>) {
+        let f = self.scratch.join("get-output");
+        let _ = fs::remove_file(&f);
+        let o = self.object_file_cmd("get", bucket, name, &f);
+        (o, fs::read(&f).unwrap_or_default())
     }
 
     /// Runs `sh -c SCRIPT` with $M = mountpoint, $S = store, $X = scratch dir, $EFS = binary.
