@@ -137,7 +137,7 @@ fn validate_id(id: &str) -> Result<()> {
 /// a journal, or with `noauto_da_alloc`, an unflushed rename can come back as an empty file,
 /// and an unreadable record is a job that never resumes).
 #[derive(Clone, Copy)]
-enum Save<'a> {
+enum Save {
     /// Content and name durable: the record must be there after a crash (ACCEPTED, a pause,
     /// a terminal state).
     Durable,
@@ -147,22 +147,22 @@ enum Save<'a> {
     /// The final record, made durable by the job's own syncfs (one flush for the headers and
     /// the record), then the rename and the directory fsync: never visible before the headers
     /// it reports are durable.
-    AfterSync(&'a Store),
+    AfterSync,
 }
 
 /// Saves a work request atomically.
-fn save(store: &Store, wr: &WorkRequest, how: Save<'_>) -> Result<()> {
+fn save(store: &Store, wr: &WorkRequest, how: Save) -> Result<()> {
     let path = dir(store).join(format!("{}.json", wr.id));
     let bytes = serde_json::to_vec_pretty(wr)
         .map_err(|e| Error::InvalidArgument(format!("work request does not serialize: {e}")))?;
     match how {
         Save::Durable => fsutil::replace_file(&path, &bytes, 0o644, Replace::Durable),
         Save::Progress => fsutil::replace_file(&path, &bytes, 0o644, Replace::ContentOnly),
-        Save::AfterSync(s) => fsutil::replace_file(
+        Save::AfterSync => fsutil::replace_file(
             &path,
             &bytes,
             0o644,
-            Replace::DurableAfter(&|| s.sync_all()),
+            Replace::DurableAfter(&|| store.sync_all()),
         ),
     }
 }
@@ -544,7 +544,7 @@ pub fn run_live(
     };
     wr.percent_complete = 100.0;
     // One syncfs makes the rewrapped headers and the final record durable together.
-    finish(store, wr, state, Save::AfterSync(store))
+    finish(store, wr, state, Save::AfterSync)
 }
 
 impl WorkRequest {
@@ -572,10 +572,10 @@ fn find_bucket(store: &Store, wr: &WorkRequest) -> Result<crate::format::records
 
 fn finish_cancel(store: &Store, wr: &mut WorkRequest) -> Result<()> {
     wr.cancel_requested = true;
-    finish(store, wr, State::Canceled, Save::AfterSync(store))
+    finish(store, wr, State::Canceled, Save::AfterSync)
 }
 
-fn finish(store: &Store, wr: &mut WorkRequest, state: State, how: Save<'_>) -> Result<()> {
+fn finish(store: &Store, wr: &mut WorkRequest, state: State, how: Save) -> Result<()> {
     wr.status = state;
     wr.time_finished = Some(now_s());
     save(store, wr, how)
