@@ -260,21 +260,19 @@ fn serve(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret, daemon: boo
         // Commands through ctl that replace objects or add buckets tell the kernel to drop
         // its cached entry for that name, so the mount shows the change at once.
         let notifier = session.notifier();
-        let store_root = root.to_path_buf();
+        // Weak: the hook lives in the vfs's own control tree.
+        let fs = Arc::downgrade(&vfs);
         *vfs.control
             .on_path_change
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(Box::new(move |path: &Path| {
-            let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            let (Some(parent), Some(name), Some(fs)) =
+                (path.parent(), path.file_name(), fs.upgrade())
+            else {
                 return;
             };
-            let parent_ino = if parent == store_root {
-                crate::vfs::ROOT
-            } else {
-                match std::fs::symlink_metadata(parent) {
-                    Ok(m) => std::os::unix::fs::MetadataExt::ino(&m) + crate::vfs::INO_BASE,
-                    Err(_) => return,
-                }
+            let Some(parent_ino) = fs.node_id_of_store_dir(parent) else {
+                return;
             };
             let _ = notifier.inval_entry(fuser::INodeNo(parent_ino), name);
         }));

@@ -271,6 +271,23 @@ impl Vfs {
 
     // ----- attributes -----
 
+    /// The node id the kernel knows the inode with backing inode number `backing_ino` by. The
+    /// one mapping: it goes through the alias table that gives reused inode numbers a fresh id
+    /// (see [`inodes`]), so readdir and cache invalidation name the node the kernel holds.
+    pub fn node_id_of_backing(&self, backing_ino: u64) -> u64 {
+        self.nodes.node_id(backing_ino + INO_BASE)
+    }
+
+    /// The node id of the store directory `dir` (the store's root is the mount's root), or
+    /// None if it is gone.
+    pub fn node_id_of_store_dir(&self, dir: &Path) -> Option<u64> {
+        if dir == self.store.root() {
+            return Some(ROOT);
+        }
+        let m = fs::symlink_metadata(dir).ok()?;
+        Some(self.node_id_of_backing(m.ino()))
+    }
+
     fn attr_of_meta(&self, m: &fs::Metadata) -> Attr {
         let mut a = posix::attr_from_meta(m, m.ino() + INO_BASE);
         if a.kind == Kind::File {
@@ -1058,7 +1075,7 @@ impl Vfs {
                 if ino == ROOT && kind != Kind::Dir {
                     continue;
                 }
-                entries.push((self.nodes.node_id(e.ino() + INO_BASE), kind, name));
+                entries.push((self.node_id_of_backing(e.ino()), kind, name));
             }
         }
         let fh = self.new_fh();
