@@ -273,7 +273,7 @@ pub enum BucketCmd {
         /// Bucket name.
         #[arg(long)]
         name: String,
-        /// Master key for its objects (default: the store's default key).
+        /// Master key for its objects (default, or `none`: the store's default key).
         #[arg(long)]
         kms_key_id: Option<String>,
     },
@@ -293,14 +293,15 @@ pub enum BucketCmd {
         /// Bucket name.
         #[arg(long)]
         name: String,
-        /// Key to assign.
+        /// Key to assign (id or alias), or `none` to remove the assigned key (the bucket then
+        /// uses the store's default key). An empty value is refused.
         #[arg(
             long,
             conflicts_with = "remove_kms_key",
             required_unless_present = "remove_kms_key"
         )]
         kms_key_id: Option<String>,
-        /// Go back to the store's default key.
+        /// Go back to the store's default key (the same as `--kms-key-id none`).
         #[arg(long)]
         remove_kms_key: bool,
     },
@@ -310,7 +311,8 @@ pub enum BucketCmd {
         /// Bucket name.
         #[arg(long)]
         bucket_name: String,
-        /// Assign this key first and re-encrypt to it (default: the assigned key).
+        /// Assign this key first and re-encrypt to it (default, or `latest`: the assigned
+        /// key). An empty value is refused.
         #[arg(long)]
         kms_key_id: Option<String>,
         /// Give every object a new data key and rewrite its data (for a leaked data key),
@@ -331,7 +333,8 @@ pub struct WaitArgs {
     /// Give up after this long (exit code 2).
     #[arg(long, default_value_t = 1200)]
     pub max_wait_seconds: u64,
-    /// How often to check.
+    /// The longest pause between two looks: the first look is at once, the next after
+    /// 50 ms, each pause twice the last, up to this.
     #[arg(long, default_value_t = 30)]
     pub wait_interval_seconds: u64,
 }
@@ -384,7 +387,8 @@ pub enum ObjectCmd {
         /// Object name.
         #[arg(long)]
         name: String,
-        /// Rewrap to this master key instead.
+        /// Rewrap to this master key instead (`latest`: the default). An empty value is
+        /// refused.
         #[arg(long)]
         kms_key_id: Option<String>,
         /// Rewrap to this customer-provided key (base64 AES-256 key file).
@@ -474,6 +478,55 @@ fn first_line(s: &str) -> String {
         .to_string()
 }
 
+/// The words a command takes where it takes a key: [`KeyWord::NoKey`] (`none`) and
+/// [`KeyWord::Latest`] (`latest`). Key aliases cannot be either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyWord {
+    /// `none`: no assigned key (`bucket create`/`update --kms-key-id`, and the control file
+    /// `buckets/B/kms-key-id`); the bucket then uses the store's default key.
+    NoKey,
+    /// `latest`: the newest version of the bucket's key (`bucket`/`object reencrypt
+    /// --kms-key-id`, the control file `buckets/B/reencrypt`, the xattr
+    /// `user.envelopefs.reencrypt`).
+    Latest,
+}
+
+impl KeyWord {
+    /// The word itself.
+    pub const fn word(self) -> &'static str {
+        match self {
+            KeyWord::NoKey => "none",
+            KeyWord::Latest => "latest",
+        }
+    }
+
+    fn meaning(self) -> &'static str {
+        match self {
+            KeyWord::NoKey => "to remove the bucket's key (it then uses the store's default key)",
+            KeyWord::Latest => "for the newest version of the bucket's key",
+        }
+    }
+}
+
+/// A key reference given where `word` is also accepted: the trimmed reference, or `None` for
+/// the word. A blank value is EINVAL with what to give instead, so that an unset variable
+/// (`echo "$KEY" > .../kms-key-id`) never picks a meaning of its own.
+pub fn key_or_word(value: &str, word: KeyWord) -> Result<Option<&str>> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "no key given (the value is empty): give a key id or alias, or {:?} {}",
+            word.word(),
+            word.meaning()
+        )));
+    }
+    Ok((v != word.word()).then_some(v))
+}
+
+fn optional_key_or_word(value: Option<&str>, word: KeyWord) -> Result<Option<&str>> {
+    Ok(value.map(|k| key_or_word(k, word)).transpose()?.flatten())
+}
+
 /// Where a command's bulk data goes when it has no file (the CLI's stdin/stdout).
 pub trait DataStreams {
     /// Standard input for `object put` without `--file`.
@@ -506,12 +559,65 @@ pub struct Env<'a> {
     pub spawn_work: Option<&'a dyn Fn(&workreq::WorkRequest)>,
 }
 
+/// A command's JSON result. Its strings are zeroized when it is dropped: the results of
+/// `kms decrypt` and `kms generate-data-key` carry a plaintext, and every result is treated
+/// alike so that none escapes by a path that forgot. It is rendered only into a
+/// [`crate::hygiene::WipingBuf`] (`cli::output::render`, the control file's reply).
+#[derive(Debug, Default)]
+pub struct Output(Value);
+
+impl Output {
+    /// Wraps a result.
+    pub fn new(v: Value) -> Self {
+        Output(v)
+    }
+
+    /// Moves the value out, leaving `null`: for results that carry no secret (a work
+    /// request, a report), which the caller keeps as a plain value.
+    pub fn take(&mut self) -> Value {
+        self.0.take()
+    }
+}
+
+impl std::ops::Deref for Output {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        &self.0
+    }
+}
+
+impl serde::Serialize for Output {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        wipe_strings(&mut self.0);
+    }
+}
+
+/// Zeroizes every string in a JSON value (object keys, which are field names, stay).
+pub fn wipe_strings(v: &mut Value) {
+    match v {
+        Value::String(s) => zeroize::Zeroize::zeroize(s),
+        Value::Array(a) => a.iter_mut().for_each(wipe_strings),
+        Value::Object(m) => m.values_mut().for_each(wipe_strings),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
 fn json_of<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
 /// Executes a store command and returns its JSON result.
-pub fn execute(store: &Store, cmd: &StoreCommand, env: &mut Env<'_>) -> Result<Value> {
+pub fn execute(store: &Store, cmd: &StoreCommand, env: &mut Env<'_>) -> Result<Output> {
+    execute_value(store, cmd, env).map(Output)
+}
+
+fn execute_value(store: &Store, cmd: &StoreCommand, env: &mut Env<'_>) -> Result<Value> {
     // Key versions past their deletion date are destroyed before anything uses the keys
     // (not for fsck, which changes nothing).
     if !matches!(cmd, StoreCommand::Fsck(_)) {
@@ -648,7 +754,8 @@ fn execute_kms(store: &Store, cmd: &KmsCmd) -> Result<Value> {
 fn execute_bucket(store: &Store, cmd: &BucketCmd, env: &mut Env<'_>) -> Result<Value> {
     match cmd {
         BucketCmd::Create { name, kms_key_id } => {
-            let rec = store.create_bucket(name, kms_key_id.as_deref(), 0o755)?;
+            let key = optional_key_or_word(kms_key_id.as_deref(), KeyWord::NoKey)?;
+            let rec = store.create_bucket(name, key, 0o755)?;
             Ok(store.describe_bucket(name, &rec))
         }
         BucketCmd::List => Ok(Value::Array(
@@ -670,7 +777,7 @@ fn execute_bucket(store: &Store, cmd: &BucketCmd, env: &mut Env<'_>) -> Result<V
             let key = if *remove_kms_key {
                 None
             } else {
-                kms_key_id.as_deref()
+                optional_key_or_word(kms_key_id.as_deref(), KeyWord::NoKey)?
             };
             let rec = store.update_bucket(name, key)?;
             Ok(store.describe_bucket(name, &rec))
@@ -681,7 +788,8 @@ fn execute_bucket(store: &Store, cmd: &BucketCmd, env: &mut Env<'_>) -> Result<V
             rekey,
             wait: _,
         } => {
-            let mut wr = workreq::accept_op(store, bucket_name, kms_key_id.as_deref(), *rekey)?;
+            let key = optional_key_or_word(kms_key_id.as_deref(), KeyWord::Latest)?;
+            let mut wr = workreq::accept_op(store, bucket_name, key, *rekey)?;
             match env.spawn_work {
                 Some(spawn) => spawn(&wr),
                 None => workreq::run(store, &mut wr, &workreq::never_stop, env.progress)?,
@@ -776,7 +884,10 @@ fn execute_object(store: &Store, cmd: &ObjectCmd, env: &mut Env<'_>) -> Result<V
                         "--kms-key-id and --encryption-key-file exclude each other".into(),
                     ))
                 }
-                (Some(k), None) => Target::Master(store.resolve_key(k)?),
+                (Some(k), None) => match key_or_word(k, KeyWord::Latest)? {
+                    Some(k) => Target::Master(store.resolve_key(k)?),
+                    None => Target::BucketLatest,
+                },
                 (None, Some(f)) => Target::Customer(read_key_file(f)?),
                 (None, None) => Target::BucketLatest,
             };
@@ -982,6 +1093,38 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    #[test]
+    fn blank_keys_are_einval_naming_the_word_and_the_words_mean_no_key() {
+        for blank in ["", " ", "\t\n"] {
+            for (word, name) in [
+                (KeyWord::NoKey, "\"none\""),
+                (KeyWord::Latest, "\"latest\""),
+            ] {
+                let e = key_or_word(blank, word).unwrap_err();
+                assert_eq!(e.errno(), libc::EINVAL, "{blank:?}");
+                assert!(e.to_string().contains(name), "{e}");
+            }
+        }
+        assert_eq!(key_or_word("none", KeyWord::NoKey).unwrap(), None);
+        assert_eq!(key_or_word(" latest\n", KeyWord::Latest).unwrap(), None);
+        assert_eq!(key_or_word("k2\n", KeyWord::NoKey).unwrap(), Some("k2"));
+        assert_eq!(
+            key_or_word("latest", KeyWord::NoKey).unwrap(),
+            Some("latest")
+        );
+    }
+
+    #[test]
+    fn output_strings_are_wiped() {
+        let mut v = json!({"Plaintext": "c2VjcmV0", "n": 1, "a": [{"x": "y"}]});
+        wipe_strings(&mut v);
+        assert_eq!(v, json!({"Plaintext": "", "n": 1, "a": [{"x": ""}]}));
+        let mut o = Output::new(json!({"id": "wr-1"}));
+        assert_eq!(o["id"], "wr-1");
+        assert_eq!(o.take(), json!({"id": "wr-1"}));
+        assert_eq!(*o, Value::Null);
     }
 
     #[test]

@@ -375,6 +375,10 @@ impl fuser::Filesystem for EnvelopeFuse {
                 Ok(()) => reply.data(&buf),
                 Err(e) => reply.error(e),
             }
+            // A control reply may carry a plaintext (kms decrypt): no copy stays behind.
+            if is_control(ino.0) {
+                zeroize::Zeroize::zeroize(&mut *buf);
+            }
         })
     }
 

@@ -78,3 +78,115 @@ pub fn relock() {
         }
     }
 }
+
+/// A growable byte buffer that leaves no copy of its bytes behind, for text that carries a
+/// secret (the JSON reply of `kms decrypt` and `generate-data-key`) from its creation to its
+/// write. It is zeroized when dropped, like a `Zeroizing<Vec<u8>>`; unlike one, it also
+/// zeroizes the allocation it leaves when it grows (a `Vec` frees it as it is), and the bytes
+/// it cuts off when it is truncated.
+#[derive(Default)]
+pub struct WipingBuf(zeroize::Zeroizing<Vec<u8>>);
+
+impl WipingBuf {
+    /// An empty buffer.
+    pub fn new() -> Self {
+        WipingBuf::default()
+    }
+
+    /// Appends bytes, moving to a larger allocation (and wiping the old one) if needed.
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        let need = self.0.len().saturating_add(bytes.len());
+        if need > self.0.capacity() {
+            let cap = need.max(self.0.capacity().saturating_mul(2)).max(256);
+            let mut bigger = zeroize::Zeroizing::new(Vec::with_capacity(cap));
+            bigger.extend_from_slice(&self.0);
+            // The old allocation is zeroized as it drops.
+            self.0 = bigger;
+        }
+        self.0.extend_from_slice(bytes);
+    }
+
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Number of bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Cuts the buffer to `len` bytes, zeroizing the rest.
+    pub fn truncate(&mut self, len: usize) {
+        if len < self.0.len() {
+            zeroize::Zeroize::zeroize(&mut self.0[len..]);
+            self.0.truncate(len);
+        }
+    }
+
+    /// Removes trailing whitespace (as `str::trim_end` sees it) after byte `from`.
+    pub fn trim_end_from(&mut self, from: usize) {
+        let keep = match self.0.get(from..).map(std::str::from_utf8) {
+            Some(Ok(tail)) => from + tail.trim_end().len(),
+            _ => return,
+        };
+        self.truncate(keep);
+    }
+
+    /// The buffer as a zeroizing vector (no copy).
+    pub fn into_inner(self) -> zeroize::Zeroizing<Vec<u8>> {
+        self.0
+    }
+}
+
+impl std::io::Write for WipingBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl std::fmt::Write for WipingBuf {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WipingBuf;
+    use std::fmt::Write;
+
+    #[test]
+    fn wiping_buf_keeps_every_byte_across_growth_and_trims_like_str() {
+        let mut b = WipingBuf::new();
+        let mut want = String::new();
+        for i in 0..2000 {
+            write!(b, "{i},").unwrap();
+            want.push_str(&format!("{i},"));
+        }
+        assert_eq!(b.as_bytes(), want.as_bytes());
+        b.extend_from_slice(b"tail \t\n ");
+        let len = b.len();
+        b.trim_end_from(len - 3);
+        assert!(
+            b.as_bytes().ends_with(b",tail "),
+            "only after the byte given"
+        );
+        b.trim_end_from(0);
+        assert!(b.as_bytes().ends_with(b",tail"));
+        b.truncate(4);
+        assert_eq!(b.as_bytes(), b"0,1,");
+        assert_eq!(b.into_inner().as_slice(), b"0,1,");
+    }
+}

@@ -617,7 +617,8 @@ fn state_word(s: VersionState) -> &'static str {
     }
 }
 
-/// Aliases: 1 to 64 of `A-Za-z0-9._-`, not a key id, not `latest`.
+/// Aliases: 1 to 64 of `A-Za-z0-9._-`, not a key id, not a word the commands take where
+/// they take a key (`latest`, `none`: `command::KeyWord`).
 pub fn validate_alias(a: &str) -> Result<()> {
     let ok = !a.is_empty()
         && a.len() <= 64
@@ -625,12 +626,13 @@ pub fn validate_alias(a: &str) -> Result<()> {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
         && !a.starts_with(KEY_ID_PREFIX)
         && a != "latest"
+        && a != "none"
         && parse_key_id(a).is_none();
     if ok {
         Ok(())
     } else {
         Err(Error::InvalidArgument(format!(
-            "invalid key alias {a:?}: use 1-64 of A-Z a-z 0-9 . _ -, not starting with \"key-\", not \"latest\""
+            "invalid key alias {a:?}: use 1-64 of A-Z a-z 0-9 . _ -, not starting with \"key-\", not \"latest\" or \"none\""
         )))
     }
 }
@@ -749,6 +751,7 @@ mod tests {
     fn aliases_are_validated() {
         let mut ks = KeyStore::create([1u8; 16], 4096, &keyfile()).unwrap();
         assert!(ks.create_key(Some("latest".into())).is_err());
+        assert!(ks.create_key(Some("none".into())).is_err());
         assert!(ks.create_key(Some("a/b".into())).is_err());
         assert!(ks.create_key(Some("default".into())).is_err());
         assert!(ks.create_key(Some("ok-1".into())).is_ok());

@@ -489,6 +489,84 @@ fn bucket_commands_and_name_validation() {
     let u = fx.ok(&["bucket", "update", "--name", "photos", "--remove-kms-key"]);
     assert_eq!(u["kms_key_id"], Value::Null);
     assert_eq!(u["effective_key_id"], default_id);
+    // An empty --kms-key-id (an unset variable) is refused and changes nothing; `none` is
+    // the word that removes the key, as in the control file.
+    fx.ok(&["bucket", "update", "--name", "photos", "--kms-key-id", "bk"]);
+    for blank in ["", " "] {
+        for args in [
+            &[
+                "bucket",
+                "update",
+                "--name",
+                "photos",
+                "--kms-key-id",
+                blank,
+            ][..],
+            &["bucket", "create", "--name", "blank", "--kms-key-id", blank],
+            &[
+                "bucket",
+                "reencrypt",
+                "--bucket-name",
+                "photos",
+                "--kms-key-id",
+                blank,
+            ],
+            &[
+                "object",
+                "reencrypt",
+                "--bucket-name",
+                "photos",
+                "--name",
+                "o",
+                "--kms-key-id",
+                blank,
+            ],
+        ] {
+            fx.run(args)
+                .fails_with("no key given (the value is empty): give a key id or alias, or");
+        }
+        assert_eq!(
+            fx.ok(&["bucket", "get", "--name", "photos"])["kms_key_id"],
+            key["id"]
+        );
+    }
+    fx.run(&["bucket", "update", "--name", "photos", "--kms-key-id", ""])
+        .fails_with("or \"none\" to remove the bucket's key");
+    fx.run(&[
+        "bucket",
+        "reencrypt",
+        "--bucket-name",
+        "photos",
+        "--kms-key-id",
+        "",
+    ])
+    .fails_with("or \"latest\" for the newest version");
+    assert_eq!(
+        fx.ok(&["work-request", "list"]).as_array().map(Vec::len),
+        Some(0),
+        "a refused reencrypt starts nothing"
+    );
+    let u = fx.ok(&[
+        "bucket",
+        "update",
+        "--name",
+        "photos",
+        "--kms-key-id",
+        "none",
+    ]);
+    assert_eq!(u["kms_key_id"], Value::Null);
+    assert_eq!(u["effective_key_id"], default_id);
+    let n = fx.ok(&[
+        "bucket",
+        "create",
+        "--name",
+        "defaulted",
+        "--kms-key-id",
+        "none",
+    ]);
+    assert_eq!(n["kms_key_id"], Value::Null);
+    fx.run(&["key", "create", "--alias", "none"])
+        .fails_with("invalid key alias");
 
     fx.run(&["bucket", "create", "--name", "photos"])
         .fails_with("exists");

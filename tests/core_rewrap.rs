@@ -49,7 +49,7 @@ fn exec(store: &Store, line: &str) -> envelopefs::Result<Value> {
         progress: &mut progress,
         spawn_work: None,
     };
-    command::execute(store, &cmd, &mut env)
+    command::execute(store, &cmd, &mut env).map(|mut o| o.take())
 }
 
 fn content(seed: u8, len: usize) -> Vec<u8> {

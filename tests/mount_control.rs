@@ -65,7 +65,7 @@ fn ls_cat_and_echo_on_the_control_files() {
             "key metadata must not carry key material ({banned}): {k}"
         );
     }
-    // kms-key-id: empty for the default key; echo assigns; an empty line removes.
+    // kms-key-id: empty for the default key; echo assigns; `none` removes.
     assert_eq!(
         m.sh("cat \"$M/.envelopefs/buckets/b/kms-key-id\"")
             .ok()
@@ -90,7 +90,8 @@ fn ls_cat_and_echo_on_the_control_files() {
         k2,
         "new objects use the assigned key"
     );
-    m.sh("echo > \"$M/.envelopefs/buckets/b/kms-key-id\"").ok();
+    m.sh("echo none > \"$M/.envelopefs/buckets/b/kms-key-id\"")
+        .ok();
     assert_eq!(
         m.sh("cat \"$M/.envelopefs/buckets/b/kms-key-id\"")
             .ok()
@@ -167,6 +168,64 @@ fn ls_cat_and_echo_on_the_control_files() {
         libc::EPERM,
         "mkdir in the control tree",
     );
+}
+
+#[test]
+fn empty_writes_to_control_files_are_einval_and_change_nothing() {
+    // `echo "$KEY" > .../kms-key-id` with KEY unset must not move the bucket off its key,
+    // nor an empty line to reencrypt start a job; the reason says what to write.
+    let m = TestMount::new();
+    fs::create_dir(m.p("b")).unwrap();
+    m.ctl("key create --alias k2").ok();
+    let k2 = m.key_id("k2");
+    m.sh("echo k2 > \"$M/.envelopefs/buckets/b/kms-key-id\"")
+        .ok();
+    fs::write(m.p("b/f"), b"object").unwrap();
+    assert_eq!(xattr_str(&m.p("b/f"), KEY_VERSION), "1");
+    m.ctl("key rotate k2").ok();
+    for blank in ["\n", " \n", "\t \n\n"] {
+        let msg = m
+            .write_ctl_file("buckets/b/kms-key-id", blank)
+            .err(libc::EINVAL);
+        assert!(
+            msg.contains("give a key id or alias, or \"none\" to remove the bucket's key"),
+            "{blank:?}: {msg}"
+        );
+        let msg = m
+            .write_ctl_file("buckets/b/reencrypt", blank)
+            .err(libc::EINVAL);
+        assert!(
+            msg.contains("give a key id or alias, or \"latest\" for the newest version"),
+            "{blank:?}: {msg}"
+        );
+        assert_errno(
+            xattr_set(
+                &m.p("b/f"),
+                "user.envelopefs.reencrypt",
+                blank.as_bytes(),
+                0,
+            ),
+            libc::EINVAL,
+            "an empty user.envelopefs.reencrypt",
+        );
+    }
+    // The shell sees the write fail.
+    m.sh("echo > \"$M/.envelopefs/buckets/b/kms-key-id\"")
+        .fails();
+    m.sh("echo \"$UNSET_KEY\" > \"$M/.envelopefs/buckets/b/reencrypt\"")
+        .fails();
+    // Nothing changed: the key is still assigned, no work request started, no rewrap.
+    assert_eq!(m.read_ctl_file("buckets/b/kms-key-id").trim(), k2);
+    assert_eq!(m.read_ctl_file("buckets/b/reencrypt"), "");
+    assert_eq!(m.sh("ls \"$M/.envelopefs/work-requests\"").ok().stdout, "");
+    assert_eq!(xattr_str(&m.p("b/f"), KEY_VERSION), "1");
+    // The words do what they say.
+    let wr = m.write_ctl_file("buckets/b/reencrypt", "latest\n").ok();
+    let wr = m.wait_work_request(wr["id"].as_str().unwrap(), WR_TIMEOUT);
+    assert_eq!(wr["status"], "SUCCEEDED", "{wr}");
+    assert_eq!(xattr_str(&m.p("b/f"), KEY_VERSION), "2");
+    m.write_ctl_file("buckets/b/kms-key-id", "none\n").ok();
+    assert_eq!(m.read_ctl_file("buckets/b/kms-key-id"), "");
 }
 
 #[test]

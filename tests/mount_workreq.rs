@@ -136,3 +136,57 @@ fn twenty_thousand_objects_reencrypt_while_the_mount_serves() {
         assert!(b == a, "backing data or mtime of {} changed", b.0.display());
     }
 }
+
+#[test]
+fn waits_return_as_soon_as_a_small_job_is_done_with_the_default_interval() {
+    // The first look comes at once and the next ones after short, growing pauses: waiting
+    // for a job that takes milliseconds must not sleep a whole --wait-interval-seconds (30 s
+    // by default). The bound is far above the job's time and far below one interval.
+    const BOUND: Duration = Duration::from_secs(5);
+    let mut t = TestMount::init_only(None);
+    populate(&t, "small", 100);
+    t.mount();
+    t.ctl("key rotate k").ok();
+    let started = Instant::now();
+    let out = t
+        .cli_store(&[
+            "bucket",
+            "reencrypt",
+            "--bucket-name",
+            "small",
+            "--wait-for-state",
+            "SUCCEEDED",
+        ])
+        .ok();
+    let took = started.elapsed();
+    let wr = out.json();
+    assert_eq!(wr["status"], "SUCCEEDED", "{wr}");
+    assert_eq!(wr["objects_rewrapped"], 100, "{wr}");
+    assert!(
+        took < BOUND,
+        "bucket reencrypt --wait-for-state took {took:?}"
+    );
+
+    // work-request wait on a job started through the control file.
+    t.ctl("key rotate k").ok();
+    fs::write(
+        t.mnt.join(".envelopefs/buckets/small/reencrypt"),
+        "latest\n",
+    )
+    .unwrap();
+    let id = fs::read_to_string(t.mnt.join(".envelopefs/buckets/small/reencrypt")).unwrap();
+    let started = Instant::now();
+    let out = t
+        .cli_store(&[
+            "work-request",
+            "wait",
+            id.trim(),
+            "--wait-for-state",
+            "SUCCEEDED",
+        ])
+        .ok();
+    let took = started.elapsed();
+    assert_eq!(out.json()["status"], "SUCCEEDED", "{}", out.stdout);
+    assert!(took < BOUND, "work-request wait took {took:?}");
+    assert_eq!(wr_json(&t, id.trim())["target_key_version"], 3);
+}

@@ -240,12 +240,14 @@ fn run_store_command(cli: &Cli, cmd: &StoreCommand) -> Result<()> {
     }
     if let StoreCommand::WorkRequest(WorkRequestCmd::Wait { id, wait }) = cmd {
         command::wait_states(wait)?;
-        let mut wr = workreq::load(&store, id)?;
-        if !wr.status.is_terminal() {
-            workreq::run(&store, &mut wr, &workreq::never_stop, &mut progress)?;
-        }
-        bar.finish();
-        return finish_wait(&wr, wait);
+        // Offline, the one look runs the request to its end here.
+        return remote::wait_for(wait, &bar, &mut || {
+            let mut wr = workreq::load(&store, id)?;
+            if !wr.status.is_terminal() {
+                workreq::run(&store, &mut wr, &workreq::never_stop, &mut progress)?;
+            }
+            Ok(wr)
+        });
     }
     let mut env = Env {
         customer: &NoCustomerKeys,
@@ -253,7 +255,7 @@ fn run_store_command(cli: &Cli, cmd: &StoreCommand) -> Result<()> {
         progress: &mut progress,
         spawn_work: None,
     };
-    let out = command::execute(&store, cmd, &mut env)?;
+    let mut out = command::execute(&store, cmd, &mut env)?;
     bar.finish();
     let is_get_to_stdout = matches!(
         cmd,
@@ -262,14 +264,15 @@ fn run_store_command(cli: &Cli, cmd: &StoreCommand) -> Result<()> {
     if is_get_to_stdout {
         return Ok(());
     }
-    print_json(&out);
     if let StoreCommand::Bucket(BucketCmd::Reencrypt { wait, .. }) = cmd {
         if !wait.wait_for_state.is_empty() {
-            let wr: WorkRequest = serde_json::from_value(out)
+            // Offline the request ran to its end in `execute`: the one look finds it done.
+            let wr: WorkRequest = serde_json::from_value(out.take())
                 .map_err(|e| Error::Corrupt(format!("work request: {e}")))?;
-            return check_wanted(&wr, wait);
+            return remote::wait_for(wait, &bar, &mut || Ok(wr.clone()));
         }
     }
+    print_json(&out);
     Ok(())
 }
 
@@ -285,11 +288,6 @@ fn resume_unfinished(
         }
     }
     Ok(())
-}
-
-fn finish_wait(wr: &WorkRequest, wait: &WaitArgs) -> Result<()> {
-    print_json(&serde_json::to_value(wr).unwrap_or(Value::Null));
-    check_wanted(wr, wait)
 }
 
 /// Whether a work request reached one of the states waited for.
@@ -313,10 +311,20 @@ pub fn check_wanted(wr: &WorkRequest, wait: &WaitArgs) -> Result<()> {
 /// Prints data to stdout, as JSON or a table (`--output`). A reader that went away (`| head`)
 /// is not an error of the command; any other failure to write (a full disk behind `>`) is
 /// reported and exits 1.
+///
+/// The text is rendered into a zeroizing buffer and written with one `write_all` on a
+/// duplicate of the stdout descriptor, past std's stdout buffer, which is never freed or
+/// wiped (a `kms decrypt` result carries a plaintext).
 pub fn print_json(v: &Value) {
     use std::io::Write;
+    use std::os::fd::AsFd;
+    let mut text = output::render(v);
+    text.extend_from_slice(b"\n");
     let mut out = std::io::stdout().lock();
-    let r = writeln!(out, "{}", output::render(v)).and_then(|()| out.flush());
+    let r = out
+        .flush()
+        .and_then(|()| out.as_fd().try_clone_to_owned())
+        .and_then(|fd| std::fs::File::from(fd).write_all(text.as_bytes()));
     match r {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}

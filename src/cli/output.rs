@@ -2,7 +2,9 @@
 //! table (`--output table`, the default of `status`). The table is derived from the same
 //! JSON, so both always carry the same facts.
 
+use crate::hygiene::WipingBuf;
 use serde_json::Value;
+use std::fmt::{self, Write};
 use std::sync::OnceLock;
 
 /// `--output`.
@@ -26,28 +28,65 @@ pub fn get() -> Format {
     FORMAT.get().copied().unwrap_or(Format::Json)
 }
 
-/// Renders a value in the format in force.
-pub fn render(v: &Value) -> String {
+/// Renders a value in the format in force, into a buffer that leaves no copy behind (a
+/// result may carry a plaintext: `kms decrypt`, `generate-data-key`). No temporary string
+/// holds any of its values on the way.
+pub fn render(v: &Value) -> WipingBuf {
     match get() {
-        Format::Json => serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()),
+        Format::Json => json(v),
         Format::Table => table(v),
     }
 }
 
-fn scalar(v: &Value) -> String {
+/// Pretty-printed JSON, as `serde_json::to_string_pretty` writes it.
+pub fn json(v: &Value) -> WipingBuf {
+    let mut out = WipingBuf::new();
+    if serde_json::to_writer_pretty(&mut out, v).is_err() {
+        // Writing to memory does not fail; should serde_json ever, the compact form.
+        out.truncate(0);
+        let _ = write!(out, "{v}");
+    }
+    out
+}
+
+/// Writes a scalar as one table cell.
+fn write_scalar(out: &mut impl fmt::Write, v: &Value) -> fmt::Result {
     match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        Value::Bool(b) => if *b { "yes" } else { "no" }.into(),
+        Value::Null => out.write_str("-"),
+        Value::String(s) => out.write_str(s),
+        Value::Bool(b) => out.write_str(if *b { "yes" } else { "no" }),
         Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() => format!("{f:.1}"),
-            _ => n.to_string(),
+            Some(f) if n.is_f64() => write!(out, "{f:.1}"),
+            _ => write!(out, "{n}"),
         },
         Value::Array(a) if a.iter().all(|x| !x.is_object() && !x.is_array()) => {
-            a.iter().map(scalar).collect::<Vec<_>>().join(",")
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.write_str(",")?;
+                }
+                write_scalar(out, x)?;
+            }
+            Ok(())
         }
-        other => other.to_string(),
+        other => write!(out, "{other}"),
     }
+}
+
+/// Counts the characters written to it.
+#[derive(Default)]
+struct Chars(usize);
+
+impl fmt::Write for Chars {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0 += s.chars().count();
+        Ok(())
+    }
+}
+
+fn scalar_width(v: &Value) -> usize {
+    let mut c = Chars::default();
+    let _ = write_scalar(&mut c, v);
+    c.0
 }
 
 fn is_rows(v: &Value) -> bool {
@@ -56,19 +95,24 @@ fn is_rows(v: &Value) -> bool {
 
 /// A readable rendering: an array of objects as aligned columns (headers in capitals), an
 /// object as `key: value` lines with its lists of objects as indented tables.
-pub fn table(v: &Value) -> String {
-    let mut out = String::new();
-    write_value(&mut out, v, 0);
-    out.trim_end().to_string()
+pub fn table(v: &Value) -> WipingBuf {
+    let mut out = WipingBuf::new();
+    // Writing to memory does not fail.
+    let _ = write_value(&mut out, v, 0);
+    out.trim_end_from(0);
+    out
 }
 
-fn write_value(out: &mut String, v: &Value, indent: usize) {
-    let pad = " ".repeat(indent);
+fn spaces(out: &mut WipingBuf, n: usize) -> fmt::Result {
+    write!(out, "{:n$}", "")
+}
+
+fn write_value(out: &mut WipingBuf, v: &Value, indent: usize) -> fmt::Result {
     match v {
         Value::Array(rows) if is_rows(v) => {
             if rows.is_empty() {
-                out.push_str(&format!("{pad}(none)\n"));
-                return;
+                spaces(out, indent)?;
+                return out.write_str("(none)\n");
             }
             let mut cols: Vec<String> = Vec::new();
             for r in rows {
@@ -86,29 +130,43 @@ fn write_value(out: &mut String, v: &Value, indent: usize) {
                 "id" => 1,
                 _ => 2,
             });
-            let cells: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| cols.iter().map(|c| scalar(&r[c.as_str()])).collect())
-                .collect();
             let heads: Vec<String> = cols.iter().map(|c| c.to_uppercase()).collect();
-            let widths: Vec<usize> = (0..cols.len())
-                .map(|i| {
-                    cells
-                        .iter()
-                        .map(|r| r[i].chars().count())
-                        .chain([heads[i].len()])
+            let widths: Vec<usize> = cols
+                .iter()
+                .zip(&heads)
+                .map(|(c, h)| {
+                    rows.iter()
+                        .map(|r| scalar_width(&r[c.as_str()]))
+                        .chain([h.len()])
                         .max()
                         .unwrap_or(0)
                 })
                 .collect();
-            for line in std::iter::once(&heads).chain(cells.iter()) {
-                let text: Vec<String> = line
-                    .iter()
-                    .zip(&widths)
-                    .map(|(c, w)| format!("{c:<w$}"))
-                    .collect();
-                out.push_str(&format!("{pad}{}\n", text.join("  ").trim_end()));
+            // The header line, then one line per row; each cell left-aligned in its column,
+            // the line's trailing blanks cut.
+            for row in std::iter::once(None).chain(rows.iter().map(Some)) {
+                spaces(out, indent)?;
+                let start = out.len();
+                for (i, (c, w)) in cols.iter().zip(&widths).enumerate() {
+                    if i > 0 {
+                        out.write_str("  ")?;
+                    }
+                    let used = match row {
+                        None => {
+                            out.write_str(&heads[i])?;
+                            heads[i].chars().count()
+                        }
+                        Some(r) => {
+                            write_scalar(out, &r[c.as_str()])?;
+                            scalar_width(&r[c.as_str()])
+                        }
+                    };
+                    spaces(out, w.saturating_sub(used))?;
+                }
+                out.trim_end_from(start);
+                out.write_str("\n")?;
             }
+            Ok(())
         }
         Value::Object(m) => {
             let w = m
@@ -119,15 +177,23 @@ fn write_value(out: &mut String, v: &Value, indent: usize) {
                 .unwrap_or(0);
             // Plain fields first, then the nested tables.
             for (k, x) in m.iter().filter(|(_, x)| !is_rows(x) && !x.is_object()) {
-                let key = format!("{k}:");
-                out.push_str(&format!("{pad}{key:<w$} {}\n", scalar(x)));
+                spaces(out, indent)?;
+                write!(out, "{:<w$} ", format!("{k}:"))?;
+                write_scalar(out, x)?;
+                out.write_str("\n")?;
             }
             for (k, x) in m.iter().filter(|(_, x)| is_rows(x) || x.is_object()) {
-                out.push_str(&format!("{pad}{k}:\n"));
-                write_value(out, x, indent + 2);
+                spaces(out, indent)?;
+                writeln!(out, "{k}:")?;
+                write_value(out, x, indent + 2)?;
             }
+            Ok(())
         }
-        other => out.push_str(&format!("{pad}{}\n", scalar(other))),
+        other => {
+            spaces(out, indent)?;
+            write_scalar(out, other)?;
+            out.write_str("\n")
+        }
     }
 }
 
@@ -136,12 +202,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn text(b: WipingBuf) -> String {
+        String::from_utf8(b.as_bytes().to_vec()).unwrap()
+    }
+
     #[test]
     fn rows_become_aligned_columns() {
-        let t = table(&json!([
+        let t = text(table(&json!([
             {"id": "key-1", "alias": "photos", "current_version": 2},
             {"id": "key-22", "alias": null, "current_version": 1},
-        ]));
+        ])));
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "ID      ALIAS   CURRENT_VERSION");
         assert_eq!(lines[1], "key-1   photos  2");
@@ -150,14 +220,48 @@ mod tests {
 
     #[test]
     fn objects_become_lines_with_nested_tables() {
-        let t = table(&json!({
+        let t = text(table(&json!({
             "mounted": true,
             "mountpoint": "/mnt/v",
             "buckets": [{"name": "b", "objects": 3}],
             "work_requests_in_flight": [],
-        }));
+        })));
         assert!(t.contains("mounted:    yes"), "{t}");
         assert!(t.contains("buckets:\n  NAME  OBJECTS\n  b     3"), "{t}");
         assert!(t.contains("work_requests_in_flight:\n  (none)"), "{t}");
+    }
+
+    #[test]
+    fn kms_replies_render_as_before_byte_for_byte() {
+        // The JSON of kms decrypt / generate-data-key is a documented ABI: the zeroizing
+        // rendering must print exactly what serde_json's pretty printer printed before.
+        let v = json!({
+            "Plaintext": "3q2+7wABAgP/+A==",
+            "CiphertextBlob": "RUZLQgEA/w+/=",
+            "KeyId": "key-0123456789abcdef0123456789abcdef",
+            "KeyVersionId": 2,
+            "note": "quote \" backslash \\ tab \t é ☃",
+        });
+        assert_eq!(
+            json(&v).as_bytes(),
+            serde_json::to_string_pretty(&v).unwrap().as_bytes()
+        );
+        assert_eq!(
+            text(table(&v)),
+            "CiphertextBlob: RUZLQgEA/w+/=\nKeyId:          key-0123456789abcdef0123456789abcdef\n\
+             KeyVersionId:   2\nPlaintext:      3q2+7wABAgP/+A==\nnote:           quote \" backslash \\ tab \t é ☃"
+        );
+    }
+
+    #[test]
+    fn row_cells_align_by_characters_and_lines_lose_trailing_blanks() {
+        let t = text(table(&json!([
+            {"name": "é☃", "x": [1, "a"], "y": 1.5},
+            {"name": "b", "x": {"k": 1}, "y": "end  "},
+        ])));
+        assert_eq!(
+            t,
+            "NAME  X        Y\né☃    1,a      1.5\nb     {\"k\":1}  end"
+        );
     }
 }

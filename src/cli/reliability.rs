@@ -52,7 +52,7 @@ fn fsck(cli: &Cli, a: &FsckArgs) -> Result<()> {
         if let Some(b) = b {
             b.finish_and_clear();
         }
-        r?
+        r?.take()
     } else {
         let b = bar(Some(0));
         let mut progress = |done: u64, total: u64| {
@@ -115,7 +115,7 @@ fn headers(cli: &Cli, h: &HeadersCmd) -> Result<()> {
         }
     };
     let out = match remote::live_mount(root) {
-        Some(mnt) => remote::call(&mnt, &words)?,
+        Some(mnt) => remote::call(&mnt, &words)?.take(),
         None => {
             let store = open_offline(cli, root)?;
             match &cmd {

@@ -6,8 +6,9 @@
 //! the user typed with the same parser.
 
 use super::{check_wanted, print_json, Progress};
-use crate::command::{self, BucketCmd, ObjectCmd, StoreCommand, WaitArgs, WorkRequestCmd};
+use crate::command::{self, BucketCmd, ObjectCmd, Output, StoreCommand, WaitArgs, WorkRequestCmd};
 use crate::error::{Error, IoContext, Result};
+use crate::hygiene::WipingBuf;
 use crate::store::{mount_record, StoreLock};
 use crate::workreq::WorkRequest;
 use serde_json::Value;
@@ -16,6 +17,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
 
 /// The mountpoint of a live mount of `root`, if any. A record left by a dead mount is
 /// reported as stale and ignored.
@@ -90,8 +92,9 @@ fn set_flag_value(words: &mut [String], flag: &str, value: &str) {
     }
 }
 
-/// Sends one command line to the mount and returns its JSON result.
-pub fn call(mnt: &Path, words: &[String]) -> Result<Value> {
+/// Sends one command line to the mount and returns its JSON result. The reply is read into
+/// zeroizing buffers and the result wiped when dropped (it may carry a plaintext).
+pub fn call(mnt: &Path, words: &[String]) -> Result<Output> {
     let line = shell_words::join(words);
     let ctl = mnt.join(".envelopefs").join("ctl");
     let mut f = OpenOptions::new()
@@ -100,8 +103,8 @@ pub fn call(mnt: &Path, words: &[String]) -> Result<Value> {
         .open(&ctl)
         .ctx(|| format!("opening {}", ctl.display()))?;
     let wrote = f.write_all(line.as_bytes());
-    let mut reply = Vec::new();
-    let mut buf = vec![0u8; 1 << 16];
+    let mut reply = WipingBuf::new();
+    let mut buf = Zeroizing::new(vec![0u8; 1 << 16]);
     let mut off = 0u64;
     loop {
         let n = f
@@ -113,10 +116,13 @@ pub fn call(mnt: &Path, words: &[String]) -> Result<Value> {
         reply.extend_from_slice(&buf[..n]);
         off += n as u64;
     }
-    let v: Value = serde_json::from_slice(&reply)
-        .map_err(|e| Error::Corrupt(format!("the mount's reply does not parse ({e})")))?;
+    let mut v = Output::new(
+        serde_json::from_slice(reply.as_bytes())
+            .map_err(|e| Error::Corrupt(format!("the mount's reply does not parse ({e})")))?,
+    );
     if v["ok"] == Value::Bool(true) {
-        return Ok(v["result"].clone());
+        let mut whole = v.take();
+        return Ok(Output::new(whole["result"].take()));
     }
     let errno = v["error"]["errno"]
         .as_i64()
@@ -162,7 +168,7 @@ pub fn run(cmd: &StoreCommand, mnt: &Path) -> Result<()> {
                 "--name".into(),
                 name.clone(),
             ];
-            print_json(&call(mnt, &head)?);
+            print_json(&*call(mnt, &head)?);
             Ok(())
         }
         StoreCommand::Object(ObjectCmd::Get {
@@ -177,7 +183,7 @@ pub fn run(cmd: &StoreCommand, mnt: &Path) -> Result<()> {
                 .ctx(|| format!("reading {}", path.display()))?;
             Ok(())
         }
-        StoreCommand::WorkRequest(WorkRequestCmd::Wait { id, wait }) => wait_for(mnt, id, wait),
+        StoreCommand::WorkRequest(WorkRequestCmd::Wait { id, wait }) => wait_through(mnt, id, wait),
         StoreCommand::Bucket(BucketCmd::Reencrypt { wait, .. }) => {
             command::wait_states(wait)?;
             let out = call(mnt, &words)?;
@@ -186,10 +192,10 @@ pub fn run(cmd: &StoreCommand, mnt: &Path) -> Result<()> {
                 return Ok(());
             }
             let id = out["id"].as_str().unwrap_or_default().to_string();
-            wait_for(mnt, &id, wait)
+            wait_through(mnt, &id, wait)
         }
         _ => {
-            print_json(&call(mnt, &words)?);
+            print_json(&*call(mnt, &words)?);
             Ok(())
         }
     }
@@ -200,36 +206,74 @@ fn command_name_check(bucket: &str, name: &str) -> Result<()> {
     crate::store::validate_object_name(name)
 }
 
-/// Polls a work request through the mount until it reaches a wanted state (exit 0), ends in
-/// another (exit 1) or the wait runs out (exit 2).
-fn wait_for(mnt: &Path, id: &str, wait: &WaitArgs) -> Result<()> {
+/// The first pause between two looks at a work request while waiting.
+pub const FIRST_PAUSE: Duration = Duration::from_millis(50);
+
+/// The pauses between looks at a work request while waiting: 50 ms, then each twice the last,
+/// up to `--wait-interval-seconds` (at least 50 ms). A small job is seen done within
+/// milliseconds of its end; a long one is looked at every interval, as the option asks.
+pub fn wait_pauses(interval_seconds: u64) -> impl Iterator<Item = Duration> {
+    let cap = Duration::from_secs(interval_seconds).max(FIRST_PAUSE);
+    std::iter::successors(Some(FIRST_PAUSE), move |d| {
+        Some(d.saturating_mul(2).min(cap))
+    })
+}
+
+/// Waits for a work request, for every waiting command, mounted or offline: `look` (which
+/// returns the request as it is now) is called at once, then after each of [`wait_pauses`],
+/// until the request reaches a wanted state, ends, or `--max-wait-seconds` run out. Prints
+/// the request as last seen; the exit code is [`check_wanted`]'s.
+pub fn wait_for(
+    wait: &WaitArgs,
+    bar: &Progress,
+    look: &mut dyn FnMut() -> Result<WorkRequest>,
+) -> Result<()> {
     let wanted = command::wait_states(wait)?;
     let deadline = Instant::now() + Duration::from_secs(wait.max_wait_seconds);
-    let interval = Duration::from_secs(wait.wait_interval_seconds.max(1));
-    let bar = Progress::new();
+    let mut pauses = wait_pauses(wait.wait_interval_seconds);
+    loop {
+        let wr = look()?;
+        bar.update(&wr);
+        let now = Instant::now();
+        if wanted.contains(&wr.status) || wr.status.is_terminal() || now >= deadline {
+            bar.finish();
+            print_json(&serde_json::to_value(&wr).unwrap_or(Value::Null));
+            return check_wanted(&wr, wait);
+        }
+        let pause = pauses.next().unwrap_or(FIRST_PAUSE);
+        std::thread::sleep(pause.min(deadline - now));
+    }
+}
+
+/// [`wait_for`] through the mount at `mnt`.
+fn wait_through(mnt: &Path, id: &str, wait: &WaitArgs) -> Result<()> {
     let get = vec![
         "work-request".to_string(),
         "get".to_string(),
         id.to_string(),
     ];
-    loop {
-        let v = call(mnt, &get)?;
-        let wr: WorkRequest =
-            serde_json::from_value(v).map_err(|e| Error::Corrupt(format!("work request: {e}")))?;
-        bar.update(&wr);
-        if wanted.contains(&wr.status) || wr.status.is_terminal() || Instant::now() >= deadline {
-            bar.finish();
-            print_json(&serde_json::to_value(&wr).unwrap_or(Value::Null));
-            return check_wanted(&wr, wait);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        std::thread::sleep(interval.min(left).max(Duration::from_millis(10)));
-    }
+    wait_for(wait, &Progress::new(), &mut || {
+        serde_json::from_value(call(mnt, &get)?.take())
+            .map_err(|e| Error::Corrupt(format!("work request: {e}")))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waits_look_soon_then_at_growing_pauses_up_to_the_interval() {
+        let ms = |n| Duration::from_millis(n);
+        let p: Vec<Duration> = wait_pauses(30).take(14).collect();
+        assert_eq!(&p[..4], [ms(50), ms(100), ms(200), ms(400)]);
+        assert!(p.windows(2).all(|w| w[0] <= w[1]), "{p:?}");
+        assert_eq!(p[13], Duration::from_secs(30), "{p:?}");
+        assert!(p.iter().all(|d| *d <= Duration::from_secs(30)), "{p:?}");
+        // An interval of 0 or 1 s caps the pauses there (never below the first).
+        assert!(wait_pauses(0).take(5).all(|d| d == FIRST_PAUSE));
+        assert_eq!(wait_pauses(1).nth(10), Some(Duration::from_secs(1)));
+    }
 
     #[test]
     fn global_options_are_dropped_and_files_made_absolute() {

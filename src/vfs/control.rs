@@ -7,10 +7,13 @@
 //! serving while they run.
 
 use super::{Attr, Kind, ROOT};
-use crate::command::{self, DataStreams, Env, NoStreams, SseCCmd, StoreCommand, WorkRequestCmd};
+use crate::command::{
+    self, BucketCmd, DataStreams, Env, NoStreams, Output, SseCCmd, StoreCommand, WorkRequestCmd,
+};
 use crate::crypto::Key32;
 use crate::error::{Error, Result};
 use crate::format::{hex, unhex};
+use crate::hygiene::WipingBuf;
 use crate::keystore::key_id_text;
 use crate::store::object::CustomerKeys;
 use crate::store::Store;
@@ -22,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
+use zeroize::Zeroizing;
 
 /// `.envelopefs/`
 pub const CTL_DIR_INO: u64 = 2;
@@ -47,8 +51,9 @@ struct Open {
     content: Vec<u8>,
     /// The reply of the last command written. It is read as a stream: a read at offset 0
     /// starts it over, any other read continues where the last one ended. That serves both
-    /// a shell (write, then read at the fd's offset) and pread from 0.
-    result: Option<Vec<u8>>,
+    /// a shell (write, then read at the fd's offset) and pread from 0. Zeroized when
+    /// replaced or closed (it may carry a plaintext: `kms decrypt`).
+    result: Option<Zeroizing<Vec<u8>>>,
     cursor: usize,
 }
 
@@ -250,18 +255,18 @@ impl Control {
     }
 
     /// Executes one command line as the mount (the ctl file's engine).
-    pub fn execute_line(&self, line: &str) -> Result<serde_json::Value> {
+    pub fn execute_line(&self, line: &str) -> Result<Output> {
         let cmd = command::parse_line(line)?;
         self.execute(&cmd)
     }
 
     /// Executes a parsed command as the mount.
-    pub fn execute(&self, cmd: &StoreCommand) -> Result<serde_json::Value> {
+    pub fn execute(&self, cmd: &StoreCommand) -> Result<Output> {
         if let StoreCommand::WorkRequest(WorkRequestCmd::Cancel { id }) = cmd {
-            return self.cancel(id);
+            return self.cancel(id).map(Output::new);
         }
         if let StoreCommand::SseC(c) = cmd {
-            return self.sse_c(c);
+            return self.sse_c(c).map(Output::new);
         }
         let mut streams = NoStreams;
         let spawn = |wr: &WorkRequest| self.spawn_work(wr);
@@ -640,42 +645,27 @@ impl Control {
             ));
             let res = Err(e);
             self.set_result(fh, &res);
-            return res;
+            return res.map(|_| len);
         }
         let text = String::from_utf8_lossy(data);
         let line = text.trim();
         let res = match (ino, self.node(ino)) {
             (CTL_FILE_INO, _) => self.execute_line(line),
+            // The line is the value of --kms-key-id; an empty one is refused there.
             (_, Some(Node::BucketKey(b))) => {
-                let cmd = if line.is_empty() {
-                    command::StoreCommand::Bucket(command::BucketCmd::Update {
-                        name: b,
-                        kms_key_id: None,
-                        remove_kms_key: true,
-                    })
-                } else {
-                    command::StoreCommand::Bucket(command::BucketCmd::Update {
-                        name: b,
-                        kms_key_id: Some(line.to_string()),
-                        remove_kms_key: false,
-                    })
-                };
-                self.execute(&cmd)
+                self.execute(&StoreCommand::Bucket(BucketCmd::Update {
+                    name: b,
+                    kms_key_id: Some(line.to_string()),
+                    remove_kms_key: false,
+                }))
             }
             (_, Some(Node::BucketReencrypt(b))) => {
-                let key = if line.is_empty() || line == "latest" {
-                    None
-                } else {
-                    Some(line.to_string())
-                };
-                self.execute(&command::StoreCommand::Bucket(
-                    command::BucketCmd::Reencrypt {
-                        bucket_name: b,
-                        kms_key_id: key,
-                        rekey: false,
-                        wait: command::WaitArgs::default(),
-                    },
-                ))
+                self.execute(&StoreCommand::Bucket(BucketCmd::Reencrypt {
+                    bucket_name: b,
+                    kms_key_id: Some(line.to_string()),
+                    rekey: false,
+                    wait: command::WaitArgs::default(),
+                }))
             }
             _ => Err(eperm("this control file is read-only")),
         };
@@ -683,18 +673,8 @@ impl Control {
         res.map(|_| len)
     }
 
-    fn set_result<T>(&self, fh: u64, res: &Result<T>)
-    where
-        T: serde::Serialize,
-    {
-        let v = match res {
-            Ok(v) => json!({"ok": true, "result": v}),
-            Err(e) => json!({"ok": false, "error": {
-                "kind": e.kind(), "message": e.to_string(), "errno": e.errno()
-            }}),
-        };
-        let mut bytes = serde_json::to_vec_pretty(&v).unwrap_or_default();
-        bytes.push(b'\n');
+    fn set_result(&self, fh: u64, res: &Result<Output>) {
+        let bytes = reply_bytes(res);
         if let Some(o) = self
             .open
             .lock()
@@ -712,6 +692,40 @@ impl Control {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&fh);
     }
+}
+
+/// The reply of a control write: `{"ok": true, "result": ...}` or `{"ok": false, "error":
+/// {...}}`, pretty-printed, with a newline. Built in a zeroizing buffer straight from the
+/// result (no copy of it: it may carry a plaintext).
+fn reply_bytes(res: &Result<Output>) -> Zeroizing<Vec<u8>> {
+    #[derive(serde::Serialize)]
+    struct Reply<'a> {
+        ok: bool,
+        result: &'a Output,
+    }
+    let mut out = WipingBuf::new();
+    let done = match res {
+        // The fields in serde_json's order for a map (sorted), as the error reply has them.
+        Ok(v) => serde_json::to_writer_pretty(
+            &mut out,
+            &Reply {
+                ok: true,
+                result: v,
+            },
+        ),
+        Err(e) => serde_json::to_writer_pretty(
+            &mut out,
+            &json!({"ok": false, "error": {
+                "kind": e.kind(), "message": e.to_string(), "errno": e.errno()
+            }}),
+        ),
+    };
+    if done.is_err() {
+        // Writing to memory does not fail; should serde_json ever, an empty reply.
+        out.truncate(0);
+    }
+    out.extend_from_slice(b"\n");
+    out.into_inner()
 }
 
 /// The loaded fingerprint that `text` names: all 64 hex digits, or a unique prefix of at
@@ -742,5 +756,41 @@ fn find_fingerprint<'a>(
             "fingerprint prefix {t} matches {} loaded keys: give more digits",
             hits.len()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the reply was before it was built in a zeroizing buffer: the bytes are an ABI.
+    fn old_reply(v: serde_json::Value) -> Vec<u8> {
+        let mut b = serde_json::to_vec_pretty(&json!({"ok": true, "result": v})).unwrap();
+        b.push(b'\n');
+        b
+    }
+
+    #[test]
+    fn replies_are_built_in_zeroizing_buffers_byte_for_byte_as_before() {
+        let kms = json!({
+            "Plaintext": "3q2+7wABAgP/+A==",
+            "CiphertextBlob": "RUZLQgEA/w+/=",
+            "KeyId": "key-0123456789abcdef0123456789abcdef",
+            "KeyVersionId": 2,
+        });
+        let got: Zeroizing<Vec<u8>> = reply_bytes(&Ok(Output::new(kms.clone())));
+        assert_eq!(got.as_slice(), old_reply(kms).as_slice());
+        let list = json!([{"id": "wr-1", "status": "SUCCEEDED"}, {"é": [1, null, true]}]);
+        assert_eq!(
+            reply_bytes(&Ok(Output::new(list.clone()))).as_slice(),
+            old_reply(list).as_slice()
+        );
+        let e = Error::InvalidArgument("no key given".into());
+        let mut want = serde_json::to_vec_pretty(&json!({"ok": false, "error": {
+            "kind": e.kind(), "message": e.to_string(), "errno": e.errno()
+        }}))
+        .unwrap();
+        want.push(b'\n');
+        assert_eq!(reply_bytes(&Err(e)).as_slice(), want.as_slice());
     }
 }

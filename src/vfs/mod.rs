@@ -1215,10 +1215,9 @@ impl Vfs {
         let v = std::str::from_utf8(value)
             .map_err(|_| einval("reencrypt value must be \"latest\" or a key id"))?
             .trim();
-        let target = if v.is_empty() || v == "latest" {
-            Target::BucketLatest
-        } else {
-            Target::Master(self.store.resolve_key(v)?)
+        let target = match crate::command::key_or_word(v, crate::command::KeyWord::Latest)? {
+            None => Target::BucketLatest,
+            Some(k) => Target::Master(self.store.resolve_key(k)?),
         };
         let rec = self.bucket_record(bucket)?;
         let what = path

@@ -807,13 +807,21 @@ impl TestMount {
     /// (from offset 0, with pread).
     #[track_caller]
     pub fn ctl(&self, line: &str) -> CtlReply {
-        let path = self.p(".envelopefs/ctl");
+        self.write_ctl_file("ctl", &format!("{line}\n"))
+    }
+
+    /// Writes `text` as it is to the control file `rel` (below `.envelopefs/`) and reads the
+    /// JSON reply on the same fd (from offset 0, with pread).
+    #[track_caller]
+    pub fn write_ctl_file(&self, rel: &str, text: &str) -> CtlReply {
+        let line = text.trim_end_matches('\n');
+        let path = self.p(&format!(".envelopefs/{rel}"));
         let mut f = OpenOptions::new()
             .read(true)
             .write(true)
             .open(&path)
             .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-        let w = f.write(format!("{line}\n").as_bytes());
+        let w = f.write(text.as_bytes());
         let errno = match w {
             Ok(_) => None,
             Err(e) => Some(e.raw_os_error().unwrap_or(-1)),
