@@ -51,7 +51,8 @@ fn tmp_entries(m: &TestMount) -> Vec<String> {
 /// Runs an offline store command with a fault switched on (the process aborts at it).
 fn cli_with_fault(m: &TestMount, fault: &str, args: &[&str]) -> CmdOut {
     let mut c = envelopefs_cmd();
-    c.env("ENVELOPEFS_FAULT_INJECTION", fault)
+    let (k, v) = fault_env(fault);
+    c.env(k, v)
         .arg("--store")
         .arg(&m.store)
         .arg("--key-file")
@@ -464,10 +465,7 @@ fn kill_9_during_a_bucket_rekey_then_it_resumes_and_every_object_reads_back() {
     let ids0: Vec<[u8; 16]> = (0..N)
         .map(|i| header(&m.backing_path("photos", &name(i))).object_id)
         .collect();
-    m.mount_env.push((
-        "ENVELOPEFS_FAULT_INJECTION".into(),
-        "slow-work-requests".into(),
-    ));
+    m.mount_env.push(fault_env("slow-work-requests"));
     m.mount();
     let wr = m.ctl("bucket reencrypt --bucket-name photos --rekey").ok();
     let id = wr["id"].as_str().unwrap().to_string();

@@ -20,6 +20,10 @@ use std::path::{Path, PathBuf};
 /// re-encryption.
 #[derive(Debug, Parser)]
 #[command(name = "envelopefs", version, about, long_about = None)]
+#[cfg_attr(
+    feature = "fault-injection",
+    command(version = concat!(env!("CARGO_PKG_VERSION"), " (test build: fault injection compiled in)"))
+)]
 pub struct Cli {
     /// The store directory (for store commands).
     #[arg(long, global = true, env = "ENVELOPEFS_STORE", value_name = "STORE")]
