@@ -673,6 +673,7 @@ impl Control {
                         bucket_name: b,
                         kms_key_id: key,
                         rekey: false,
+                        open_wait_seconds: workreq::DEFAULT_OPEN_WAIT_SECONDS,
                         wait: command::WaitArgs::default(),
                     },
                 ))
