@@ -19,12 +19,24 @@ scripts/install-deps.sh
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy --all-targets -- -D warnings"
+# Fault injection (src/fault.rs) exists only in builds with the cargo feature
+# `fault-injection`: the tests run with it; the build users get (no feature) is linted and
+# checked to ignore ENVELOPEFS_FAULT_INJECTION below. Both builds share the dependencies.
+step "cargo clippy --all-targets -- -D warnings (with and without fault-injection)"
+cargo clippy --all-targets --features fault-injection -- -D warnings
 cargo clippy --all-targets -- -D warnings
 
-step "cargo test (unit, property, CLI and mounted tests)"
-cargo build --all-targets
-cargo test --all-targets 2>&1 | tee "$results"
+step "cargo test --features fault-injection (unit, property, CLI and mounted tests)"
+cargo build --all-targets --features fault-injection
+cargo test --all-targets --features fault-injection 2>&1 | tee "$results"
+
+step "the build without faults ignores ENVELOPEFS_FAULT_INJECTION (tests/fault_switch.rs)"
+cargo test --test fault_switch 2>&1 | tee -a "$results"
+# That build left target/debug/envelopefs without faults: the binary of the steps below.
+if target/debug/envelopefs --version | grep -q "fault injection"; then
+    echo "test.sh: target/debug/envelopefs is a fault-injection build" >&2
+    exit 1
+fi
 
 step "quickstart (README's first command), with the debug binary in a temporary place"
 qs="$(mktemp -d)"

@@ -319,6 +319,11 @@ pub enum BucketCmd {
         /// instead of rewrapping the old one.
         #[arg(long)]
         rekey: bool,
+        /// With --rekey: how long to wait for objects open in the mount to close (seconds,
+        /// at most 86400). Objects still open then keep their old data key, and the request
+        /// ends FAILED, naming them.
+        #[arg(long, requires = "rekey", default_value_t = workreq::DEFAULT_OPEN_WAIT_SECONDS)]
+        open_wait_seconds: u64,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -786,10 +791,18 @@ fn execute_bucket(store: &Store, cmd: &BucketCmd, env: &mut Env<'_>) -> Result<V
             bucket_name,
             kms_key_id,
             rekey,
+            open_wait_seconds,
             wait: _,
         } => {
             let key = optional_key_or_word(kms_key_id.as_deref(), KeyWord::Latest)?;
-            let mut wr = workreq::accept_op(store, bucket_name, key, *rekey)?;
+            let job = if *rekey {
+                workreq::Job::Rekey {
+                    open_wait_seconds: *open_wait_seconds,
+                }
+            } else {
+                workreq::Job::Reencrypt
+            };
+            let mut wr = workreq::accept_op(store, bucket_name, key, job)?;
             match env.spawn_work {
                 Some(spawn) => spawn(&wr),
                 None => workreq::run(store, &mut wr, &workreq::never_stop, env.progress)?,

@@ -1,5 +1,9 @@
-//! Fault injection for tests, switched on only by the environment variable
-//! `ENVELOPEFS_FAULT_INJECTION` (a comma-separated list of names) at process start:
+//! Fault injection for tests. It exists only in builds with the cargo feature
+//! `fault-injection` (scripts/test.sh turns it on; a release build, the package and
+//! `cargo install` do not): there, the environment variable `ENVELOPEFS_FAULT_INJECTION` (a
+//! comma-separated list of names), read once per process, switches faults on. Without the
+//! feature [`enabled`] is a constant `false` and [`die_mid_write`] does nothing, so the
+//! compiler removes every fault and the variable is never read. The faults:
 //! - `panic-on-lookup`: a lookup of `envelopefs-fault-panic` panics inside the FUSE handler;
 //! - `slow-work-requests`: work requests pause 2 ms per object, so a test can kill the
 //!   mount in the middle of one;
@@ -19,26 +23,41 @@
 //!   deletion is due runs 366 days ahead (and a mount sweeps every second), so tests see a
 //!   version destroyed without waiting days. Test-only: it destroys scheduled versions early.
 
-use std::sync::OnceLock;
-
 /// The environment variable.
 pub const ENV: &str = "ENVELOPEFS_FAULT_INJECTION";
 
-/// Whether fault `name` is switched on.
+/// Whether this build has fault injection at all (the cargo feature `fault-injection`).
+pub const COMPILED_IN: bool = cfg!(feature = "fault-injection");
+
+/// Whether fault `name` is switched on (never, in a build without `fault-injection`).
+#[cfg(feature = "fault-injection")]
 pub fn enabled(name: &str) -> bool {
+    use std::sync::OnceLock;
     static SET: OnceLock<Vec<String>> = OnceLock::new();
     SET.get_or_init(|| {
-        std::env::var(ENV)
+        let set: Vec<String> = std::env::var(ENV)
             .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if !set.is_empty() {
+            tracing::warn!("fault injection is on (test build): {}", set.join(","));
+        }
+        set
     })
     .iter()
     .any(|f| f == name)
 }
 
+/// Whether fault `name` is switched on: never, in a build without `fault-injection`.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn enabled(_name: &str) -> bool {
+    false
+}
+
 /// The `die-mid-write` fault: if it is on and `label` names a fault object, writes the part of
 /// `buf` (meant for `at`) up to the first page boundary after its start (or all of it, if
 /// `whole`), then kills this process with SIGKILL.
+#[cfg(feature = "fault-injection")]
 #[allow(unsafe_code)]
 pub fn die_mid_write(label: &str, file: &std::fs::File, buf: &[u8], at: u64, whole: bool) {
     use std::os::unix::fs::FileExt;
@@ -74,3 +93,8 @@ pub fn die_mid_write(label: &str, file: &std::fs::File, buf: &[u8], at: u64, who
         libc::kill(libc::getpid(), libc::SIGKILL);
     }
 }
+
+/// The `die-mid-write` fault: nothing, in a build without `fault-injection`.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn die_mid_write(_label: &str, _file: &std::fs::File, _buf: &[u8], _at: u64, _whole: bool) {}

@@ -34,7 +34,8 @@ pub const CREATED_AFTER: &str = "created after the request";
 pub const CUSTOMER_KEYED: &str = "wrapped under a customer-provided key";
 /// Skip reason: hard-linked objects are not rekeyed (a new file would split the names).
 pub const HARD_LINKED: &str = "hard-linked (a rekey would give its names different data keys)";
-/// Skip reason: the object is open in the mount (its open handles hold the old DEK).
+/// The object is open in the mount (its open handles hold the old DEK): a bucket job gets
+/// it as a skip, retries it until it is closed (bounded) and otherwise fails it.
 pub const OPEN_IN_MOUNT: &str = "open in the mount";
 
 /// What a live mount does around a rekey. Offline, [`Offline`].
@@ -86,7 +87,8 @@ pub struct Options<'a> {
     pub created_ns: u64,
     /// Set by bucket jobs: their acceptance time. Objects whose creation time equals it were
     /// rekeyed by this request already, later ones are new; both are skipped, as are
-    /// customer-keyed, hard-linked and open objects (errors for a single-object rekey).
+    /// customer-keyed, hard-linked and open objects (errors for a single-object rekey; the
+    /// job retries open ones, see [`OPEN_IN_MOUNT`]).
     pub job_scope: Option<u64>,
     /// fsync the directories after the rename (single objects; jobs end with a syncfs).
     pub durable: bool,

@@ -6,6 +6,13 @@
 //! Running it is idempotent (objects already under the target are skipped), so a request
 //! interrupted by a crash simply runs again. SUCCEEDED is written only after syncfs, so every
 //! rewrapped header is durable by then.
+//!
+//! A rekey cannot replace an object the mount has open (its handles hold the old data key).
+//! It goes on with the others, then retries the open ones until they are closed, for at most
+//! the request's `open_wait_seconds`; what is still open then is not rekeyed, and the request
+//! ends FAILED with those objects named in `errors`: SUCCEEDED means every object in scope
+//! has a new data key (customer-keyed and hard-linked objects, which a job never rekeys, are
+//! skipped and counted in `skipped_reasons`).
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{hex, unhex};
@@ -30,9 +37,10 @@ pub enum State {
     Accepted,
     /// Running.
     InProgress,
-    /// Done; every object in scope is under the target version (durably).
+    /// Done; every object in scope is under the target version (durably); for a rekey,
+    /// every one that a job can rekey has a new data key.
     Succeeded,
-    /// Done; some objects failed (see `errors`).
+    /// Done; some objects failed, or (a rekey) stayed open in the mount (see `errors`).
     Failed,
     /// A cancel was asked for and is taking effect.
     Canceling,
@@ -115,7 +123,19 @@ pub struct WorkRequest {
     pub cancel_requested: bool,
     /// Per-object errors (at most [`MAX_ERRORS`]).
     pub errors: Vec<ObjectError>,
+    /// A rekey: how long it waits for objects open in the mount to close (seconds). Absent
+    /// in re-encrypts and in rekeys accepted before it existed, which wait
+    /// [`DEFAULT_OPEN_WAIT_SECONDS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_wait_seconds: Option<u64>,
 }
+
+/// How long a bucket rekey waits for open objects to close, unless told otherwise.
+pub const DEFAULT_OPEN_WAIT_SECONDS: u64 = 60;
+/// The longest wait for open objects a request may ask for (a day).
+pub const MAX_OPEN_WAIT_SECONDS: u64 = 86_400;
+/// How often a rekey retries the objects it found open.
+const OPEN_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
 fn dir(store: &Store) -> PathBuf {
     store.meta().join("work-requests")
@@ -223,17 +243,40 @@ pub const REKEY_BUCKET: &str = "REKEY_BUCKET";
 /// Accepts a bucket re-encrypt. `key`: `None`/`latest` for the bucket's assigned key, or a
 /// key reference, which is first assigned to the bucket.
 pub fn accept(store: &Store, bucket_name: &str, key: Option<&str>) -> Result<WorkRequest> {
-    accept_op(store, bucket_name, key, false)
+    accept_op(store, bucket_name, key, Job::Reencrypt)
 }
 
-/// Accepts a bucket re-encrypt, or with `rekey` a bucket rekey (new data keys, wrapped under
-/// the same target as a re-encrypt's).
+/// What a bucket job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    /// Rewrap every data key (`REENCRYPT_BUCKET`).
+    Reencrypt,
+    /// Give every object a new data key (`REKEY_BUCKET`), waiting up to `open_wait_seconds`
+    /// (at most [`MAX_OPEN_WAIT_SECONDS`]) for objects open in the mount to close.
+    Rekey {
+        /// Seconds.
+        open_wait_seconds: u64,
+    },
+}
+
+/// Accepts a bucket job: a re-encrypt, or a rekey (new data keys, wrapped under the same
+/// target as a re-encrypt's).
 pub fn accept_op(
     store: &Store,
     bucket_name: &str,
     key: Option<&str>,
-    rekey: bool,
+    job: Job,
 ) -> Result<WorkRequest> {
+    let (rekey, open_wait_seconds) = match job {
+        Job::Reencrypt => (false, None),
+        Job::Rekey { open_wait_seconds } if open_wait_seconds > MAX_OPEN_WAIT_SECONDS => {
+            return Err(Error::InvalidArgument(format!(
+                "a rekey waits at most {MAX_OPEN_WAIT_SECONDS} s for open objects, not \
+                 {open_wait_seconds}"
+            )))
+        }
+        Job::Rekey { open_wait_seconds } => (true, Some(open_wait_seconds)),
+    };
     let bucket = store.bucket(bucket_name)?;
     // Every check comes before the bucket is changed, so a refused request changes nothing.
     let requested = key
@@ -291,6 +334,7 @@ pub fn accept_op(
         scope_created_before_ns: now_ns(),
         cancel_requested: false,
         errors: Vec::new(),
+        open_wait_seconds,
     };
     save(store, &wr, Save::Durable)?;
     Ok(wr)
@@ -504,7 +548,8 @@ pub fn run_live(
         let f = rewrap::open_for_rewrap(&bucket_dir.join(name), &what)?;
         rewrap::rewrap_for_job(store, &f, &what, &bucket, &target, scope)
     };
-    let mut done = 0usize;
+    // Objects a rekey found open in the mount: retried after the others, see below.
+    let mut open: Vec<PathBuf> = Vec::new();
     for chunk in names.chunks(batch) {
         match stop() {
             Stop::Continue => {}
@@ -514,27 +559,60 @@ pub fn run_live(
         let results = run_parallel(chunk, threads, &one);
         for (name, res) in chunk.iter().zip(results) {
             match res {
-                Ok(Outcome::Rewrapped { .. }) if is_rekey => wr.objects_rekeyed += 1,
-                Ok(Outcome::Rewrapped { .. }) => wr.objects_rewrapped += 1,
-                Ok(Outcome::Skipped(why)) => wr.skip(why),
-                Err(Error::NotFound(_)) => wr.skip("removed meanwhile"),
-                Err(e) => {
-                    wr.objects_failed += 1;
-                    if wr.errors.len() < MAX_ERRORS {
-                        wr.errors.push(ObjectError {
-                            object: name.to_string_lossy().into_owned(),
-                            message: e.to_string(),
-                        });
-                    }
-                }
+                Ok(Outcome::Skipped(why)) if why == rekey::OPEN_IN_MOUNT => open.push(name.clone()),
+                res => wr.count(name, res, is_rekey),
             }
-            done += 1;
-            wr.percent_complete = (done as f64 * 100.0 / names.len() as f64 * 10.0).floor() / 10.0;
             progress(wr);
         }
         if last_save.elapsed().as_millis() >= 1000 {
             save(store, wr, Save::Progress)?;
             last_save = Instant::now();
+        }
+    }
+    if !open.is_empty() {
+        // Wait (bounded) for them to be closed, retrying every OPEN_RETRY_INTERVAL; a reader
+        // of the record meanwhile sees IN_PROGRESS with these objects not yet counted.
+        save(store, wr, Save::Progress)?;
+        last_save = Instant::now();
+        let secs = wr
+            .open_wait_seconds
+            .unwrap_or(DEFAULT_OPEN_WAIT_SECONDS)
+            .min(MAX_OPEN_WAIT_SECONDS);
+        let deadline = Instant::now() + std::time::Duration::from_secs(secs);
+        while !open.is_empty() && Instant::now() < deadline {
+            match stop() {
+                Stop::Continue => {}
+                Stop::Cancel => return finish_cancel(store, wr),
+                Stop::Pause => return save(store, wr, Save::Durable),
+            }
+            std::thread::sleep(
+                OPEN_RETRY_INTERVAL.min(deadline.saturating_duration_since(Instant::now())),
+            );
+            let results = run_parallel(&open, threads, &one);
+            let mut still = Vec::new();
+            for (name, res) in open.into_iter().zip(results) {
+                match res {
+                    Ok(Outcome::Skipped(why)) if why == rekey::OPEN_IN_MOUNT => still.push(name),
+                    res => wr.count(&name, res, is_rekey),
+                }
+                progress(wr);
+            }
+            open = still;
+            if last_save.elapsed().as_millis() >= 1000 {
+                save(store, wr, Save::Progress)?;
+                last_save = Instant::now();
+            }
+        }
+        // Still open: not rekeyed, so the request cannot succeed; they are named in errors.
+        for name in open {
+            let msg = format!(
+                "{}/{} was open in the mount for all of the {secs} s the rekey waited for it: \
+                 it still has its old data key (close it and rekey again)",
+                wr.bucket_name,
+                name.display()
+            );
+            wr.count(&name, Err(Error::Busy(msg)), is_rekey);
+            progress(wr);
         }
     }
     let state = if wr.objects_failed == 0 {
@@ -551,6 +629,29 @@ impl WorkRequest {
     fn skip(&mut self, why: &str) {
         self.objects_skipped += 1;
         *self.skipped_reasons.entry(why.to_string()).or_insert(0) += 1;
+    }
+
+    /// Counts the outcome for the object `name`, and the percentage done.
+    fn count(&mut self, name: &Path, res: Result<Outcome>, is_rekey: bool) {
+        match res {
+            Ok(Outcome::Rewrapped { .. }) if is_rekey => self.objects_rekeyed += 1,
+            Ok(Outcome::Rewrapped { .. }) => self.objects_rewrapped += 1,
+            Ok(Outcome::Skipped(why)) => self.skip(why),
+            Err(Error::NotFound(_)) => self.skip("removed meanwhile"),
+            Err(e) => {
+                self.objects_failed += 1;
+                if self.errors.len() < MAX_ERRORS {
+                    self.errors.push(ObjectError {
+                        object: name.to_string_lossy().into_owned(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        if self.objects_total > 0 {
+            let done = self.objects_done() as f64 * 100.0 / self.objects_total as f64;
+            self.percent_complete = (done * 10.0).floor() / 10.0;
+        }
     }
 
     /// Objects handled so far (for progress displays).
@@ -611,6 +712,44 @@ mod tests {
             .map(|w| w.id)
             .collect();
         assert_eq!(listed, ids, "latest last, whatever the random ids");
+    }
+
+    #[test]
+    fn a_rekey_asking_for_a_longer_wait_than_allowed_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("s");
+        let key = crate::crypto::Key32::from_bytes([4u8; 32]);
+        let secret = crate::keystore::Secret::KeyFile(key);
+        Store::init(&root, 4096, &secret).unwrap();
+        let store = Store::open(
+            &root,
+            crate::store::StoreLock::acquire(&root).unwrap(),
+            &secret,
+        )
+        .unwrap();
+        store.create_bucket("b", None, 0o755).unwrap();
+        let too_long = Job::Rekey {
+            open_wait_seconds: MAX_OPEN_WAIT_SECONDS + 1,
+        };
+        let e = accept_op(&store, "b", Some("default"), too_long).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+        assert!(list(&store, None).unwrap().is_empty());
+        assert_eq!(
+            store.bucket("b").unwrap().kms_key_id,
+            None,
+            "no key assigned"
+        );
+        let wr = accept_op(
+            &store,
+            "b",
+            Some("default"),
+            Job::Rekey {
+                open_wait_seconds: MAX_OPEN_WAIT_SECONDS,
+            },
+        )
+        .unwrap();
+        assert_eq!(wr.open_wait_seconds, Some(MAX_OPEN_WAIT_SECONDS));
+        assert_eq!(load(&store, &wr.id).unwrap(), wr, "persisted with its wait");
     }
 
     #[test]

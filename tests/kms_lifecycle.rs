@@ -19,7 +19,8 @@ use serde_json::Value;
 use std::fs;
 use std::time::Duration;
 
-const FAULT: (&str, &str) = ("ENVELOPEFS_FAULT_INJECTION", "deletion-clock-ahead");
+/// The fault that runs the deletion clock a year ahead.
+const CLOCK_AHEAD: &str = "deletion-clock-ahead";
 
 /// The CLI offline with the deletion clock a year ahead.
 fn cli_clock_ahead(m: &TestMount, args: &[&str]) -> CmdOut {
@@ -28,8 +29,9 @@ fn cli_clock_ahead(m: &TestMount, args: &[&str]) -> CmdOut {
         .arg(&m.store)
         .arg("--key-file")
         .arg(&m.key)
-        .args(args)
-        .env(FAULT.0, FAULT.1);
+        .args(args);
+    let (k, v) = fault_env(CLOCK_AHEAD);
+    c.env(k, v);
     run_cmd(&mut c, CMD_TIMEOUT)
 }
 
@@ -364,7 +366,7 @@ fn mounted_lifecycle_through_ctl_and_destruction_while_mounted() {
 
     // Mounted with the deletion clock a year ahead: a version scheduled now is destroyed by
     // the mount's periodic sweep, with no further command.
-    m.mount_env.push((FAULT.0.into(), FAULT.1.into()));
+    m.mount_env.push(fault_env(CLOCK_AHEAD));
     m.mount();
     m.ctl("key schedule-deletion k --version 1 --force").ok();
     poll(

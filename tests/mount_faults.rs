@@ -18,10 +18,8 @@ mod workreq_support {
 use workreq_support::populate;
 
 fn faults_on() {
-    std::env::set_var(
-        "ENVELOPEFS_FAULT_INJECTION",
-        "panic-on-lookup,slow-work-requests",
-    );
+    let (k, v) = fault_env("panic-on-lookup,slow-work-requests");
+    std::env::set_var(k, v);
 }
 
 #[test]

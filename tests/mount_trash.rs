@@ -53,8 +53,7 @@ fn small_store() -> (TestMount, SmallFs) {
         t.key.to_str().unwrap(),
     ])
     .ok();
-    t.mount_env
-        .push(("ENVELOPEFS_FAULT_INJECTION".into(), "slow-trash".into()));
+    t.mount_env.push(fault_env("slow-trash"));
     t.mount();
     fs::create_dir(t.mnt.join("b")).unwrap();
     (t, small)

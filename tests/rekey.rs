@@ -51,7 +51,8 @@ fn tmp_entries(m: &TestMount) -> Vec<String> {
 /// Runs an offline store command with a fault switched on (the process aborts at it).
 fn cli_with_fault(m: &TestMount, fault: &str, args: &[&str]) -> CmdOut {
     let mut c = envelopefs_cmd();
-    c.env("ENVELOPEFS_FAULT_INJECTION", fault)
+    let (k, v) = fault_env(fault);
+    c.env(k, v)
         .arg("--store")
         .arg(&m.store)
         .arg("--key-file")
@@ -384,8 +385,10 @@ fn bucket_rekey_offline_resumes_after_a_crash_and_is_idempotent() {
     assert_fsck_clean(&m);
 }
 
-/// Through the mount: open objects are refused (object) or skipped (bucket), writes to open
-/// files are never lost, and the name shows the new object at once (stat, read, write).
+/// Through the mount: open objects are refused (object) or, once the bucket rekey's wait
+/// for them is over, left with their old data key and named (the request ends FAILED),
+/// writes to open files are never lost, and the name shows the new object at once (stat,
+/// read, write).
 #[test]
 fn rekey_through_the_mount_respects_open_files_and_the_name_works_at_once() {
     let m = TestMount::new();
@@ -396,7 +399,8 @@ fn rekey_through_the_mount_respects_open_files_and_the_name_works_at_once() {
     let id0 = xattr_str(&m.p("b/o"), "user.envelopefs.object-id");
     let rekey = "\"$EFS\" --store \"$S\" object reencrypt --bucket-name b --name o --rekey";
 
-    // Open for writing: the object rekey is refused (EBUSY, exit 1), the bucket rekey skips it.
+    // Open for writing: the object rekey is refused (EBUSY, exit 1); the bucket rekey, told
+    // not to wait, rekeys the other object and fails this one.
     let mut f = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -407,11 +411,13 @@ fn rekey_through_the_mount_respects_open_files_and_the_name_works_at_once() {
     m.ctl("object reencrypt --bucket-name b --name o --rekey")
         .err(libc::EBUSY);
     let wr = m
-        .ctl("bucket reencrypt --bucket-name b --kms-key-id default --rekey")
+        .ctl("bucket reencrypt --bucket-name b --kms-key-id default --rekey --open-wait-seconds 0")
         .ok();
     let done = m.wait_work_request(wr["id"].as_str().unwrap(), Duration::from_secs(60));
-    assert_eq!(done["status"], "SUCCEEDED", "{done}");
-    assert_eq!(done["skipped_reasons"]["open in the mount"], 1, "{done}");
+    assert_eq!(done["status"], "FAILED", "{done}");
+    assert_eq!(done["objects_failed"], 1, "{done}");
+    assert_eq!(done["errors"][0]["object"], "o", "{done}");
+    assert_eq!(done["objects_skipped"], 0, "{done}");
     assert_eq!(done["objects_rekeyed"], 1, "{done}");
     assert_eq!(xattr_str(&m.p("b/o"), "user.envelopefs.object-id"), id0);
     // Writes through the open handle land in the object.
@@ -453,6 +459,139 @@ fn rekey_through_the_mount_respects_open_files_and_the_name_works_at_once() {
     assert_fsck_clean(&m);
 }
 
+/// A process that holds an object of the mount open (as its standard input) until dropped.
+struct Holder(std::process::Child);
+
+impl Holder {
+    #[track_caller]
+    fn open(path: &Path) -> Holder {
+        let f = fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        let child = std::process::Command::new("sleep")
+            .arg("600")
+            .stdin(f)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("starting sleep");
+        Holder(child)
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A bucket rekey that finds an object open goes on with the others, waits for it to be
+/// closed, then rekeys it too: SUCCEEDED, with every object under a new data key.
+#[test]
+fn a_bucket_rekey_waits_for_an_open_object_and_rekeys_it_once_closed() {
+    let m = TestMount::new();
+    fs::create_dir(m.p("b")).unwrap();
+    let data = write_pattern(&m.p("b/o"), 21, 40_000);
+    let other = write_pattern(&m.p("b/other"), 22, 3_000);
+    let id_o = xattr_str(&m.p("b/o"), "user.envelopefs.object-id");
+    let id_other = xattr_str(&m.p("b/other"), "user.envelopefs.object-id");
+    let holder = Holder::open(&m.p("b/o"));
+
+    let wr = m
+        .ctl(
+            "bucket reencrypt --bucket-name b --kms-key-id default --rekey --open-wait-seconds 600",
+        )
+        .ok();
+    let id = wr["id"].as_str().unwrap().to_string();
+    // The other object is done and the request is waiting for the open one.
+    let waiting = poll(
+        Duration::from_secs(60),
+        "the rekey to wait for the open object",
+        || {
+            let v: Value =
+                serde_json::from_str(&m.read_ctl_file(&format!("work-requests/{id}"))).unwrap();
+            (v["objects_rekeyed"] == 1).then_some(v)
+        },
+    );
+    assert_eq!(waiting["status"], "IN_PROGRESS", "{waiting}");
+    assert_eq!(waiting["objects_skipped"], 0, "{waiting}");
+    assert_ne!(
+        xattr_str(&m.p("b/other"), "user.envelopefs.object-id"),
+        id_other
+    );
+    assert_eq!(
+        xattr_str(&m.p("b/o"), "user.envelopefs.object-id"),
+        id_o,
+        "not rekeyed while open"
+    );
+
+    drop(holder);
+    let done = m.wait_work_request(&id, Duration::from_secs(120));
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    assert_eq!(done["objects_rekeyed"], 2, "{done}");
+    assert_eq!(done["objects_skipped"], 0, "{done}");
+    assert_eq!(done["objects_failed"], 0, "{done}");
+    assert_eq!(done["percent_complete"], 100.0, "{done}");
+    assert_ne!(xattr_str(&m.p("b/o"), "user.envelopefs.object-id"), id_o);
+    assert_bytes_eq(&read(&m.p("b/o")), &data, "b/o after its rekey");
+    assert_bytes_eq(&read(&m.p("b/other")), &other, "b/other after its rekey");
+    assert!(tmp_entries(&m).is_empty());
+}
+
+/// An object held open for longer than the rekey waits keeps its old data key; the request
+/// ends FAILED naming it (record, `work-request get`, the message), and the CLI's
+/// `--wait-for-state SUCCEEDED` exits 1.
+#[test]
+fn a_bucket_rekey_names_the_object_left_open_past_its_wait_and_the_wait_exits_1() {
+    let m = TestMount::new();
+    fs::create_dir_all(m.p("b/d")).unwrap();
+    let data = write_pattern(&m.p("b/d/o"), 23, 5_000);
+    write_pattern(&m.p("b/other"), 24, 3_000);
+    let id_o = xattr_str(&m.p("b/d/o"), "user.envelopefs.object-id");
+    let holder = Holder::open(&m.p("b/d/o"));
+
+    let out = m.cli_store(&[
+        "bucket",
+        "reencrypt",
+        "--bucket-name",
+        "b",
+        "--kms-key-id",
+        "default",
+        "--rekey",
+        "--open-wait-seconds",
+        "1",
+        "--wait-for-state",
+        "SUCCEEDED",
+        "--wait-interval-seconds",
+        "1",
+    ]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("ended Failed")
+            && out.stderr.contains("b/d/o was open in the mount")
+            && out.stderr.contains("old data key"),
+        "the message names what was left: {}",
+        out.stderr
+    );
+    let v = out.json();
+    assert_eq!(v["status"], "FAILED", "{v}");
+    assert_eq!(v["objects_rekeyed"], 1, "{v}");
+    assert_eq!(v["objects_failed"], 1, "{v}");
+    assert_eq!(v["open_wait_seconds"], 1, "{v}");
+    assert_eq!(v["errors"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["errors"][0]["object"], "d/o", "{v}");
+    let got = m
+        .cli_store(&["work-request", "get", v["id"].as_str().unwrap()])
+        .ok()
+        .json();
+    assert_eq!(got["status"], "FAILED", "{got}");
+    assert_eq!(got["errors"], v["errors"], "{got}");
+
+    // Left alone, whole, and still usable through the handle.
+    assert_eq!(xattr_str(&m.p("b/d/o"), "user.envelopefs.object-id"), id_o);
+    drop(holder);
+    assert_bytes_eq(&read(&m.p("b/d/o")), &data, "b/d/o");
+    assert_fsck_clean(&m);
+}
+
 /// kill -9 of the mount during a bucket rekey: after a remount the request resumes and
 /// succeeds, every object reads back exactly with a new object id, fsck is clean.
 #[test]
@@ -464,10 +603,7 @@ fn kill_9_during_a_bucket_rekey_then_it_resumes_and_every_object_reads_back() {
     let ids0: Vec<[u8; 16]> = (0..N)
         .map(|i| header(&m.backing_path("photos", &name(i))).object_id)
         .collect();
-    m.mount_env.push((
-        "ENVELOPEFS_FAULT_INJECTION".into(),
-        "slow-work-requests".into(),
-    ));
+    m.mount_env.push(fault_env("slow-work-requests"));
     m.mount();
     let wr = m.ctl("bucket reencrypt --bucket-name photos --rekey").ok();
     let id = wr["id"].as_str().unwrap().to_string();

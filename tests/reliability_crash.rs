@@ -189,7 +189,8 @@ fn kill_9_during_a_create_storm() {
 
 #[test]
 fn kill_9_during_a_bucket_reencrypt_then_it_resumes_and_fsck_is_clean() {
-    std::env::set_var("ENVELOPEFS_FAULT_INJECTION", "slow-work-requests");
+    let (k, v) = fault_env("slow-work-requests");
+    std::env::set_var(k, v);
     const N: usize = 2000;
     let mut m = TestMount::init_only(None);
     workreq_support::populate(&m, "photos", N);
@@ -237,8 +238,7 @@ fn overwritten(old: &[u8], new: &[u8], at: usize) -> Vec<u8> {
 fn a_change_cut_by_a_kill_is_repaired_at_the_next_mount() {
     use std::os::unix::fs::FileExt;
     let mut m = TestMount::init_only(None);
-    m.mount_env
-        .push(("ENVELOPEFS_FAULT_INJECTION".into(), "die-mid-write".into()));
+    m.mount_env.push(fault_env("die-mid-write"));
     m.mount();
     fs::create_dir(m.p("b")).expect("bucket");
     let cs = m.chunk_size() as usize;
@@ -319,8 +319,7 @@ fn a_change_cut_by_a_kill_is_repaired_at_the_next_mount() {
 fn offline_fsck_reports_a_cut_write_until_the_store_is_opened() {
     use std::os::unix::fs::FileExt;
     let mut m = TestMount::init_only(None);
-    m.mount_env
-        .push(("ENVELOPEFS_FAULT_INJECTION".into(), "die-mid-write".into()));
+    m.mount_env.push(fault_env("die-mid-write"));
     m.mount();
     fs::create_dir(m.p("b")).expect("bucket");
     let old = pattern(3, 40_000);
@@ -378,8 +377,7 @@ fn offline_fsck_reports_a_cut_write_until_the_store_is_opened() {
 fn an_append_after_whole_chunks_is_undone_from_the_bytes_in_memory() {
     use std::os::unix::fs::FileExt;
     let mut m = TestMount::init_only(None);
-    m.mount_env
-        .push(("ENVELOPEFS_FAULT_INJECTION".into(), "die-mid-write".into()));
+    m.mount_env.push(fault_env("die-mid-write"));
     m.mount();
     fs::create_dir(m.p("b")).expect("bucket");
     let cs = m.chunk_size() as usize;

@@ -168,10 +168,7 @@ fn mount_t_fuse_envelopefs_an_fstab_line_and_umount() {
 #[test]
 fn status_shows_the_mount_keys_buckets_and_work_requests_in_flight() {
     let mut m = TestMount::init_only(None);
-    m.mount_env.push((
-        "ENVELOPEFS_FAULT_INJECTION".into(),
-        "slow-work-requests".into(),
-    ));
+    m.mount_env.push(fault_env("slow-work-requests"));
     m.mount();
     fs::create_dir(m.p("b")).unwrap();
     fs::create_dir(m.p("empty")).unwrap();

@@ -20,6 +20,10 @@ use std::path::{Path, PathBuf};
 /// re-encryption.
 #[derive(Debug, Parser)]
 #[command(name = "envelopefs", version, about, long_about = None)]
+#[cfg_attr(
+    feature = "fault-injection",
+    command(version = concat!(env!("CARGO_PKG_VERSION"), " (test build: fault injection compiled in)"))
+)]
 pub struct Cli {
     /// The store directory (for store commands).
     #[arg(long, global = true, env = "ENVELOPEFS_STORE", value_name = "STORE")]
@@ -298,14 +302,42 @@ pub fn check_wanted(wr: &WorkRequest, wait: &WaitArgs) -> Result<()> {
     }
     if wr.status.is_terminal() {
         return Err(Error::InvalidArgument(format!(
-            "work request {} ended {:?}, not in {:?}",
-            wr.id, wr.status, wanted
+            "work request {} ended {:?}, not in {:?}{}",
+            wr.id,
+            wr.status,
+            wanted,
+            failed_objects(wr)
         )));
     }
     Err(Error::TimedOut(format!(
         "work request {} is {:?} after waiting",
         wr.id, wr.status
     )))
+}
+
+/// The objects a work request failed, for its error message: `; N object(s) failed: ...`
+/// with the first few reasons (every one is in the printed request's `errors`).
+fn failed_objects(wr: &WorkRequest) -> String {
+    const SHOWN: usize = 5;
+    if wr.objects_failed == 0 {
+        return String::new();
+    }
+    let mut s = format!("; {} object(s) failed", wr.objects_failed);
+    for (i, e) in wr.errors.iter().take(SHOWN).enumerate() {
+        s.push_str(if i == 0 { ": " } else { "; " });
+        if !e.message.contains(&e.object) {
+            s.push_str(&format!("{}: ", e.object));
+        }
+        s.push_str(&e.message);
+    }
+    let listed = wr.errors.len().min(SHOWN) as u64;
+    if wr.objects_failed > listed {
+        s.push_str(&format!(
+            "; and {} more (see `errors`)",
+            wr.objects_failed - listed
+        ));
+    }
+    s
 }
 
 /// Prints data to stdout, as JSON or a table (`--output`). A reader that went away (`| head`)

@@ -664,6 +664,7 @@ impl Control {
                     bucket_name: b,
                     kms_key_id: Some(line.to_string()),
                     rekey: false,
+                    open_wait_seconds: workreq::DEFAULT_OPEN_WAIT_SECONDS,
                     wait: command::WaitArgs::default(),
                 }))
             }

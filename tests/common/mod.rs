@@ -153,6 +153,24 @@ pub const SCRUBBED_ENV: [&str; 4] = [
     "ENVELOPEFS_OUTPUT",
 ];
 
+/// The fault-injection switch of test builds (src/fault.rs).
+pub const FAULT_ENV: &str = "ENVELOPEFS_FAULT_INJECTION";
+
+/// `(FAULT_ENV, faults)` (comma-separated fault names), for a mount, a command or the test
+/// process. A build without the cargo feature `fault-injection` has no faults: the test then
+/// fails here, saying so, instead of passing without its fault.
+#[track_caller]
+pub fn fault_env(faults: &str) -> (String, String) {
+    if !cfg!(feature = "fault-injection") {
+        panic!(
+            "this test needs the fault(s) {faults}, which only exist in a build with the cargo \
+             feature `fault-injection`: run `cargo test --features fault-injection` (as \
+             scripts/test.sh does)"
+        );
+    }
+    (FAULT_ENV.to_string(), faults.to_string())
+}
+
 /// A `Command` for the envelopefs binary without the caller's store or secret variables.
 pub fn envelopefs_cmd() -> Command {
     let mut c = Command::new(BIN);
