@@ -30,10 +30,6 @@ use std::path::Path;
 pub const REKEYED_BY_THIS_REQUEST: &str = "rekeyed by this request";
 /// Skip reason: the object is newer than the request (it has a fresh DEK already).
 pub const CREATED_AFTER: &str = "created after the request";
-/// Skip reason: SSE-C objects need their customer key, which a work request does not have.
-pub const CUSTOMER_KEYED: &str = "wrapped under a customer-provided key";
-/// Skip reason: hard-linked objects are not rekeyed (a new file would split the names).
-pub const HARD_LINKED: &str = "hard-linked (a rekey would give its names different data keys)";
 /// The object is open in the mount (its open handles hold the old DEK): a bucket job gets
 /// it as a skip, retries it until it is closed (bounded) and otherwise fails it.
 pub const OPEN_IN_MOUNT: &str = "open in the mount";
@@ -86,9 +82,10 @@ pub struct Options<'a> {
     /// Creation time (ns) written in the new header.
     pub created_ns: u64,
     /// Set by bucket jobs: their acceptance time. Objects whose creation time equals it were
-    /// rekeyed by this request already, later ones are new; both are skipped, as are
-    /// customer-keyed, hard-linked and open objects (errors for a single-object rekey; the
-    /// job retries open ones, see [`OPEN_IN_MOUNT`]).
+    /// rekeyed by this request already, later ones are new; both are skipped. Open objects
+    /// are skipped too (an error for a single-object rekey; the job retries them, see
+    /// [`OPEN_IN_MOUNT`]); customer-keyed and hard-linked ones are errors, so a job that
+    /// leaves them with their old data keys names them and cannot end SUCCEEDED.
     pub job_scope: Option<u64>,
     /// fsync the directories after the rename (single objects; jobs end with a syncfs).
     pub durable: bool,
@@ -116,14 +113,17 @@ pub fn rekey_path(
         if header.created_ns > scope {
             return Ok(Rekeyed::Skipped(CREATED_AFTER));
         }
+        // Not rekeyed, so it keeps a data key that may have leaked: the job cannot succeed,
+        // and names it (a failure, not a skip).
         if matches!(header.wrapping, Wrapping::Customer { .. }) {
-            return Ok(Rekeyed::Skipped(CUSTOMER_KEYED));
+            return Err(Error::NoKey(format!(
+                "{what} is wrapped under a customer-provided key, which a bucket job does not \
+                 hold, so it keeps its old data key: rekey it with `object reencrypt --rekey \
+                 --source-encryption-key-file F` on the mounted store"
+            )));
         }
     }
     if meta.nlink() > 1 {
-        if job {
-            return Ok(Rekeyed::Skipped(HARD_LINKED));
-        }
         return Err(Error::InvalidArgument(format!(
             "{what} has {} hard links: a rekey writes a new file, which would leave the other \
              names with the old data key; remove the other links first",

@@ -11,8 +11,8 @@
 //! It goes on with the others, then retries the open ones until they are closed, for at most
 //! the request's `open_wait_seconds`; what is still open then is not rekeyed, and the request
 //! ends FAILED with those objects named in `errors`: SUCCEEDED means every object in scope
-//! has a new data key (customer-keyed and hard-linked objects, which a job never rekeys, are
-//! skipped and counted in `skipped_reasons`).
+//! has a new data key. Customer-keyed and hard-linked objects, which a job cannot rekey, are
+//! failures named in `errors` too, each with what to do instead.
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{hex, unhex};

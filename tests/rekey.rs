@@ -276,8 +276,9 @@ fn a_crash_before_or_after_the_rename_leaves_the_old_or_the_new_object() {
     assert_fsck_clean(&m);
 }
 
-/// A bucket rekey interrupted by a crash resumes, rekeys each object exactly once, and
-/// skips SSE-C and hard-linked objects with their reasons.
+/// A bucket rekey interrupted by a crash resumes and rekeys each object exactly once; the
+/// SSE-C and hard-linked objects it cannot rekey keep their data keys, so it ends FAILED
+/// naming each of them.
 #[test]
 fn bucket_rekey_offline_resumes_after_a_crash_and_is_idempotent() {
     let m = TestMount::init_only(None);
@@ -311,6 +312,7 @@ fn bucket_rekey_offline_resumes_after_a_crash_and_is_idempotent() {
         m.backing_path("b", "linked2"),
     )
     .unwrap();
+    let linked_id0 = header(&m.backing_path("b", "linked")).object_id;
     let ids0: Vec<[u8; 16]> = objects
         .iter()
         .map(|(n, _)| header(&m.backing_path("b", n)).object_id)
@@ -345,12 +347,17 @@ fn bucket_rekey_offline_resumes_after_a_crash_and_is_idempotent() {
          not {done_before}"
     );
 
-    // Resume.
-    let v = m
+    // Resume: every object it can rekey is rekeyed; the other three are named.
+    let out = m
         .cli_store(&["work-request", "wait", &id, "--wait-for-state", "SUCCEEDED"])
-        .ok()
-        .json();
-    assert_eq!(v["status"], "SUCCEEDED", "{v}");
+        .fails();
+    assert!(
+        out.stderr.contains("sse") && out.stderr.contains("linked"),
+        "the failure names the objects left: {}",
+        out.stderr
+    );
+    let v = m.cli_store(&["work-request", "get", &id]).ok().json();
+    assert_eq!(v["status"], "FAILED", "{v}");
     let total = objects.len() as u64;
     let before = done_before as u64;
     assert_eq!(v["objects_rekeyed"], total - before, "{v}");
@@ -358,15 +365,29 @@ fn bucket_rekey_offline_resumes_after_a_crash_and_is_idempotent() {
         v["skipped_reasons"]["rekeyed by this request"], before,
         "{v}"
     );
+    assert_eq!(v["objects_failed"], 3, "{v}");
+    let mut left: Vec<(String, String)> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["object"].as_str().unwrap().to_string(),
+                e["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    left.sort();
+    let names: Vec<&str> = left.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["linked", "linked2", "sse"], "{v}");
+    assert!(left[0].1.contains("hard links"), "{v}");
+    assert!(left[2].1.contains("customer-provided key"), "{v}");
     assert_eq!(
-        v["skipped_reasons"]["wrapped under a customer-provided key"], 1,
-        "{v}"
+        header(&m.backing_path("b", "linked")).object_id,
+        linked_id0,
+        "the hard-linked object keeps its data key"
     );
-    assert_eq!(
-        v["skipped_reasons"]["hard-linked (a rekey would give its names different data keys)"], 2,
-        "{v}"
-    );
-    assert_eq!(v["objects_skipped"], 3 + before, "{v}");
+    assert_eq!(v["objects_skipped"], before, "{v}");
     for ((n, data), id0) in objects.iter().zip(&ids0) {
         let h = header(&m.backing_path("b", n));
         assert_ne!(h.object_id, *id0, "{n} was rekeyed");
