@@ -8,9 +8,12 @@
 
 pub mod fsutil;
 pub mod journal;
+pub mod lock;
 pub mod object;
 pub mod trash;
 pub mod xattr;
+
+pub use lock::{mount_record, StoreLock};
 
 use crate::crypto::Key32;
 use crate::error::{Error, IoContext, Result};
@@ -20,8 +23,7 @@ use crate::format::records::BucketRecord;
 use crate::format::{hex, Id16};
 use crate::keystore::{key_id_text, now_s, KeyStore, Secret};
 use serde_json::{json, Value};
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -63,50 +65,6 @@ pub fn validate_object_name(name: &str) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// A held exclusive lock on a store (released when dropped or when the process dies).
-pub struct StoreLock {
-    _file: File,
-}
-
-impl StoreLock {
-    /// Takes the store's lock without waiting. If another process holds it, the error says
-    /// where the store is mounted, or which process has it.
-    pub fn acquire(root: &Path) -> Result<Self> {
-        let meta = root.join(META_DIR);
-        if !meta.join("config.json").exists() {
-            return Err(Error::NotFound(format!(
-                "{} is not an envelopefs store (no {META_DIR}/config.json)",
-                root.display()
-            )));
-        }
-        let path = meta.join("lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .ctx(|| format!("opening {}", path.display()))?;
-        if fsutil::try_flock_exclusive(&file).ctx(|| "locking the store".to_string())? {
-            return Ok(StoreLock { _file: file });
-        }
-        match mount_record(root) {
-            Some(m) => Err(Error::Busy(format!("store is mounted at {m}"))),
-            None => Err(Error::Busy(
-                "store is in use by another envelopefs process".into(),
-            )),
-        }
-    }
-}
-
-/// Where the store is mounted, if a live mount recorded itself (`mount.json`).
-pub fn mount_record(root: &Path) -> Option<String> {
-    let bytes = fs::read(root.join(META_DIR).join("mount.json")).ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("mountpoint")?.as_str().map(str::to_string)
 }
 
 /// An open store.
