@@ -70,11 +70,8 @@ fn decode_secret(v: &[u8]) -> Result<Secret> {
 fn spawn_daemon(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret) -> Result<()> {
     let exe = std::env::current_exe().ctx(|| "finding the envelopefs binary".to_string())?;
     let log_path = root.join(META_DIR).join("mount.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .ctx(|| format!("opening {}", log_path.display()))?;
+    let log =
+        crate::logging::open_append(&log_path).ctx(|| format!("opening {}", log_path.display()))?;
     let mut cmd = Command::new(exe);
     cmd.arg("mount").arg(root).arg(mnt).arg("--foreground");
     cmd.arg("--threads").arg(args.threads.to_string());
@@ -286,7 +283,11 @@ fn serve(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret, daemon: boo
         "store": root.display().to_string(),
     });
     let record_path = root.join(META_DIR).join(crate::store::lock::MOUNT_RECORD);
-    crate::store::fsutil::write_atomic(&record_path, record.to_string().as_bytes(), 0o644)?;
+    crate::store::fsutil::write_atomic(
+        &record_path,
+        record.to_string().as_bytes(),
+        crate::store::META_FILE_MODE,
+    )?;
     tracing::info!("mounted {} at {}", root.display(), mnt.display());
     if daemon {
         println!("READY");

@@ -9,7 +9,7 @@
 //! [`SHUTDOWN_WAIT`]. The rule is in docs/DECISIONS.md ("Unmount, then use the store at
 //! once").
 
-use super::{fsutil, META_DIR};
+use super::{fsutil, META_DIR, META_FILE_MODE};
 use crate::error::{Error, IoContext, Result};
 use serde_json::Value;
 use std::fs::{self, File, OpenOptions};
@@ -99,9 +99,11 @@ fn open_lock_file(root: &Path) -> Result<File> {
         .truncate(false)
         .read(true)
         .write(true)
-        .mode(0o600)
+        .mode(META_FILE_MODE)
         .open(&path)
         .ctx(|| format!("opening {}", path.display()))?;
+    fsutil::set_mode(&file, META_FILE_MODE)
+        .ctx(|| format!("setting the mode of {}", path.display()))?;
     Ok(file)
 }
 

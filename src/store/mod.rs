@@ -23,7 +23,8 @@ use crate::format::records::BucketRecord;
 use crate::format::{hex, Id16};
 use crate::keystore::{key_id_text, now_s, KeyStore, Secret};
 use serde_json::{json, Value};
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -32,6 +33,30 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub const META_DIR: &str = ".envelopefs";
 /// Default chunk size for new stores (chosen by measurement: docs/CHUNK-SIZE.md).
 pub const DEFAULT_CHUNK_SIZE: u32 = 4096;
+/// Mode of the store's own directories (`.envelopefs` and those below it), whatever the umask.
+pub const META_DIR_MODE: u32 = 0o700;
+/// Mode of the store's own files (config, keystore, lock, records, logs), whatever the umask.
+pub const META_FILE_MODE: u32 = 0o600;
+/// Mode of a store directory `init` creates (it is the mount's root), whatever the umask.
+pub const ROOT_DIR_MODE: u32 = 0o755;
+/// Mode of buckets, prefixes and objects that commands create (`bucket create`,
+/// `object put`), whatever the umask; the mount keeps the modes its callers ask for.
+pub const BUCKET_DIR_MODE: u32 = 0o755;
+/// See [`BUCKET_DIR_MODE`].
+pub const OBJECT_FILE_MODE: u32 = 0o644;
+
+/// Creates the store's own directories below `meta` (and `meta` itself), or puts their mode
+/// right in a store an older version made.
+fn ensure_meta_dirs(meta: &Path) -> Result<()> {
+    for d in [
+        meta.to_path_buf(),
+        meta.join("work-requests"),
+        meta.join("tmp"),
+    ] {
+        fsutil::ensure_dir(&d, META_DIR_MODE).ctx(|| format!("creating {}", d.display()))?;
+    }
+    Ok(())
+}
 
 /// Validates a bucket name: the rules of DESIGN.md.
 pub fn validate_bucket_name(name: &str) -> Result<()> {
@@ -107,24 +132,23 @@ impl Store {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::create_dir_all(root).ctx(|| format!("creating {}", root.display()))?;
+                fsutil::create_dir_all_exact(root, ROOT_DIR_MODE)
+                    .ctx(|| format!("creating {}", root.display()))?;
             }
             Err(e) => return Err(Error::io(format!("reading {}", root.display()), e)),
         }
         check_xattr_support(root)?;
         let meta = root.join(META_DIR);
-        for d in [meta.clone(), meta.join("work-requests"), meta.join("tmp")] {
-            fs::create_dir_all(&d).ctx(|| format!("creating {}", d.display()))?;
-        }
+        ensure_meta_dirs(&meta)?;
         let store_id: Id16 = crate::crypto::random_array()?;
         let ks = KeyStore::create(store_id, chunk_size, secret)?;
-        fsutil::write_atomic(&meta.join("keystore"), &ks.seal()?, 0o600)?;
+        fsutil::write_atomic(&meta.join("keystore"), &ks.seal()?, META_FILE_MODE)?;
         let key_source = match secret {
             Secret::Passphrase(_) => "passphrase",
             Secret::KeyFile(_) => "keyfile",
         };
         let cfg = StoreConfig::new(&store_id, chunk_size, key_source, now_s());
-        fsutil::write_atomic(&meta.join("config.json"), &cfg.to_bytes(), 0o644)?;
+        fsutil::write_atomic(&meta.join("config.json"), &cfg.to_bytes(), META_FILE_MODE)?;
         Ok(())
     }
 
@@ -158,9 +182,7 @@ impl Store {
                 ks.chunk_size()
             )));
         }
-        for d in [meta.join("work-requests"), meta.join("tmp")] {
-            fs::create_dir_all(&d).ctx(|| format!("creating {}", d.display()))?;
-        }
+        ensure_meta_dirs(&meta)?;
         let geometry = Geometry::new(cfg.chunk_size);
         // Undo what a crash interrupted before anything reads an object.
         let recovered_writes = journal::recover(root, &meta)?;
@@ -240,7 +262,7 @@ impl Store {
         let before = ks.seal()?;
         let out = f(&mut ks)?;
         let after = ks.seal()?;
-        if let Err(e) = fsutil::write_atomic(&self.meta.join("keystore"), &after, 0o600) {
+        if let Err(e) = fsutil::write_atomic(&self.meta.join("keystore"), &after, META_FILE_MODE) {
             if let Ok(restored) = ks.reopen(&before) {
                 *ks = restored;
             }
@@ -307,7 +329,7 @@ impl Store {
         let key = kms_key.map(|k| self.resolve_key(k)).transpose()?;
         let rec = BucketRecord::new(crate::crypto::random_array()?, key, now_s());
         let tmp = self.tmp_path();
-        fsutil::mkdir(&tmp, mode).ctx(|| format!("creating {}", tmp.display()))?;
+        fsutil::mkdir_exact(&tmp, mode).ctx(|| format!("creating {}", tmp.display()))?;
         let done = xattr::set(&tmp, xattr::BUCKET.as_bytes(), &rec.encode(), 0)
             .ctx(|| "writing the bucket record".to_string())
             .and_then(|()| {
@@ -394,7 +416,13 @@ pub fn read_bucket_record(dir: &Path, name: &str) -> Result<BucketRecord> {
 /// Fails with a clear message if the filesystem under `dir` does not keep `user.*` xattrs.
 pub fn check_xattr_support(dir: &Path) -> Result<()> {
     let probe = dir.join(".envelopefs-xattr-probe");
-    fs::write(&probe, b"").ctx(|| format!("writing in {}", dir.display()))?;
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(META_FILE_MODE)
+        .open(&probe)
+        .ctx(|| format!("writing in {}", dir.display()))?;
     let r = xattr::set(&probe, b"user.envelopefs.probe", b"1", 0)
         .and_then(|()| xattr::get(&probe, b"user.envelopefs.probe"));
     let _ = fs::remove_file(&probe);
