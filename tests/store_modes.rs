@@ -204,10 +204,7 @@ fn a_root_store_used_with_umask_000_keeps_its_metadata_private() {
 #[test]
 fn nobody_with_umask_000_makes_a_private_store() {
     umask_000();
-    let dir = tempfile::Builder::new()
-        .prefix("ef")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let dir = tempfile::Builder::new().prefix("ef").tempdir().unwrap();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let home = dir.path().join("n");
     fs::create_dir(&home).unwrap();
