@@ -7,7 +7,7 @@ use crate::crypto::Key32;
 use crate::error::{Error, IoContext, Result};
 use crate::rewrap::{self, Outcome, Target};
 use crate::store::object::{self, CustomerKeys};
-use crate::store::{validate_object_name, Store};
+use crate::store::{fsutil, validate_object_name, Store, BUCKET_DIR_MODE, OBJECT_FILE_MODE};
 use crate::workreq::{self, State};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
@@ -760,7 +760,7 @@ fn execute_bucket(store: &Store, cmd: &BucketCmd, env: &mut Env<'_>) -> Result<V
     match cmd {
         BucketCmd::Create { name, kms_key_id } => {
             let key = optional_key_or_word(kms_key_id.as_deref(), KeyWord::NoKey)?;
-            let rec = store.create_bucket(name, key, 0o755)?;
+            let rec = store.create_bucket(name, key, BUCKET_DIR_MODE)?;
             Ok(store.describe_bucket(name, &rec))
         }
         BucketCmd::List => Ok(Value::Array(
@@ -824,7 +824,7 @@ fn execute_object(store: &Store, cmd: &ObjectCmd, env: &mut Env<'_>) -> Result<V
             let dir = store.bucket_dir(bucket_name);
             let path = dir.join(name);
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)
+                fsutil::create_dir_all_exact(parent, BUCKET_DIR_MODE)
                     .ctx(|| format!("creating the prefix of {bucket_name}/{name}"))?;
             }
             let mut src: Box<dyn std::io::Read> = match file {
@@ -833,19 +833,26 @@ fn execute_object(store: &Store, cmd: &ObjectCmd, env: &mut Env<'_>) -> Result<V
                 }
                 None => Box::new(env.streams.input()?),
             };
-            let obj = object::create_object(store, &bucket, &path, 0o644, false, &mut |obj| {
-                let mut buf = vec![0u8; 1 << 20];
-                let mut off = 0u64;
-                loop {
-                    let n = read_some(&mut src, &mut buf)?;
-                    if n == 0 {
-                        break;
+            let obj = object::create_object(
+                store,
+                &bucket,
+                &path,
+                OBJECT_FILE_MODE,
+                false,
+                &mut |obj| {
+                    let mut buf = vec![0u8; 1 << 20];
+                    let mut off = 0u64;
+                    loop {
+                        let n = read_some(&mut src, &mut buf)?;
+                        if n == 0 {
+                            break;
+                        }
+                        obj.write_at(off, &buf[..n])?;
+                        off += n as u64;
                     }
-                    obj.write_at(off, &buf[..n])?;
-                    off += n as u64;
-                }
-                obj.sync(false)
-            })?;
+                    obj.sync(false)
+                },
+            )?;
             let size = obj.size();
             drop(obj);
             head(store, bucket_name, name).map(|mut v| {

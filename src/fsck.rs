@@ -199,7 +199,7 @@ pub fn check_offline(
     read_data: bool,
     progress: ProgressFn<'_>,
 ) -> Result<Report> {
-    let _lock = hold_lock(root)?;
+    let _lock = crate::store::StoreLock::acquire_existing(root)?;
     let mut problems = Vec::new();
     let config = match fs::read(root.join(META_DIR).join("config.json")) {
         Ok(b) => match StoreConfig::parse(&b) {
@@ -299,32 +299,6 @@ pub fn check_offline(
     c.report.problems = problems;
     c.check_tree(progress)?;
     Ok(c.finish())
-}
-
-/// Takes the store's lock (the same flock as [`crate::store::StoreLock`]) without creating
-/// anything: a store without a lock file has never been opened, so nobody holds it.
-fn hold_lock(root: &Path) -> Result<Option<File>> {
-    if !root.join(META_DIR).is_dir() {
-        return Err(Error::NotFound(format!(
-            "{} is not an envelopefs store (no {META_DIR}/)",
-            root.display()
-        )));
-    }
-    let path = root.join(META_DIR).join("lock");
-    let f = match OpenOptions::new().read(true).open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
-    };
-    if crate::store::fsutil::try_flock_exclusive(&f)
-        .map_err(|e| Error::io("locking the store", e))?
-    {
-        return Ok(Some(f));
-    }
-    Err(match crate::store::mount_record(root) {
-        Some(m) => Error::Busy(format!("store is mounted at {m}")),
-        None => Error::Busy("store is in use by another envelopefs process".into()),
-    })
 }
 
 fn clone_err(e: &Error) -> Error {

@@ -85,12 +85,15 @@ pub struct RotatingLog {
     state: Mutex<LogState>,
 }
 
-fn open_append(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
+/// Opens a log file for appending, creating it with mode 0600 (whatever the umask).
+pub fn open_append(path: &Path) -> std::io::Result<File> {
+    let f = OpenOptions::new()
         .create(true)
         .append(true)
-        .mode(0o600)
-        .open(path)
+        .mode(crate::store::META_FILE_MODE)
+        .open(path)?;
+    crate::store::fsutil::set_mode(&f, crate::store::META_FILE_MODE)?;
+    Ok(f)
 }
 
 /// Points file descriptor 2 at `f`.

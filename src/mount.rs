@@ -9,6 +9,7 @@ use crate::cli::{secret, Cli, MountArgs};
 use crate::error::{Error, IoContext, Result};
 use crate::fuse::EnvelopeFuse;
 use crate::keystore::Secret;
+use crate::store::lock::Patience;
 use crate::store::{Store, StoreLock, META_DIR};
 use crate::vfs::{Vfs, VfsOptions};
 use fuser::{Config, MountOption, SessionACL};
@@ -69,11 +70,8 @@ fn decode_secret(v: &[u8]) -> Result<Secret> {
 fn spawn_daemon(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret) -> Result<()> {
     let exe = std::env::current_exe().ctx(|| "finding the envelopefs binary".to_string())?;
     let log_path = root.join(META_DIR).join("mount.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .ctx(|| format!("opening {}", log_path.display()))?;
+    let log =
+        crate::logging::open_append(&log_path).ctx(|| format!("opening {}", log_path.display()))?;
     let mut cmd = Command::new(exe);
     cmd.arg("mount").arg(root).arg(mnt).arg("--foreground");
     cmd.arg("--threads").arg(args.threads.to_string());
@@ -282,10 +280,11 @@ fn serve(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret, daemon: boo
         "pid": std::process::id(),
         "store": root.display().to_string(),
     });
+    let record_path = root.join(META_DIR).join(crate::store::lock::MOUNT_RECORD);
     crate::store::fsutil::write_atomic(
-        &root.join(META_DIR).join("mount.json"),
+        &record_path,
         record.to_string().as_bytes(),
-        0o644,
+        crate::store::META_FILE_MODE,
     )?;
     tracing::info!("mounted {} at {}", root.display(), mnt.display());
     if daemon {
@@ -317,38 +316,19 @@ fn serve(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret, daemon: boo
     } else {
         session.join()
     };
-    let _ = std::fs::remove_file(root.join(META_DIR).join("mount.json"));
     // Customer keys are zeroized as they are dropped.
     vfs.control.clear_ring();
     if let Err(e) = store.sync_all() {
         tracing::error!("final sync: {e}");
     }
+    // The record goes last, just before the lock is let go (as `store` drops on return):
+    // until then a command that finds the lock held sees from the record that this daemon's
+    // mount is gone and waits for it (store/lock.rs).
+    let _ = std::fs::remove_file(&record_path);
     res.map_err(|e| Error::io("serving the mount", e))
 }
 
-/// The `envelopefs:STORE` source of a mountpoint in /proc/self/mountinfo, if mounted.
-pub fn mounted_store(mnt: &Path) -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let target = mnt.to_string_lossy();
-    for line in info.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let sep = fields.iter().position(|f| *f == "-")?;
-        if fields.get(4).map(|m| unescape(m)) == Some(target.to_string()) {
-            let source = fields.get(sep + 2)?;
-            return unescape(source)
-                .strip_prefix("envelopefs:")
-                .map(PathBuf::from);
-        }
-    }
-    None
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
-}
+pub use crate::store::lock::mounted_store;
 
 /// `envelopefs unmount MNT`: fusermount3 -u, then wait until the daemon has let go of the
 /// store (so a following command finds it consistent and unlocked).
@@ -368,16 +348,6 @@ pub fn unmount(mountpoint: &Path) -> Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        match StoreLock::acquire(&store) {
-            Ok(_) => return Ok(()),
-            Err(Error::Busy(_)) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(Error::TimedOut(format!(
-        "{} was unmounted but its daemon still holds the store",
-        mnt.display()
-    )))
+    // The daemon is now finishing its shutdown: wait until it lets go of the store.
+    StoreLock::acquire_with(&store, Patience::Unmount).map(drop)
 }

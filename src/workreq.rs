@@ -176,12 +176,22 @@ fn save(store: &Store, wr: &WorkRequest, how: Save) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(wr)
         .map_err(|e| Error::InvalidArgument(format!("work request does not serialize: {e}")))?;
     match how {
-        Save::Durable => fsutil::replace_file(&path, &bytes, 0o644, Replace::Durable),
-        Save::Progress => fsutil::replace_file(&path, &bytes, 0o644, Replace::ContentOnly),
+        Save::Durable => fsutil::replace_file(
+            &path,
+            &bytes,
+            crate::store::META_FILE_MODE,
+            Replace::Durable,
+        ),
+        Save::Progress => fsutil::replace_file(
+            &path,
+            &bytes,
+            crate::store::META_FILE_MODE,
+            Replace::ContentOnly,
+        ),
         Save::AfterSync => fsutil::replace_file(
             &path,
             &bytes,
-            0o644,
+            crate::store::META_FILE_MODE,
             Replace::DurableAfter(&|| store.sync_all()),
         ),
     }

@@ -63,9 +63,11 @@ pub enum Top {
         chunk_size: u32,
     },
     /// Mount a store.
+    /// Right after an unmount (fusermount3 -u, umount, a signal) it first waits, at most
+    /// 60 s, for the old daemon to finish its shutdown; a store still mounted is refused.
     /// Example: envelopefs mount ~/vault ~/mnt --password-file pw.txt
     Mount(crate::cli::MountArgs),
-    /// Unmount a mounted store.
+    /// Unmount a mounted store, and wait until its daemon has let go of the store.
     /// Example: envelopefs unmount ~/mnt
     Unmount {
         /// The mountpoint.

@@ -19,17 +19,23 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
-/// The mountpoint of a live mount of `root`, if any. A record left by a dead mount is
-/// reported as stale and ignored.
+/// The mountpoint of a live mount of `root`, if any. A record left by a dead mount (the
+/// lock is free) is reported as stale and removed; a mount whose mountpoint is gone is not
+/// live (the command then runs offline, once its daemon has let go of the store).
 pub fn live_mount(root: &Path) -> Option<PathBuf> {
     let mnt = mount_record(root)?;
-    match StoreLock::acquire(root) {
-        Err(Error::Busy(_)) => {}
-        _ => {
+    match StoreLock::try_acquire(root) {
+        Ok(None) => {}
+        Ok(Some(_lock)) => {
             eprintln!("envelopefs: ignoring a stale mount record (no mount of this store is running at {mnt})");
-            let _ = std::fs::remove_file(root.join(crate::store::META_DIR).join("mount.json"));
+            // Under the lock, so that no new mount's record is removed.
+            let _ = std::fs::remove_file(
+                root.join(crate::store::META_DIR)
+                    .join(crate::store::lock::MOUNT_RECORD),
+            );
             return None;
         }
+        Err(_) => return None,
     }
     let mnt = PathBuf::from(mnt);
     let source = crate::mount::mounted_store(&mnt)?;

@@ -7,7 +7,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// A path as a C string (EINVAL if it holds a NUL).
@@ -67,6 +67,9 @@ pub fn replace_file(path: &Path, bytes: &[u8], mode: u32, how: Replace<'_>) -> R
             .mode(mode)
             .open(&tmp)
             .ctx(what)?;
+        // Exactly `mode`, whatever the umask took from it.
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .ctx(what)?;
         f.write_all(bytes).ctx(what)?;
         match &how {
             Replace::Durable | Replace::ContentOnly => f.sync_all().ctx(what)?,
@@ -118,6 +121,62 @@ pub fn mkdir(path: &Path, mode: u32) -> io::Result<()> {
     let p = cpath(path)?;
     // SAFETY: p is NUL-terminated.
     check(unsafe { libc::mkdir(p.as_ptr(), mode) })
+}
+
+/// Gives an open file or directory exactly the permission bits `mode` (a no-op when it has
+/// them): what the umask took at creation, or an older version left, is put right.
+pub fn set_mode(f: &File, mode: u32) -> io::Result<()> {
+    if f.metadata()?.permissions().mode() & 0o7777 != mode {
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// Opens a directory without following a symlink (for [`set_mode`]).
+fn open_dir_nofollow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// mkdir with exactly the permission bits and sticky bit of `mode`, whatever the umask
+/// (mkdir, then fchmod of the new directory, opened without following a symlink). As with
+/// mkdir(2), other bits of `mode` are ignored and a set-group-id bit inherited from the
+/// parent is kept.
+pub fn mkdir_exact(path: &Path, mode: u32) -> io::Result<()> {
+    let mode = mode & 0o1777;
+    mkdir(path, mode)?;
+    let d = open_dir_nofollow(path)?;
+    let inherited = d.metadata()?.permissions().mode() & 0o2000;
+    set_mode(&d, inherited | mode)
+}
+
+/// Makes sure the directory `path` exists with exactly the mode `mode`: created if absent,
+/// its mode put right if present (a symlink or a file there is an error).
+pub fn ensure_dir(path: &Path, mode: u32) -> io::Result<()> {
+    match mkdir(path, mode) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    set_mode(&open_dir_nofollow(path)?, mode)
+}
+
+/// `create_dir_all` whose new directories get exactly `mode` (those already there are left
+/// as they are).
+pub fn create_dir_all_exact(path: &Path, mode: u32) -> io::Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_all_exact(parent, mode)?;
+    }
+    match mkdir_exact(path, mode) {
+        // Made by someone else meanwhile: theirs to keep.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        r => r,
+    }
 }
 
 /// rename that fails with EEXIST instead of replacing.

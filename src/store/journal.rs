@@ -337,9 +337,11 @@ impl Journal {
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(0o600)
+            .mode(super::META_FILE_MODE)
             .open(&path)
             .ctx(|| format!("opening {}", path.display()))?;
+        super::fsutil::set_mode(&file, super::META_FILE_MODE)
+            .ctx(|| format!("setting the mode of {}", path.display()))?;
         let map_len = FILE_HEADER as usize + slots as usize * slot_size;
         let mut head = [0u8; 40];
         head[..8].copy_from_slice(MAGIC);

@@ -8,9 +8,12 @@
 
 pub mod fsutil;
 pub mod journal;
+pub mod lock;
 pub mod object;
 pub mod trash;
 pub mod xattr;
+
+pub use lock::{mount_record, StoreLock};
 
 use crate::crypto::Key32;
 use crate::error::{Error, IoContext, Result};
@@ -30,6 +33,30 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub const META_DIR: &str = ".envelopefs";
 /// Default chunk size for new stores (chosen by measurement: docs/CHUNK-SIZE.md).
 pub const DEFAULT_CHUNK_SIZE: u32 = 4096;
+/// Mode of the store's own directories (`.envelopefs` and those below it), whatever the umask.
+pub const META_DIR_MODE: u32 = 0o700;
+/// Mode of the store's own files (config, keystore, lock, records, logs), whatever the umask.
+pub const META_FILE_MODE: u32 = 0o600;
+/// Mode of a store directory `init` creates (it is the mount's root), whatever the umask.
+pub const ROOT_DIR_MODE: u32 = 0o755;
+/// Mode of buckets, prefixes and objects that commands create (`bucket create`,
+/// `object put`), whatever the umask; the mount keeps the modes its callers ask for.
+pub const BUCKET_DIR_MODE: u32 = 0o755;
+/// See [`BUCKET_DIR_MODE`].
+pub const OBJECT_FILE_MODE: u32 = 0o644;
+
+/// Creates the store's own directories below `meta` (and `meta` itself), or puts their mode
+/// right in a store an older version made.
+fn ensure_meta_dirs(meta: &Path) -> Result<()> {
+    for d in [
+        meta.to_path_buf(),
+        meta.join("work-requests"),
+        meta.join("tmp"),
+    ] {
+        fsutil::ensure_dir(&d, META_DIR_MODE).ctx(|| format!("creating {}", d.display()))?;
+    }
+    Ok(())
+}
 
 /// Validates a bucket name: the rules of DESIGN.md.
 pub fn validate_bucket_name(name: &str) -> Result<()> {
@@ -63,50 +90,6 @@ pub fn validate_object_name(name: &str) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// A held exclusive lock on a store (released when dropped or when the process dies).
-pub struct StoreLock {
-    _file: File,
-}
-
-impl StoreLock {
-    /// Takes the store's lock without waiting. If another process holds it, the error says
-    /// where the store is mounted, or which process has it.
-    pub fn acquire(root: &Path) -> Result<Self> {
-        let meta = root.join(META_DIR);
-        if !meta.join("config.json").exists() {
-            return Err(Error::NotFound(format!(
-                "{} is not an envelopefs store (no {META_DIR}/config.json)",
-                root.display()
-            )));
-        }
-        let path = meta.join("lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .ctx(|| format!("opening {}", path.display()))?;
-        if fsutil::try_flock_exclusive(&file).ctx(|| "locking the store".to_string())? {
-            return Ok(StoreLock { _file: file });
-        }
-        match mount_record(root) {
-            Some(m) => Err(Error::Busy(format!("store is mounted at {m}"))),
-            None => Err(Error::Busy(
-                "store is in use by another envelopefs process".into(),
-            )),
-        }
-    }
-}
-
-/// Where the store is mounted, if a live mount recorded itself (`mount.json`).
-pub fn mount_record(root: &Path) -> Option<String> {
-    let bytes = fs::read(root.join(META_DIR).join("mount.json")).ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("mountpoint")?.as_str().map(str::to_string)
 }
 
 /// An open store.
@@ -149,24 +132,23 @@ impl Store {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::create_dir_all(root).ctx(|| format!("creating {}", root.display()))?;
+                fsutil::create_dir_all_exact(root, ROOT_DIR_MODE)
+                    .ctx(|| format!("creating {}", root.display()))?;
             }
             Err(e) => return Err(Error::io(format!("reading {}", root.display()), e)),
         }
         check_xattr_support(root)?;
         let meta = root.join(META_DIR);
-        for d in [meta.clone(), meta.join("work-requests"), meta.join("tmp")] {
-            fs::create_dir_all(&d).ctx(|| format!("creating {}", d.display()))?;
-        }
+        ensure_meta_dirs(&meta)?;
         let store_id: Id16 = crate::crypto::random_array()?;
         let ks = KeyStore::create(store_id, chunk_size, secret)?;
-        fsutil::write_atomic(&meta.join("keystore"), &ks.seal()?, 0o600)?;
+        fsutil::write_atomic(&meta.join("keystore"), &ks.seal()?, META_FILE_MODE)?;
         let key_source = match secret {
             Secret::Passphrase(_) => "passphrase",
             Secret::KeyFile(_) => "keyfile",
         };
         let cfg = StoreConfig::new(&store_id, chunk_size, key_source, now_s());
-        fsutil::write_atomic(&meta.join("config.json"), &cfg.to_bytes(), 0o644)?;
+        fsutil::write_atomic(&meta.join("config.json"), &cfg.to_bytes(), META_FILE_MODE)?;
         Ok(())
     }
 
@@ -200,9 +182,7 @@ impl Store {
                 ks.chunk_size()
             )));
         }
-        for d in [meta.join("work-requests"), meta.join("tmp")] {
-            fs::create_dir_all(&d).ctx(|| format!("creating {}", d.display()))?;
-        }
+        ensure_meta_dirs(&meta)?;
         let geometry = Geometry::new(cfg.chunk_size);
         // Undo what a crash interrupted before anything reads an object.
         let recovered_writes = journal::recover(root, &meta)?;
@@ -282,7 +262,7 @@ impl Store {
         let before = ks.seal()?;
         let out = f(&mut ks)?;
         let after = ks.seal()?;
-        if let Err(e) = fsutil::write_atomic(&self.meta.join("keystore"), &after, 0o600) {
+        if let Err(e) = fsutil::write_atomic(&self.meta.join("keystore"), &after, META_FILE_MODE) {
             if let Ok(restored) = ks.reopen(&before) {
                 *ks = restored;
             }
@@ -349,7 +329,7 @@ impl Store {
         let key = kms_key.map(|k| self.resolve_key(k)).transpose()?;
         let rec = BucketRecord::new(crate::crypto::random_array()?, key, now_s());
         let tmp = self.tmp_path();
-        fsutil::mkdir(&tmp, mode).ctx(|| format!("creating {}", tmp.display()))?;
+        fsutil::mkdir_exact(&tmp, mode).ctx(|| format!("creating {}", tmp.display()))?;
         let done = xattr::set(&tmp, xattr::BUCKET.as_bytes(), &rec.encode(), 0)
             .ctx(|| "writing the bucket record".to_string())
             .and_then(|()| {
@@ -436,7 +416,13 @@ pub fn read_bucket_record(dir: &Path, name: &str) -> Result<BucketRecord> {
 /// Fails with a clear message if the filesystem under `dir` does not keep `user.*` xattrs.
 pub fn check_xattr_support(dir: &Path) -> Result<()> {
     let probe = dir.join(".envelopefs-xattr-probe");
-    fs::write(&probe, b"").ctx(|| format!("writing in {}", dir.display()))?;
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(META_FILE_MODE)
+        .open(&probe)
+        .ctx(|| format!("writing in {}", dir.display()))?;
     let r = xattr::set(&probe, b"user.envelopefs.probe", b"1", 0)
         .and_then(|()| xattr::get(&probe, b"user.envelopefs.probe"));
     let _ = fs::remove_file(&probe);

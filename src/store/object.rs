@@ -15,7 +15,7 @@ use crate::keystore::key_id_text;
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -248,6 +248,10 @@ pub fn create_object(
         .display()
         .to_string();
     let mut prepare = |file: File| -> Result<ObjectIo> {
+        // Exactly `mode`, whatever the umask of the process (the mount's is 0, the CLI's is
+        // the user's).
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .ctx(|| format!("{label}: setting its mode"))?;
         xattr::fset(&file, xattr::HEADER.as_bytes(), &header.encode(), 0)
             .ctx(|| "writing the object header".to_string())?;
         let mut obj = ObjectIo::new(file, label.clone(), &dek, object_id, store.geometry(), 0)?;

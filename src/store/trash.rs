@@ -72,14 +72,11 @@ impl Shared {
 }
 
 impl Trash {
-    /// Opens the trash directory `dir` (creating it), queues what a previous mount left in it
+    /// Opens the trash directory `dir` (creating it, mode 0700), queues what a previous mount left in it
     /// and starts the deleting thread.
     pub fn start(dir: &Path) -> io::Result<Trash> {
-        match fs::create_dir(dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
+        // Only the store's owner may reach what waits here (no planting, no linking out).
+        super::fsutil::ensure_dir(dir, super::META_DIR_MODE)?;
         let mut names = VecDeque::new();
         for e in fs::read_dir(dir)? {
             names.push_back(e?.path());
