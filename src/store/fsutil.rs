@@ -68,8 +68,10 @@ pub fn replace_file(path: &Path, bytes: &[u8], mode: u32, how: Replace<'_>) -> R
             .open(&tmp)
             .ctx(what)?;
         // Exactly `mode`, whatever the umask took from it.
-        f.set_permissions(fs::Permissions::from_mode(mode))
-            .ctx(what)?;
+        if umask_may_clear(mode) {
+            f.set_permissions(fs::Permissions::from_mode(mode))
+                .ctx(what)?;
+        }
         f.write_all(bytes).ctx(what)?;
         match &how {
             Replace::Durable | Replace::ContentOnly => f.sync_all().ctx(what)?,
@@ -121,6 +123,29 @@ pub fn mkdir(path: &Path, mode: u32) -> io::Result<()> {
     let p = cpath(path)?;
     // SAFETY: p is NUL-terminated.
     check(unsafe { libc::mkdir(p.as_ptr(), mode) })
+}
+
+/// The process's umask, read once from `/proc/self/status` (all bits if it cannot be read, so
+/// that callers put modes right). The mount daemon clears its umask before it creates
+/// anything and never sets it again; the CLI keeps the user's.
+pub fn process_umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Umask:"))
+                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            })
+            .unwrap_or(0o777)
+    })
+}
+
+/// Whether the umask may have taken bits from a file just created with `mode` (so it needs a
+/// chmod to have exactly `mode`). False in the mount daemon: no extra system call per create.
+pub fn umask_may_clear(mode: u32) -> bool {
+    process_umask() & mode & 0o777 != 0
 }
 
 /// Gives an open file or directory exactly the permission bits `mode` (a no-op when it has

@@ -2,7 +2,7 @@
 //! plaintext I/O over the chunk format ([`ObjectIo`]), which the mount uses directly.
 
 use super::journal::{Journal, Saved};
-use super::{xattr, Store};
+use super::{fsutil, xattr, Store};
 use crate::crypto::{self, ChunkCipher, Key32};
 use crate::error::{Error, IoContext, Result};
 use crate::format::chunk::{
@@ -248,10 +248,12 @@ pub fn create_object(
         .display()
         .to_string();
     let mut prepare = |file: File| -> Result<ObjectIo> {
-        // Exactly `mode`, whatever the umask of the process (the mount's is 0, the CLI's is
-        // the user's).
-        file.set_permissions(std::fs::Permissions::from_mode(mode))
-            .ctx(|| format!("{label}: setting its mode"))?;
+        // Exactly `mode`, whatever the umask of the process (the mount's is 0, so no chmod
+        // there; the CLI's is the user's).
+        if fsutil::umask_may_clear(mode) {
+            file.set_permissions(std::fs::Permissions::from_mode(mode))
+                .ctx(|| format!("{label}: setting its mode"))?;
+        }
         xattr::fset(&file, xattr::HEADER.as_bytes(), &header.encode(), 0)
             .ctx(|| "writing the object header".to_string())?;
         let mut obj = ObjectIo::new(file, label.clone(), &dek, object_id, store.geometry(), 0)?;
