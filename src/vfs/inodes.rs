@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::sync::RwLock;
+use std::time::SystemTime;
 
 use super::ROOT;
 
@@ -25,6 +26,10 @@ struct Node {
     names: Vec<(u64, OsString)>,
     lookups: u64,
     is_dir: bool,
+    /// The backing inode's birth time, when the backing filesystem tells it: a node that
+    /// lost its names is still the same file when found again with the same birth time (a
+    /// hard link the table never saw), and a reused inode number otherwise.
+    born: Option<SystemTime>,
 }
 
 /// Node ids from here up are given to new inodes that reuse a backing inode number the
@@ -113,15 +118,23 @@ impl InodeTable {
     }
 
     /// Records a lookup under (parent, name) of the inode whose id from its backing inode
-    /// number is `backing`; returns the node id to give the kernel.
-    pub fn remember(&self, backing: u64, parent: u64, name: &OsStr, is_dir: bool) -> u64 {
+    /// number is `backing`, born at `born` (if known); returns the node id to give the kernel.
+    pub fn remember(
+        &self,
+        backing: u64,
+        parent: u64,
+        name: &OsStr,
+        is_dir: bool,
+        born: Option<SystemTime>,
+    ) -> u64 {
         let mut t = self.write();
         let key = (parent, name.to_os_string());
         let mut ino = t.alias.get(&backing).copied().unwrap_or(backing);
-        let dead = t
-            .nodes
-            .get(&ino)
-            .is_some_and(|n| n.names.is_empty() && n.lookups > 0 && ino != ROOT);
+        // A node the kernel holds whose every name we saw go: the backing inode number was
+        // reused, unless the birth times say it is the same file under a name we never saw.
+        let dead = t.nodes.get(&ino).is_some_and(|n| {
+            n.names.is_empty() && n.lookups > 0 && ino != ROOT && (born.is_none() || n.born != born)
+        });
         if dead {
             t.next_synth += 1;
             let old = ino;
@@ -141,6 +154,7 @@ impl InodeTable {
         let node = t.nodes.entry(ino).or_default();
         node.lookups += 1;
         node.is_dir = is_dir;
+        node.born = born;
         if let Some(pos) = node.names.iter().position(|k| *k == key) {
             // Most recently used name first: it is the one most likely still valid.
             let k = node.names.remove(pos);
@@ -244,15 +258,15 @@ mod tests {
     #[test]
     fn names_follow_renames_links_and_unlinks() {
         let t = InodeTable::default();
-        t.remember(10, ROOT, OsStr::new("b"), true);
-        t.remember(11, 10, OsStr::new("x"), false);
+        t.remember(10, ROOT, OsStr::new("b"), true, None);
+        t.remember(11, 10, OsStr::new("x"), false, None);
         assert_eq!(comps(&t, 11), ["b", "x"]);
         t.rename(10, OsStr::new("x"), 10, OsStr::new("y"));
         assert_eq!(comps(&t, 11), ["b", "y"]);
-        t.remember(11, 10, OsStr::new("hard"), false); // a hard link
+        t.remember(11, 10, OsStr::new("hard"), false, None); // a hard link
         t.forget_name(10, OsStr::new("hard"));
         assert_eq!(comps(&t, 11), ["b", "y"]);
-        t.remember(12, 10, OsStr::new("z"), false);
+        t.remember(12, 10, OsStr::new("z"), false, None);
         t.exchange(10, OsStr::new("y"), 10, OsStr::new("z"));
         assert_eq!(comps(&t, 11), ["b", "z"]);
         assert_eq!(comps(&t, 12), ["b", "y"]);
@@ -269,47 +283,63 @@ mod tests {
     }
 
     #[test]
+    fn a_hard_link_found_after_its_known_name_went_keeps_its_node_id() {
+        let t = InodeTable::default();
+        let t0 = Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(7));
+        t.remember(10, ROOT, OsStr::new("b"), true, None);
+        // File 21 has names a and l; the kernel looked up only l, holds it, and l is unlinked.
+        assert_eq!(t.remember(21, 10, OsStr::new("l"), false, t0), 21);
+        t.forget_name(10, OsStr::new("l"));
+        // Found again as a: the same file (same birth time), the same node id.
+        assert_eq!(t.remember(21, 10, OsStr::new("a"), false, t0), 21);
+        // A file born later under the same backing number is another file.
+        t.forget_name(10, OsStr::new("a"));
+        let t1 = Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(8));
+        assert!(t.remember(21, 10, OsStr::new("n"), false, t1) >= SYNTH_BASE);
+    }
+
+    #[test]
     fn a_reused_backing_inode_gets_a_new_id_while_the_kernel_holds_the_old_one() {
         let t = InodeTable::default();
-        assert_eq!(t.remember(10, ROOT, OsStr::new("b"), true), 10);
+        assert_eq!(t.remember(10, ROOT, OsStr::new("b"), true, None), 10);
         // Directory d (backing 20) with an open file in it, both removed.
-        assert_eq!(t.remember(20, 10, OsStr::new("d"), true), 20);
-        assert_eq!(t.remember(21, 20, OsStr::new("f"), false), 21);
+        assert_eq!(t.remember(20, 10, OsStr::new("d"), true, None), 20);
+        assert_eq!(t.remember(21, 20, OsStr::new("f"), false, None), 21);
         t.forget_name(20, OsStr::new("f"));
         t.forget_name(10, OsStr::new("d"));
         // A new directory reuses backing inode 20: it must not be node 20.
-        let e = t.remember(20, 10, OsStr::new("e"), true);
+        let e = t.remember(20, 10, OsStr::new("e"), true, None);
         assert!(e >= SYNTH_BASE, "{e}");
         assert_eq!(t.node_id(20), e);
         assert_eq!(comps(&t, e), ["b", "e"]);
-        let g = t.remember(22, e, OsStr::new("g"), false);
+        let g = t.remember(22, e, OsStr::new("g"), false, None);
         assert_eq!(comps(&t, g), ["b", "e", "g"]);
         // Looked up again: the same new id.
-        assert_eq!(t.remember(20, 10, OsStr::new("e"), true), e);
+        assert_eq!(t.remember(20, 10, OsStr::new("e"), true, None), e);
         // An unlinked open file whose number is reused.
         t.forget_name(e, OsStr::new("g"));
-        let h = t.remember(22, 10, OsStr::new("h"), false);
+        let h = t.remember(22, 10, OsStr::new("h"), false, None);
         assert!(h >= SYNTH_BASE && h != e);
         // Once the kernel forgets the new file, its id is dropped and the number is plain again
         // (the old node 22 is gone too after its own forget).
         t.forget(h, 1);
         t.forget(22, 1);
         assert_eq!(t.node_id(22), 22);
-        assert_eq!(t.remember(22, 10, OsStr::new("i"), false), 22);
+        assert_eq!(t.remember(22, 10, OsStr::new("i"), false, None), 22);
         // A removed directory the kernel has forgotten: its number is reused as is.
         t.forget_name(10, OsStr::new("b2"));
-        assert_eq!(t.remember(30, 10, OsStr::new("x"), true), 30);
+        assert_eq!(t.remember(30, 10, OsStr::new("x"), true, None), 30);
         t.forget_name(10, OsStr::new("x"));
         t.forget(30, 1);
-        assert_eq!(t.remember(30, 10, OsStr::new("y"), true), 30);
+        assert_eq!(t.remember(30, 10, OsStr::new("y"), true, None), 30);
     }
 
     #[test]
     fn a_rename_over_a_name_drops_the_old_inode_from_it() {
         let t = InodeTable::default();
-        t.remember(10, ROOT, OsStr::new("b"), true);
-        t.remember(11, 10, OsStr::new("a"), false);
-        t.remember(12, 10, OsStr::new("c"), false);
+        t.remember(10, ROOT, OsStr::new("b"), true, None);
+        t.remember(11, 10, OsStr::new("a"), false, None);
+        t.remember(12, 10, OsStr::new("c"), false, None);
         t.rename(10, OsStr::new("a"), 10, OsStr::new("c"));
         assert_eq!(comps(&t, 11), ["b", "c"]);
         assert_eq!(t.components(12), Err(PathError::Unlinked));

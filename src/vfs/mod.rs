@@ -207,10 +207,10 @@ impl Vfs {
     }
 
     /// Records the lookup and gives `a` the node id the kernel is to know it by.
-    fn remember(&self, a: &mut Attr, parent: u64, name: &OsStr) {
+    fn remember(&self, a: &mut Attr, m: &fs::Metadata, parent: u64, name: &OsStr) {
         a.ino = self
             .nodes
-            .remember(a.ino, parent, name, a.kind == Kind::Dir);
+            .remember(a.ino, parent, name, a.kind == Kind::Dir, m.created().ok());
     }
 
     /// The kernel forgets `n` lookups of an inode.
@@ -311,7 +311,7 @@ impl Vfs {
         let (path, _) = self.child_path(parent, name)?;
         let m = Self::lstat(&path)?;
         let mut a = self.attr_of_meta(&m);
-        self.remember(&mut a, parent, name);
+        self.remember(&mut a, &m, parent, name);
         Ok(a)
     }
 
@@ -638,7 +638,7 @@ impl Vfs {
         let m = io.file().metadata().ctx(|| "fstat".to_string())?;
         io.note_metadata(&m);
         let mut a = self.attr_of_meta(&m);
-        self.remember(&mut a, parent, name);
+        self.remember(&mut a, &m, parent, name);
         let obj = Arc::new(OpenObject {
             io: RwLock::new(io),
             backing_ino: m.ino(),
