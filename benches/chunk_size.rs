@@ -19,10 +19,10 @@
 //! CHUNK_BENCH_SEQ_MIB (256), CHUNK_BENCH_RAND_MIB (64), CHUNK_BENCH_FILES (5000),
 //! CHUNK_BENCH_PRETOUCH_MIB (768; 0 = off), CHUNK_BENCH_DIR (scratch parent directory).
 
-use envelopefs::crypto::{self, ChunkCipher, Key32};
 use envelopefs::format::chunk::Geometry;
 use envelopefs::format::records::BucketRecord;
-use envelopefs::keystore::Secret;
+use envelopefs::keys::crypto::{self, ChunkCipher, Key32};
+use envelopefs::keys::keystore::Secret;
 use envelopefs::store::object::{create_object, ObjectIo};
 use envelopefs::store::{Store, StoreLock};
 use std::hint::black_box;

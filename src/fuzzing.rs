@@ -7,11 +7,11 @@
 //! parsed config serializes and parses to the same config, a blob that opens re-seals to
 //! itself, a journal record is what the documented layout has in its slot.
 
-use crate::crypto::Key32;
 use crate::format::config::StoreConfig;
 use crate::format::records::{BucketRecord, KeystoreBody, KeystoreFile, ObjectHeader};
-use crate::keystore::{KeyStore, Secret};
-use crate::kms;
+use crate::keys::crypto::Key32;
+use crate::keys::keystore::{KeyStore, Secret};
+use crate::ops::kms;
 
 /// The object header xattr (`user.envelopefs.header`).
 pub fn header(data: &[u8]) {
@@ -109,9 +109,9 @@ pub fn ctl(data: &[u8]) {
         StoreCommand::Key(KeyCmd::Update {
             allowed_operations, ..
         }) => {
-            if let Ok(bits) = crate::keystore::parse_ops(allowed_operations) {
+            if let Ok(bits) = crate::keys::keystore::parse_ops(allowed_operations) {
                 assert_eq!(
-                    bits & !crate::keystore::ops::ALL,
+                    bits & !crate::keys::keystore::ops::ALL,
                     0,
                     "parsed operations are known bits"
                 );
@@ -387,9 +387,9 @@ fn journal_file(bytes: &[u8]) {
 /// A header backup file given to `headers import` (its JSON, and the paths in it, which
 /// must never lead out of the store or into `.envelopefs`).
 pub fn headers_backup(data: &[u8]) {
-    if let Ok(b) = crate::headers::Backup::parse(data) {
+    if let Ok(b) = crate::ops::headers::Backup::parse(data) {
         if let Ok(again) = serde_json::to_vec(&b) {
-            let back = crate::headers::Backup::parse(&again);
+            let back = crate::ops::headers::Backup::parse(&again);
             assert!(
                 matches!(&back, Ok(b2) if *b2 == b),
                 "a parsed backup round-trips"
@@ -401,7 +401,7 @@ pub fn headers_backup(data: &[u8]) {
             .map(|e| (&e.name_hex, Some(1)))
             .chain(b.objects.iter().map(|e| (&e.path_hex, None)));
         for (h, n) in entries {
-            if let Some(p) = crate::headers::safe_rel(h, n) {
+            if let Some(p) = crate::ops::headers::safe_rel(h, n) {
                 assert!(p.is_relative(), "an imported path is relative");
                 assert!(
                     p.components()

@@ -2,8 +2,8 @@
 //! `mount.fuse.envelopefs` (a symlink), it is the mount(8) helper instead.
 
 use clap::Parser;
-use envelopefs::cli::{self, Cli, Exit, Top};
-use envelopefs::{logging, mount, mounthelper};
+use envelopefs::cli::{self, mounthelper, Cli, Exit, Top};
+use envelopefs::{daemon, logging};
 
 fn main() {
     let mut args = std::env::args_os();
@@ -36,7 +36,7 @@ fn main() {
         std::env::set_var("RUST_LOG", level);
     }
     match &cli.command {
-        Top::Mount(m) if std::env::var_os(mount::DAEMON_ENV).is_some() => {
+        Top::Mount(m) if std::env::var_os(daemon::DAEMON_ENV).is_some() => {
             logging::init_daemon(cli.log_level.as_deref(), &logging::daemon_log_path(&m.path));
         }
         _ => logging::init_stderr(cli.log_level.as_deref()),

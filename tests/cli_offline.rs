@@ -3,8 +3,8 @@
 //! DESIGN.md (0 success, 1 error, 2 a wait timed out).
 
 use base64::Engine;
-use envelopefs::crypto::Key32;
-use envelopefs::keystore::{KeyStore, Secret};
+use envelopefs::keys::crypto::Key32;
+use envelopefs::keys::keystore::{KeyStore, Secret};
 use envelopefs::store::Store;
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -2,8 +2,8 @@
 //! active by a process that died (here: a guard that is never dropped) is applied when the
 //! store is next opened, and only in the boot that wrote it.
 
-use envelopefs::crypto::Key32;
-use envelopefs::keystore::Secret;
+use envelopefs::keys::crypto::Key32;
+use envelopefs::keys::keystore::Secret;
 use envelopefs::store::journal::Saved;
 use envelopefs::store::object::{self, NoCustomerKeys};
 use envelopefs::store::{Store, StoreLock};

@@ -7,10 +7,10 @@
 //! model. Deterministic tests cover the edge sizes (0, 1, chunk-1, chunk, chunk+1, ...) and
 //! writes of several MiB (which cross the 4 MiB write batches of `ObjectIo`).
 
-use envelopefs::crypto::Key32;
 use envelopefs::format::chunk::Geometry;
 use envelopefs::format::records::BucketRecord;
-use envelopefs::keystore::Secret;
+use envelopefs::keys::crypto::Key32;
+use envelopefs::keys::keystore::Secret;
 use envelopefs::store::object::{self, NoCustomerKeys, ObjectIo};
 use envelopefs::store::{Store, StoreLock};
 use proptest::prelude::*;

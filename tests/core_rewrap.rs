@@ -3,12 +3,12 @@
 //! (`command::parse_line` + `command::execute`) on a real temporary store.
 
 use envelopefs::command::{self, Env, NoStreams};
-use envelopefs::crypto::Key32;
 use envelopefs::format::records::{ObjectHeader, Wrapping};
-use envelopefs::keystore::{parse_key_id, Secret};
+use envelopefs::keys::crypto::Key32;
+use envelopefs::keys::keystore::{parse_key_id, Secret};
+use envelopefs::ops::workreq::{self, State, WorkRequest};
 use envelopefs::store::object::NoCustomerKeys;
 use envelopefs::store::{xattr, Store, StoreLock};
-use envelopefs::workreq::{self, State, WorkRequest};
 use envelopefs::Error;
 use serde_json::Value;
 use std::collections::BTreeMap;

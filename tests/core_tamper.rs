@@ -4,11 +4,11 @@
 //! The edits are made with `std::fs` and the crate's own xattr helpers on a real temporary
 //! store, then the object is opened and read with the public API.
 
-use envelopefs::crypto::Key32;
 use envelopefs::format::chunk::{Geometry, CHUNK_OVERHEAD, NONCE_LEN, PREAMBLE_LEN};
 use envelopefs::format::config::StoreConfig;
 use envelopefs::format::records::{BucketRecord, ObjectHeader, Wrapping};
-use envelopefs::keystore::Secret;
+use envelopefs::keys::crypto::Key32;
+use envelopefs::keys::keystore::Secret;
 use envelopefs::store::object::{self, NoCustomerKeys, ObjectIo};
 use envelopefs::store::{xattr, Store, StoreLock};
 use envelopefs::Error;

@@ -6,7 +6,7 @@
 use aes_gcm::aead::array::Array;
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::Aes256Gcm;
-use envelopefs::crypto::{self, ChunkCipher, Key32};
+use envelopefs::keys::crypto::{self, ChunkCipher, Key32};
 use proptest::prelude::*;
 
 fn reference_seal(key: &[u8; 32], nonce: &[u8; 12], aad: &[u8], plain: &[u8]) -> Vec<u8> {

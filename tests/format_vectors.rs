@@ -13,7 +13,6 @@
 //! customer key a0..bf, keystore sealing key c0..df, keystore nonce e0..eb, salt f0..ff
 //! (each byte one more than the last).
 
-use envelopefs::crypto::{self, ChunkCipher, Key32};
 use envelopefs::format::chunk::{chunk_aad, parse_preamble, preamble, Geometry};
 use envelopefs::format::config::StoreConfig;
 use envelopefs::format::context::dek_context;
@@ -22,7 +21,8 @@ use envelopefs::format::records::{
     MasterKeyRecord, ObjectHeader, VersionState, Wrapping, HEADER_MAGIC, KEYSTORE_MAGIC,
 };
 use envelopefs::format::{hex, Id16};
-use envelopefs::keystore::{KeyStore, Secret};
+use envelopefs::keys::crypto::{self, ChunkCipher, Key32};
+use envelopefs::keys::keystore::{KeyStore, Secret};
 use envelopefs::Error;
 use std::path::Path;
 

@@ -11,10 +11,10 @@
 mod common;
 
 use common::*;
-use envelopefs::crypto::parse_key_file;
 use envelopefs::format::records::VersionState;
 use envelopefs::format::unhex;
-use envelopefs::keystore::{parse_key_id, KeyStore, Secret};
+use envelopefs::keys::crypto::parse_key_file;
+use envelopefs::keys::keystore::{parse_key_id, KeyStore, Secret};
 use serde_json::Value;
 use std::fs;
 use std::time::Duration;
@@ -154,7 +154,7 @@ fn offline_usage_schedule_refusal_force_and_cancel() {
     assert_eq!(version_json(&key, 1)["deletion_time"], Value::Null);
 
     // --force: PENDING_DELETION with a date 7 days out; its objects stop opening (ENOKEY).
-    let t0 = envelopefs::keystore::now_s();
+    let t0 = envelopefs::keys::keystore::now_s();
     let s = m
         .cli_store(&[
             "key",
@@ -314,7 +314,7 @@ fn offline_schedule_without_force_once_reencrypted() {
     assert_eq!(s["dependent_objects"], 0);
     let at = s["deletion_time"].as_u64().unwrap();
     assert!(
-        at >= envelopefs::keystore::now_s() + 29 * 86_400,
+        at >= envelopefs::keys::keystore::now_s() + 29 * 86_400,
         "30 days by default: {s}"
     );
     cli_clock_ahead(&m, &["key", "list"]).ok();

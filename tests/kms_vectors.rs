@@ -10,8 +10,8 @@
 //! 80..8b; key version 3; plaintext "attack at dawn"; context purpose=test, bucket=photos.
 #![allow(clippy::unwrap_used)]
 
-use envelopefs::crypto::Key32;
-use envelopefs::kms::{
+use envelopefs::keys::crypto::Key32;
+use envelopefs::ops::kms::{
     context_bytes, open_blob, parse_blob, parse_context, seal_blob, BlobHeader, Context,
     BLOB_HEADER_LEN, MAX_BLOB,
 };

@@ -8,8 +8,8 @@ mod common;
 
 use base64::Engine;
 use common::*;
-use envelopefs::crypto::{parse_key_file, Key32};
-use envelopefs::keystore::{KeyStore, Secret};
+use envelopefs::keys::crypto::{parse_key_file, Key32};
+use envelopefs::keys::keystore::{KeyStore, Secret};
 use envelopefs::store::object::{self, CustomerKeys};
 use envelopefs::store::{Store, StoreLock};
 use std::fs;
@@ -19,7 +19,7 @@ struct Ring(Key32);
 
 impl CustomerKeys for Ring {
     fn customer_key(&self, fp: &[u8; 32]) -> Option<Key32> {
-        (envelopefs::crypto::customer_fingerprint(&self.0) == *fp).then(|| self.0.clone())
+        (envelopefs::keys::crypto::customer_fingerprint(&self.0) == *fp).then(|| self.0.clone())
     }
 }
 

@@ -37,8 +37,8 @@
 mod common;
 
 use common::{errno_name, pattern};
-use envelopefs::crypto::Key32;
-use envelopefs::keystore::Secret;
+use envelopefs::keys::crypto::Key32;
+use envelopefs::keys::keystore::Secret;
 use envelopefs::store::{Store, StoreLock};
 use envelopefs::vfs::{Attr, Kind, Vfs, VfsOptions, ROOT};
 use proptest::prelude::*;

@@ -1,16 +1,17 @@
 //! The companion CLI: a thin layer over the core. JSON on stdout, messages and progress on
 //! stderr. Exit codes: 0 success, 1 error, 2 a wait timed out.
 
+pub mod mounthelper;
 pub mod output;
 pub mod reliability;
 pub mod remote;
 pub mod secret;
 
 use crate::command::{self, BucketCmd, DataStreams, Env, StoreCommand, WaitArgs, WorkRequestCmd};
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
+use crate::ops::workreq::{self, WorkRequest};
 use crate::store::object::NoCustomerKeys;
 use crate::store::{Store, StoreLock, DEFAULT_CHUNK_SIZE};
-use crate::workreq::{self, WorkRequest};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 use std::io::IsTerminal;
@@ -101,23 +102,9 @@ pub struct MountArgs {
     /// Stay attached to the terminal (otherwise return once mounted).
     #[arg(long, short = 'f')]
     pub foreground: bool,
-    /// Let other users access the mount (needs root or user_allow_other).
-    #[arg(long)]
-    pub allow_other: bool,
-    /// Mount read-only.
-    #[arg(long)]
-    pub read_only: bool,
-    /// FUSE worker threads.
-    #[arg(long, default_value_t = 4)]
-    pub threads: usize,
-    /// Have the kernel check file modes on every access. Always so with --allow-other or
-    /// when not run as root; a root-only mount (root, no --allow-other) leaves it off unless
-    /// asked, since only root reaches it (see docs/DECISIONS.md).
-    #[arg(long)]
-    pub default_permissions: bool,
-    /// A kernel mount flag: nodev, nosuid, noexec, dev, suid or exec (repeatable).
-    #[arg(long, value_name = "FLAG", value_parser = crate::mounthelper::KERNEL_OPTIONS)]
-    pub kernel_option: Vec<String>,
+    /// How to serve it.
+    #[command(flatten)]
+    pub options: crate::daemon::MountOptions,
 }
 
 /// What `main` turns into an exit code.
@@ -159,8 +146,8 @@ fn dispatch(cli: &Cli) -> Result<()> {
             }));
             Ok(())
         }
-        Top::Mount(args) => crate::mount::run_mount_command(cli, args),
-        Top::Unmount { mountpoint } => crate::mount::unmount(mountpoint),
+        Top::Mount(args) => mount(cli, args),
+        Top::Unmount { mountpoint } => crate::daemon::unmount(mountpoint),
         Top::Store(cmd) => run_store_command(cli, cmd),
         Top::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -194,12 +181,34 @@ pub fn store_path(cli: &Cli) -> Result<&Path> {
     })
 }
 
+/// `envelopefs mount`: as the background daemon (started by [`crate::daemon::spawn`]), in the
+/// foreground, or by starting that daemon.
+fn mount(cli: &Cli, args: &MountArgs) -> Result<()> {
+    let absolute = |p: &Path| std::fs::canonicalize(p).ctx(|| format!("resolving {}", p.display()));
+    let root = absolute(&args.path)?;
+    let mnt = absolute(&args.mountpoint)?;
+    if std::env::var_os(crate::daemon::DAEMON_ENV).is_some() {
+        return crate::daemon::run_daemon(&root, &mnt, &args.options);
+    }
+    // Fail fast, before asking for a secret, if the store is mounted or not a store.
+    let cfg = Store::read_config(&root)?;
+    drop(StoreLock::acquire(&root)?);
+    let secret = secret::for_open(cli, &cfg.key_source)?;
+    if args.foreground {
+        return crate::daemon::serve(&root, &mnt, &args.options, &secret, false);
+    }
+    crate::daemon::spawn(&root, &mnt, &args.options, &secret)
+}
+
 /// Opens a store offline: lock first (fails fast if mounted), then the secret.
 pub fn open_offline(cli: &Cli, root: &Path) -> Result<Store> {
     let lock = StoreLock::acquire(root)?;
     let cfg = Store::read_config(root)?;
     let secret = secret::for_open(cli, &cfg.key_source)?;
-    Store::open(root, lock, &secret)
+    let store = Store::open(root, lock, &secret)?;
+    // Key versions whose deletion date passed while the store was closed go now.
+    crate::ops::kms::destroy_due_logged(&store);
+    Ok(store)
 }
 
 /// `kms encrypt --plaintext -`: the command with the base64 plaintext read from standard

@@ -61,7 +61,7 @@ fn fsck(cli: &Cli, a: &FsckArgs) -> Result<()> {
                 b.set_position(done);
             }
         };
-        let r = crate::fsck::check_offline(
+        let r = crate::ops::fsck::check_offline(
             root,
             &mut |source| secret::for_open(cli, source),
             a.read_data,
@@ -70,7 +70,7 @@ fn fsck(cli: &Cli, a: &FsckArgs) -> Result<()> {
         if let Some(b) = &b {
             b.finish_and_clear();
         }
-        crate::fsck::to_json(&r?)
+        crate::ops::fsck::to_json(&r?)
     };
     print_json(&report);
     if report["ok"] == Value::Bool(true) {
@@ -119,8 +119,8 @@ fn headers(cli: &Cli, h: &HeadersCmd) -> Result<()> {
         None => {
             let store = open_offline(cli, root)?;
             match &cmd {
-                HeadersCmd::Export { out } => crate::headers::export(&store, out)?,
-                HeadersCmd::Import { file } => crate::headers::import(&store, file)?,
+                HeadersCmd::Export { out } => crate::ops::headers::export(&store, out)?,
+                HeadersCmd::Import { file } => crate::ops::headers::import(&store, file)?,
             }
         }
     };

@@ -9,8 +9,8 @@ use super::{check_wanted, print_json, Progress};
 use crate::command::{self, BucketCmd, ObjectCmd, Output, StoreCommand, WaitArgs, WorkRequestCmd};
 use crate::error::{Error, IoContext, Result};
 use crate::hygiene::WipingBuf;
+use crate::ops::workreq::WorkRequest;
 use crate::store::{mount_record, StoreLock};
-use crate::workreq::WorkRequest;
 use serde_json::Value;
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -29,16 +29,13 @@ pub fn live_mount(root: &Path) -> Option<PathBuf> {
         Ok(Some(_lock)) => {
             eprintln!("envelopefs: ignoring a stale mount record (no mount of this store is running at {mnt})");
             // Under the lock, so that no new mount's record is removed.
-            let _ = std::fs::remove_file(
-                root.join(crate::store::META_DIR)
-                    .join(crate::store::lock::MOUNT_RECORD),
-            );
+            crate::store::lock::remove_mount_record(root);
             return None;
         }
         Err(_) => return None,
     }
     let mnt = PathBuf::from(mnt);
-    let source = crate::mount::mounted_store(&mnt)?;
+    let source = crate::store::lock::mounted_store(&mnt)?;
     let same = std::fs::canonicalize(root).ok()? == source;
     same.then_some(mnt)
 }

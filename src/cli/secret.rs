@@ -2,9 +2,9 @@
 //! environment variables), or a prompt on the terminal.
 
 use super::Cli;
-use crate::crypto::parse_key_file;
 use crate::error::{Error, IoContext, Result};
-use crate::keystore::Secret;
+use crate::keys::crypto::parse_key_file;
+use crate::keys::keystore::Secret;
 use std::io::IsTerminal;
 use std::path::Path;
 use zeroize::Zeroizing;

@@ -11,7 +11,6 @@
 
 use super::{fsutil, META_DIR, META_FILE_MODE};
 use crate::error::{Error, IoContext, Result};
-use serde_json::Value;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -180,26 +179,40 @@ pub enum Holder {
 }
 
 /// The mount record (`mount.json`) a live mount writes once mounted and removes as the last
-/// thing before it exits.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// thing before it exits. Read and written only here.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MountRecord {
     /// The mountpoint.
     pub mountpoint: String,
-    /// The daemon's pid.
+    /// The daemon's pid (absent in records of old versions).
+    #[serde(default)]
     pub pid: Option<u32>,
+    /// The store's directory.
+    #[serde(default)]
+    pub store: Option<String>,
 }
 
-/// The store's mount record, if there is one.
+fn record_path(root: &Path) -> PathBuf {
+    root.join(META_DIR).join(MOUNT_RECORD)
+}
+
+/// The store's mount record, if there is one that parses.
 pub fn read_mount_record(root: &Path) -> Option<MountRecord> {
-    let bytes = fs::read(root.join(META_DIR).join(MOUNT_RECORD)).ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    Some(MountRecord {
-        mountpoint: v.get("mountpoint")?.as_str()?.to_string(),
-        pid: v
-            .get("pid")
-            .and_then(Value::as_u64)
-            .and_then(|p| u32::try_from(p).ok()),
-    })
+    let bytes = fs::read(record_path(root)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Writes the mount record (atomically, mode 0600); only the holder of the store's lock.
+pub fn write_mount_record(root: &Path, rec: &MountRecord) -> Result<()> {
+    let bytes = serde_json::to_vec(rec)
+        .map_err(|e| Error::InvalidArgument(format!("encoding the mount record: {e}")))?;
+    fsutil::write_atomic(&record_path(root), &bytes, META_FILE_MODE)
+}
+
+/// Removes the mount record; only the holder of the store's lock (a new mount's record must
+/// never be removed by someone else).
+pub fn remove_mount_record(root: &Path) {
+    let _ = fs::remove_file(record_path(root));
 }
 
 /// Where the store is mounted, if a mount recorded itself (`mount.json`).

@@ -15,13 +15,13 @@ pub mod xattr;
 
 pub use lock::{mount_record, StoreLock};
 
-use crate::crypto::Key32;
 use crate::error::{Error, IoContext, Result};
 use crate::format::chunk::{valid_chunk_size, Geometry};
 use crate::format::config::StoreConfig;
 use crate::format::records::BucketRecord;
 use crate::format::{hex, Id16};
-use crate::keystore::{key_id_text, now_s, KeyStore, Secret};
+use crate::keys::crypto::Key32;
+use crate::keys::keystore::{key_id_text, now_s, KeyStore, Secret};
 use serde_json::{json, Value};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
@@ -140,7 +140,7 @@ impl Store {
         check_xattr_support(root)?;
         let meta = root.join(META_DIR);
         ensure_meta_dirs(&meta)?;
-        let store_id: Id16 = crate::crypto::random_array()?;
+        let store_id: Id16 = crate::keys::crypto::random_array()?;
         let ks = KeyStore::create(store_id, chunk_size, secret)?;
         fsutil::write_atomic(&meta.join("keystore"), &ks.seal()?, META_FILE_MODE)?;
         let key_source = match secret {
@@ -209,8 +209,6 @@ impl Store {
             recovered_writes,
             _lock: lock,
         };
-        // Key versions whose deletion date passed while the store was closed go now.
-        crate::kms::destroy_due_logged(&store);
         Ok(store)
     }
 
@@ -327,7 +325,7 @@ impl Store {
     ) -> Result<BucketRecord> {
         validate_bucket_name(name)?;
         let key = kms_key.map(|k| self.resolve_key(k)).transpose()?;
-        let rec = BucketRecord::new(crate::crypto::random_array()?, key, now_s());
+        let rec = BucketRecord::new(crate::keys::crypto::random_array()?, key, now_s());
         let tmp = self.tmp_path();
         fsutil::mkdir_exact(&tmp, mode).ctx(|| format!("creating {}", tmp.display()))?;
         let done = xattr::set(&tmp, xattr::BUCKET.as_bytes(), &rec.encode(), 0)
@@ -387,7 +385,7 @@ impl Store {
     pub fn wrapping_key_for(&self, rec: &BucketRecord) -> Result<(Id16, u32, Key32)> {
         let id = self.bucket_key(rec);
         let ks = self.keys();
-        ks.check_allowed(&id, crate::keystore::ops::ENCRYPT)?;
+        ks.check_allowed(&id, crate::keys::keystore::ops::ENCRYPT)?;
         let (v, k) = ks.current(&id)?;
         Ok((id, v, k))
     }

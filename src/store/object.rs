@@ -3,7 +3,6 @@
 
 use super::journal::{Journal, Saved};
 use super::{fsutil, xattr, Store};
-use crate::crypto::{self, ChunkCipher, Key32};
 use crate::error::{Error, IoContext, Result};
 use crate::format::chunk::{
     self, chunk_aad, Geometry, CHUNK_OVERHEAD, NONCE_LEN, PREAMBLE_LEN, TAG_LEN,
@@ -11,7 +10,8 @@ use crate::format::chunk::{
 use crate::format::context::dek_context;
 use crate::format::records::{BucketRecord, ObjectHeader, Wrapping, HEADER_MAGIC};
 use crate::format::{hex, Id16, FORMAT_VERSION};
-use crate::keystore::key_id_text;
+use crate::keys::crypto::{self, ChunkCipher, Key32};
+use crate::keys::keystore::key_id_text;
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -28,13 +28,33 @@ pub fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// What a live mount does around a change that replaces an object's backing file (a rekey):
+/// it must not be open meanwhile, and the kernel's cached entry must go. Offline, [`Offline`].
+pub trait Live: Sync {
+    /// Runs `f` while the mount cannot open the object whose backing inode number is
+    /// `ino`; fails with EBUSY, without running `f`, if the mount has it open now.
+    fn while_closed(&self, ino: u64, f: &mut dyn FnMut() -> Result<()>) -> Result<()>;
+    /// The name at `path` now leads to another backing file.
+    fn replaced(&self, path: &Path);
+}
+
+/// No mount: nothing is open, no cache to drop.
+pub struct Offline;
+
+impl Live for Offline {
+    fn while_closed(&self, _: u64, f: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        f()
+    }
+    fn replaced(&self, _: &Path) {}
+}
+
 /// Customer keys loaded for unwrapping SSE-C objects (fingerprint → key).
 pub trait CustomerKeys {
     /// The key with this fingerprint, if loaded.
     fn customer_key(&self, fingerprint: &[u8; 32]) -> Option<Key32>;
 
     /// The live mount these keys belong to, if any (a rekey coordinates with its open files).
-    fn live(&self) -> Option<&dyn crate::rekey::Live> {
+    fn live(&self) -> Option<&dyn Live> {
         None
     }
 }
@@ -85,7 +105,7 @@ pub fn unwrap_header(
         header,
         customer,
         what,
-        crate::keystore::ops::DECRYPT,
+        crate::keys::keystore::ops::DECRYPT,
     )
 }
 

@@ -10,14 +10,14 @@ use super::{Attr, Kind, ROOT};
 use crate::command::{
     self, BucketCmd, DataStreams, Env, NoStreams, Output, SseCCmd, StoreCommand, WorkRequestCmd,
 };
-use crate::crypto::Key32;
 use crate::error::{Error, Result};
 use crate::format::{hex, unhex};
 use crate::hygiene::WipingBuf;
-use crate::keystore::key_id_text;
+use crate::keys::crypto::Key32;
+use crate::keys::keystore::key_id_text;
+use crate::ops::workreq::{self, WorkRequest};
 use crate::store::object::CustomerKeys;
 use crate::store::Store;
-use crate::workreq::{self, WorkRequest};
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -61,7 +61,7 @@ struct Open {
 pub type PathHook = Box<dyn Fn(&std::path::Path) + Send + Sync>;
 
 /// Runs a closure while the mount cannot open the object with a backing inode number, or
-/// fails with EBUSY if it is open (see [`crate::rekey::Live::while_closed`]).
+/// fails with EBUSY if it is open (see [`crate::store::object::Live::while_closed`]).
 pub type OpenGuard = Box<dyn Fn(u64, &mut dyn FnMut() -> Result<()>) -> Result<()> + Send + Sync>;
 
 /// Most customer keys a mount's ring holds.
@@ -100,12 +100,12 @@ impl CustomerKeys for Control {
             .map(|k| Key32::clone(k))
     }
 
-    fn live(&self) -> Option<&dyn crate::rekey::Live> {
+    fn live(&self) -> Option<&dyn crate::store::object::Live> {
         Some(self)
     }
 }
 
-impl crate::rekey::Live for Control {
+impl crate::store::object::Live for Control {
     fn while_closed(&self, ino: u64, f: &mut dyn FnMut() -> Result<()>) -> Result<()> {
         match self
             .open_guard
@@ -322,7 +322,7 @@ impl Control {
                 encryption_key_file,
             } => {
                 let key = command::read_key_file(encryption_key_file)?;
-                let fp = crate::crypto::customer_fingerprint(&key);
+                let fp = crate::keys::crypto::customer_fingerprint(&key);
                 let mut ring = self.ring.write().unwrap_or_else(|p| p.into_inner());
                 let added = !ring.contains_key(&fp);
                 if added && ring.len() >= MAX_RING_KEYS {
@@ -350,7 +350,7 @@ impl Control {
                 let mut ring = self.ring.write().unwrap_or_else(|p| p.into_inner());
                 let fp = match (fingerprint, encryption_key_file) {
                     (_, Some(f)) => {
-                        crate::crypto::customer_fingerprint(&command::read_key_file(f)?)
+                        crate::keys::crypto::customer_fingerprint(&command::read_key_file(f)?)
                     }
                     (Some(p), None) => find_fingerprint(ring.keys(), p)?,
                     (None, None) => {

@@ -13,8 +13,8 @@ mod posix;
 use crate::error::{Error, IoContext, Result};
 use crate::format::hex;
 use crate::format::records::{BucketRecord, Wrapping};
-use crate::keystore::key_id_text;
-use crate::rewrap::{self, Target};
+use crate::keys::keystore::key_id_text;
+use crate::ops::rewrap::{self, Target};
 use crate::store::object::{self, ObjectIo};
 use crate::store::trash::Trash;
 use crate::store::{fsutil, read_bucket_record, xattr, Store, META_DIR};
@@ -67,7 +67,7 @@ struct NoteCustomer<'a> {
 }
 
 impl object::CustomerKeys for NoteCustomer<'_> {
-    fn customer_key(&self, fingerprint: &[u8; 32]) -> Option<crate::crypto::Key32> {
+    fn customer_key(&self, fingerprint: &[u8; 32]) -> Option<crate::keys::crypto::Key32> {
         self.asked.set(Some(*fingerprint));
         self.ring.customer_key(fingerprint)
     }
@@ -956,7 +956,7 @@ impl Vfs {
         let src = self.bucket_record(&from_bucket.ok_or_else(|| einval("no bucket"))?)?;
         let dst = self.bucket_record(&to_bucket.ok_or_else(|| einval("no bucket"))?)?;
         let objects: Vec<PathBuf> = if fm.is_dir() {
-            crate::workreq::walk_objects(from)?
+            crate::ops::workreq::walk_objects(from)?
                 .into_iter()
                 .map(|n| from.join(n))
                 .collect()

@@ -1,8 +1,8 @@
 // Shared by mount_workreq.rs and mount_faults.rs (included, not a test binary of its own).
 
 use super::common::TestMount;
-use envelopefs::crypto::parse_key_file;
-use envelopefs::keystore::Secret;
+use envelopefs::keys::crypto::parse_key_file;
+use envelopefs::keys::keystore::Secret;
 use envelopefs::store::{object, Store, StoreLock};
 use std::fs;
 

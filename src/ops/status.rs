@@ -6,8 +6,9 @@
 
 use crate::error::Result;
 use crate::format::hex;
-use crate::store::{mount_record, Store};
-use crate::workreq;
+use crate::ops::workreq;
+use crate::store::lock::{mounted_store, read_mount_record};
+use crate::store::Store;
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -15,9 +16,10 @@ use std::path::Path;
 pub fn status(store: &Store) -> Result<Value> {
     let root = store.root();
     let canon = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
-    let mountpoint = mount_record(root)
-        .filter(|m| crate::mount::mounted_store(Path::new(m)).as_deref() == Some(canon.as_path()));
-    let mount_pid = mountpoint.as_ref().and_then(|_| mount_pid(root));
+    let record = read_mount_record(root)
+        .filter(|r| mounted_store(Path::new(&r.mountpoint)).as_deref() == Some(canon.as_path()));
+    let mount_pid = record.as_ref().and_then(|r| r.pid);
+    let mountpoint = record.map(|r| r.mountpoint);
     let ks = store.keys();
     let keys: Vec<Value> = ks
         .keys()
@@ -81,9 +83,4 @@ pub fn status(store: &Store) -> Result<Value> {
         "buckets": buckets,
         "work_requests_in_flight": in_flight,
     }))
-}
-
-fn mount_pid(root: &Path) -> Option<u64> {
-    let bytes = std::fs::read(root.join(crate::store::META_DIR).join("mount.json")).ok()?;
-    serde_json::from_slice::<Value>(&bytes).ok()?["pid"].as_u64()
 }

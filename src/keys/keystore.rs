@@ -4,13 +4,13 @@
 //! persist new keys and versions without asking for the passphrase again. Persisting is the
 //! store's job (atomic replace); this module only seals and unseals bytes.
 
-use crate::crypto::{self, Key32};
 use crate::error::{Error, Result};
 use crate::format::records::{
     KdfParams, KeyVersionRecord, KeystoreBody, KeystoreFile, KeystorePrefix, MasterKeyRecord,
     VersionState, KEYSTORE_MAGIC,
 };
 use crate::format::{hex, unhex, Id16, FORMAT_VERSION};
+use crate::keys::crypto::{self, Key32};
 use serde_json::{json, Value};
 use zeroize::{Zeroize, Zeroizing};
 

@@ -27,9 +27,7 @@ pub const EXIT_USAGE: i32 = 1;
 /// Exit code of mount(8) helpers for a failed mount.
 pub const EXIT_MOUNT_FAILURE: i32 = 32;
 
-/// Kernel flags accepted by `--kernel-option` (and as helper options).
-pub const KERNEL_OPTIONS: [&str; 6] = ["nodev", "nosuid", "noexec", "dev", "suid", "exec"];
-
+/// Options mount(8) passes that mean nothing to envelopefs.
 const IGNORED: [&str; 11] = [
     "rw", "defaults", "auto", "noauto", "user", "nouser", "users", "nofail", "_netdev", "noatime",
     "relatime",
@@ -41,20 +39,6 @@ pub fn invoked_as_helper(argv0: &OsStr) -> bool {
         .file_name()
         .and_then(OsStr::to_str)
         .is_some_and(|n| HELPER_NAMES.contains(&n))
-}
-
-/// The fuser mount option of a kernel flag from [`KERNEL_OPTIONS`].
-pub fn kernel_option(name: &str) -> Option<fuser::MountOption> {
-    use fuser::MountOption as M;
-    Some(match name {
-        "nodev" => M::NoDev,
-        "nosuid" => M::NoSuid,
-        "noexec" => M::NoExec,
-        "dev" => M::Dev,
-        "suid" => M::Suid,
-        "exec" => M::Exec,
-        _ => return None,
-    })
 }
 
 /// A parsed helper command line.
@@ -129,7 +113,7 @@ pub fn envelopefs_argv(h: &HelperArgs) -> Result<Vec<String>, String> {
             "allow_other" => mount.push("--allow-other".into()),
             "ro" => mount.push("--read-only".into()),
             "default_permissions" => mount.push("--default-permissions".into()),
-            n if KERNEL_OPTIONS.contains(&n) => {
+            n if crate::daemon::KERNEL_OPTIONS.contains(&n) => {
                 mount.extend(["--kernel-option".into(), n.into()]);
             }
             n if IGNORED.contains(&n) || n.starts_with("x-") || n == "comment" => {}

@@ -11,7 +11,6 @@
 //! a mount ([`check_store`], through `.envelopefs/ctl`), where it reads the backing files
 //! beside the running mount and uses the mount's open keystore.
 
-use crate::crypto::{self, ChunkCipher, Key32};
 use crate::error::{Error, Result};
 use crate::format::chunk::{self, chunk_aad, Geometry, CHUNK_OVERHEAD, NONCE_LEN, TAG_LEN};
 use crate::format::config::StoreConfig;
@@ -20,7 +19,8 @@ use crate::format::records::{
     BucketRecord, KeystoreFile, ObjectHeader, VersionState, Wrapping, WRAPPED_DEK_LEN,
 };
 use crate::format::{hex, Id16};
-use crate::keystore::{key_id_text, KeyStore, Secret};
+use crate::keys::crypto::{self, ChunkCipher, Key32};
+use crate::keys::keystore::{key_id_text, KeyStore, Secret};
 use crate::store::{xattr, Store, META_DIR};
 use serde::Serialize;
 use serde_json::Value;
@@ -461,7 +461,7 @@ impl<'a> Checker<'a> {
             }
         }
         for (dir, bi) in all_dirs {
-            for rel in crate::workreq::walk_objects(&self.root.join(&dir))? {
+            for rel in crate::ops::workreq::walk_objects(&self.root.join(&dir))? {
                 objects.push((dir.join(rel), bi));
             }
         }
@@ -493,7 +493,7 @@ impl<'a> Checker<'a> {
             let rel = format!(".envelopefs/work-requests/{n}");
             let ok = fs::read(e.path())
                 .ok()
-                .and_then(|b| serde_json::from_slice::<crate::workreq::WorkRequest>(&b).ok())
+                .and_then(|b| serde_json::from_slice::<crate::ops::workreq::WorkRequest>(&b).ok())
                 .is_some();
             if !ok {
                 self.problem(&rel, "work-request", "work request file does not parse");

@@ -4,11 +4,11 @@
 //! Authorized twice: the source master key must allow re-encrypt-from and the destination
 //! re-encrypt-to; a disabled version can be neither.
 
-use crate::crypto::{self, Key32};
 use crate::error::{Error, IoContext, Result};
 use crate::format::records::{BucketRecord, ObjectHeader, Wrapping};
 use crate::format::Id16;
-use crate::keystore::ops;
+use crate::keys::crypto::{self, Key32};
+use crate::keys::keystore::ops;
 use crate::store::object::{self, CustomerKeys};
 use crate::store::{xattr, Store};
 use std::fs::{File, OpenOptions};

@@ -13,11 +13,11 @@
 //! context bytes = count u32 LE | per pair, sorted by key: key len u32 LE | key | value len u32 LE | value
 //! ```
 
-use crate::crypto::{self, Key32};
 use crate::error::{Error, Result};
 use crate::format::records::Wrapping;
 use crate::format::Id16;
-use crate::keystore::{self, key_id_text, ops};
+use crate::keys::crypto::{self, Key32};
+use crate::keys::keystore::{self, key_id_text, ops};
 use crate::store::{object, Store};
 use base64::Engine;
 use serde_json::{json, Value};
@@ -387,13 +387,14 @@ pub fn key_usage(store: &Store, id: &Id16) -> Result<Usage> {
     for (bucket, _) in store.buckets()? {
         let dir = store.bucket_dir(&bucket);
         let mut seen = HashSet::new();
-        for rel in crate::workreq::walk_objects(&dir)? {
+        for rel in crate::ops::workreq::walk_objects(&dir)? {
             let what = format!("{bucket}/{}", rel.display());
-            let header = crate::rewrap::open_for_rewrap(&dir.join(&rel), &what).and_then(|f| {
-                let ino = f.metadata().map(|m| m.ino()).unwrap_or(0);
-                let first = ino == 0 || seen.insert(ino);
-                first.then(|| object::read_header(&f, &what)).transpose()
-            });
+            let header =
+                crate::ops::rewrap::open_for_rewrap(&dir.join(&rel), &what).and_then(|f| {
+                    let ino = f.metadata().map(|m| m.ino()).unwrap_or(0);
+                    let first = ino == 0 || seen.insert(ino);
+                    first.then(|| object::read_header(&f, &what)).transpose()
+                });
             match header {
                 Ok(Some(h)) => {
                     if let Wrapping::Master { key_id, version } = h.wrapping {
@@ -462,7 +463,7 @@ pub fn schedule_deletion(
     let key = key_id_text(&id);
     // The cheap checks first (days, state, current version), before walking the store.
     store.keys().check_schedulable(&id, version, days)?;
-    if let Some(w) = crate::workreq::unfinished(store)?
+    if let Some(w) = crate::ops::workreq::unfinished(store)?
         .into_iter()
         .find(|w| w.target_key_id == key && w.target_key_version == version)
     {

@@ -1,5 +1,5 @@
 //! Work requests: persisted, resumable bucket jobs: re-encrypt (`REENCRYPT_BUCKET`, rewraps
-//! headers) and rekey (`REKEY_BUCKET`, new DEKs and rewritten data, see [`crate::rekey`]).
+//! headers) and rekey (`REKEY_BUCKET`, new DEKs and rewritten data, see [`crate::ops::rekey`]).
 //!
 //! A work request is a JSON file in `STORE/.envelopefs/work-requests/ID.json`. Its target
 //! key version is fixed when it is accepted; its scope is the objects created before then.
@@ -16,9 +16,9 @@
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{hex, unhex};
-use crate::keystore::{key_id_text, now_s, parse_key_id};
-use crate::rekey;
-use crate::rewrap::{self, Outcome, Target};
+use crate::keys::keystore::{key_id_text, now_s, parse_key_id};
+use crate::ops::rekey;
+use crate::ops::rewrap::{self, Outcome, Target};
 use crate::store::fsutil::{self, Replace};
 use crate::store::object::now_ns;
 use crate::store::object::NoCustomerKeys;
@@ -309,9 +309,9 @@ pub fn accept_op(
     }
     let (version, _) = {
         let ks = store.keys();
-        ks.check_allowed(&key_id, crate::keystore::ops::REENCRYPT_TO)?;
+        ks.check_allowed(&key_id, crate::keys::keystore::ops::REENCRYPT_TO)?;
         if rekey {
-            ks.check_allowed(&key_id, crate::keystore::ops::ENCRYPT)?;
+            ks.check_allowed(&key_id, crate::keys::keystore::ops::ENCRYPT)?;
         }
         ks.current(&key_id)?
     };
@@ -319,7 +319,7 @@ pub fn accept_op(
         store.update_bucket(bucket_name, Some(&key_id_text(&key_id)))?;
     }
     let wr = WorkRequest {
-        id: format!("wr-{}", hex(&crate::crypto::random_array::<16>()?)),
+        id: format!("wr-{}", hex(&crate::keys::crypto::random_array::<16>()?)),
         operation_type: if rekey {
             REKEY_BUCKET
         } else {
@@ -466,7 +466,7 @@ pub fn run(
     stop: &dyn Fn() -> Stop,
     progress: &mut dyn FnMut(&WorkRequest),
 ) -> Result<()> {
-    run_live(store, wr, stop, progress, &rekey::Offline)
+    run_live(store, wr, stop, progress, &crate::store::object::Offline)
 }
 
 /// [`run`] inside a mount: a rekey skips objects the mount has open.
@@ -475,7 +475,7 @@ pub fn run_live(
     wr: &mut WorkRequest,
     stop: &dyn Fn() -> Stop,
     progress: &mut dyn FnMut(&WorkRequest),
-    live: &dyn rekey::Live,
+    live: &dyn crate::store::object::Live,
 ) -> Result<()> {
     if wr.status.is_terminal() {
         return Ok(());
@@ -700,8 +700,8 @@ mod tests {
     fn list_orders_requests_accepted_in_one_second_by_acceptance() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("s");
-        let key = crate::crypto::Key32::from_bytes([3u8; 32]);
-        let secret = crate::keystore::Secret::KeyFile(key);
+        let key = crate::keys::crypto::Key32::from_bytes([3u8; 32]);
+        let secret = crate::keys::keystore::Secret::KeyFile(key);
         Store::init(&root, 4096, &secret).unwrap();
         let store = Store::open(
             &root,
@@ -728,8 +728,8 @@ mod tests {
     fn a_rekey_asking_for_a_longer_wait_than_allowed_is_refused_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("s");
-        let key = crate::crypto::Key32::from_bytes([4u8; 32]);
-        let secret = crate::keystore::Secret::KeyFile(key);
+        let key = crate::keys::crypto::Key32::from_bytes([4u8; 32]);
+        let secret = crate::keys::keystore::Secret::KeyFile(key);
         Store::init(&root, 4096, &secret).unwrap();
         let store = Store::open(
             &root,

@@ -14,13 +14,13 @@
 //! The old file is never written. A crash leaves at most a `rekey-*` file in
 //! `.envelopefs/tmp`, which the next open of the store (mount or CLI) removes.
 
-use crate::crypto;
 use crate::error::{Error, IoContext, Result};
 use crate::format::records::{BucketRecord, Wrapping};
 use crate::format::{hex, Id16};
-use crate::keystore::ops;
-use crate::rewrap::{self, Target};
-use crate::store::object::{self, CustomerKeys, NoCustomerKeys, ObjectIo};
+use crate::keys::crypto;
+use crate::keys::keystore::ops;
+use crate::ops::rewrap::{self, Target};
+use crate::store::object::{self, CustomerKeys, Live, NoCustomerKeys, ObjectIo};
 use crate::store::{fsutil, xattr, Store};
 use std::fs::{self, File, FileTimes, Metadata};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -33,25 +33,6 @@ pub const CREATED_AFTER: &str = "created after the request";
 /// The object is open in the mount (its open handles hold the old DEK): a bucket job gets
 /// it as a skip, retries it until it is closed (bounded) and otherwise fails it.
 pub const OPEN_IN_MOUNT: &str = "open in the mount";
-
-/// What a live mount does around a rekey. Offline, [`Offline`].
-pub trait Live: Sync {
-    /// Runs `f` while the mount cannot open the object whose backing inode number is
-    /// `ino`; fails with EBUSY, without running `f`, if the mount has it open now.
-    fn while_closed(&self, ino: u64, f: &mut dyn FnMut() -> Result<()>) -> Result<()>;
-    /// The name at `path` now leads to another backing file.
-    fn replaced(&self, path: &Path);
-}
-
-/// No mount: nothing is open, no cache to drop.
-pub struct Offline;
-
-impl Live for Offline {
-    fn while_closed(&self, _: u64, f: &mut dyn FnMut() -> Result<()>) -> Result<()> {
-        f()
-    }
-    fn replaced(&self, _: &Path) {}
-}
 
 /// What a rekey did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,10 +5,9 @@
 //! secret on a pipe, and returns once the daemon reports the mount usable.
 #![allow(unsafe_code)]
 
-use crate::cli::{secret, Cli, MountArgs};
 use crate::error::{Error, IoContext, Result};
 use crate::fuse::EnvelopeFuse;
-use crate::keystore::Secret;
+use crate::keys::keystore::Secret;
 use crate::store::lock::Patience;
 use crate::store::{Store, StoreLock, META_DIR};
 use crate::vfs::{Vfs, VfsOptions};
@@ -23,25 +22,47 @@ use zeroize::Zeroizing;
 /// Set in the environment of the background daemon.
 pub const DAEMON_ENV: &str = "ENVELOPEFS_DAEMON";
 
-fn absolute(p: &Path) -> Result<PathBuf> {
-    std::fs::canonicalize(p).ctx(|| format!("resolving {}", p.display()))
+/// How to serve a mount: the `mount` flags that reach the daemon (the CLI flattens them into
+/// its `mount` command and hands them to [`serve`], [`spawn`] or [`run_daemon`]).
+#[derive(Debug, Clone, clap::Args)]
+pub struct MountOptions {
+    /// Let other users access the mount (needs root or user_allow_other).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Mount read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// FUSE worker threads.
+    #[arg(long, default_value_t = 4)]
+    pub threads: usize,
+    /// Have the kernel check file modes on every access. Always so with --allow-other or
+    /// when not run as root; a root-only mount (root, no --allow-other) leaves it off unless
+    /// asked, since only root reaches it (see docs/DECISIONS.md).
+    #[arg(long)]
+    pub default_permissions: bool,
+    /// A kernel mount flag: nodev, nosuid, noexec, dev, suid or exec (repeatable).
+    #[arg(long, value_name = "FLAG", value_parser = KERNEL_OPTIONS)]
+    pub kernel_option: Vec<String>,
 }
 
-/// `envelopefs mount`.
-pub fn run_mount_command(cli: &Cli, args: &MountArgs) -> Result<()> {
-    let root = absolute(&args.path)?;
-    let mnt = absolute(&args.mountpoint)?;
-    if std::env::var_os(DAEMON_ENV).is_some() {
-        return daemon_main(&root, &mnt, args);
-    }
-    // Fail fast, before asking for a secret, if the store is mounted or not a store.
-    let cfg = Store::read_config(&root)?;
-    drop(StoreLock::acquire(&root)?);
-    let secret = secret::for_open(cli, &cfg.key_source)?;
-    if args.foreground {
-        return serve(&root, &mnt, args, &secret, false);
-    }
-    spawn_daemon(&root, &mnt, args, &secret)
+/// The kernel mount flags `--kernel-option` (and the mount(8) helper's `-o`) take.
+pub const KERNEL_OPTIONS: [&str; 6] = ["nodev", "nosuid", "noexec", "dev", "suid", "exec"];
+
+/// The fuser mount option of a kernel flag from [`KERNEL_OPTIONS`].
+pub fn kernel_option(name: &str) -> Option<MountOption> {
+    Some(match name {
+        "nodev" => MountOption::NoDev,
+        "nosuid" => MountOption::NoSuid,
+        "noexec" => MountOption::NoExec,
+        "dev" => MountOption::Dev,
+        "suid" => MountOption::Suid,
+        "exec" => MountOption::Exec,
+        _ => return None,
+    })
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    std::fs::canonicalize(p).ctx(|| format!("resolving {}", p.display()))
 }
 
 fn encode_secret(s: &Secret) -> Zeroizing<Vec<u8>> {
@@ -62,12 +83,15 @@ fn encode_secret(s: &Secret) -> Zeroizing<Vec<u8>> {
 fn decode_secret(v: &[u8]) -> Result<Secret> {
     match v.split_first() {
         Some((b'P', p)) => Ok(Secret::Passphrase(Zeroizing::new(p.to_vec()))),
-        Some((b'K', k)) => Ok(Secret::KeyFile(crate::crypto::parse_key_file(k)?)),
+        Some((b'K', k)) => Ok(Secret::KeyFile(crate::keys::crypto::parse_key_file(k)?)),
         _ => Err(Error::InvalidArgument("daemon: no secret on stdin".into())),
     }
 }
 
-fn spawn_daemon(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret) -> Result<()> {
+/// Starts the mount daemon (this binary again, `mount --foreground` in its own process group,
+/// stderr to the store's mount.log), hands it the secret on a pipe and returns once it reports
+/// the mount usable.
+pub fn spawn(root: &Path, mnt: &Path, args: &MountOptions, secret: &Secret) -> Result<()> {
     let exe = std::env::current_exe().ctx(|| "finding the envelopefs binary".to_string())?;
     let log_path = root.join(META_DIR).join("mount.log");
     let log =
@@ -122,7 +146,8 @@ fn spawn_daemon(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret) -> R
     Err(Error::InvalidArgument(msg))
 }
 
-fn daemon_main(root: &Path, mnt: &Path, args: &MountArgs) -> Result<()> {
+/// The background daemon's side of [`spawn`]: reads the secret from stdin, then serves.
+pub fn run_daemon(root: &Path, mnt: &Path, args: &MountOptions) -> Result<()> {
     let mut buf = Zeroizing::new(Vec::new());
     std::io::stdin()
         .read_to_end(&mut buf)
@@ -175,12 +200,22 @@ fn harden_process() {
 }
 
 /// Serves a mount until a signal or an external unmount.
-fn serve(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret, daemon: bool) -> Result<()> {
+/// Mounts the store at `mnt` and serves it until it is unmounted or signalled (`daemon`: report
+/// READY or ERROR on stdout for [`spawn`]).
+pub fn serve(
+    root: &Path,
+    mnt: &Path,
+    args: &MountOptions,
+    secret: &Secret,
+    daemon: bool,
+) -> Result<()> {
     // Before any thread exists, so every thread inherits the mask and only the main thread
     // (in sigtimedwait) receives SIGINT/SIGTERM/SIGHUP.
     let set = block_signals();
     let lock = StoreLock::acquire(root)?;
     let store = Arc::new(Store::open(root, lock, secret)?);
+    // Key versions whose deletion date passed while the store was closed go now.
+    crate::ops::kms::destroy_due_logged(&store);
     // After the keystore is open: its master keys are in the pages mlockall(MCL_CURRENT)
     // locks (see hygiene.rs for why not MCL_FUTURE).
     crate::hygiene::protect_process();
@@ -238,11 +273,7 @@ fn serve(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret, daemon: boo
     if unsafe { libc::geteuid() } == 0 {
         options.push(MountOption::CUSTOM("subtype=envelopefs".into()));
     }
-    options.extend(
-        args.kernel_option
-            .iter()
-            .filter_map(|o| crate::mounthelper::kernel_option(o)),
-    );
+    options.extend(args.kernel_option.iter().filter_map(|o| kernel_option(o)));
     let mut config = Config::default();
     config.mount_options = options;
     config.acl = if args.allow_other {
@@ -275,16 +306,13 @@ fn serve(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret, daemon: boo
             let _ = notifier.inval_entry(fuser::INodeNo(parent_ino), name);
         }));
     }
-    let record = serde_json::json!({
-        "mountpoint": mnt.display().to_string(),
-        "pid": std::process::id(),
-        "store": root.display().to_string(),
-    });
-    let record_path = root.join(META_DIR).join(crate::store::lock::MOUNT_RECORD);
-    crate::store::fsutil::write_atomic(
-        &record_path,
-        record.to_string().as_bytes(),
-        crate::store::META_FILE_MODE,
+    crate::store::lock::write_mount_record(
+        root,
+        &crate::store::lock::MountRecord {
+            mountpoint: mnt.display().to_string(),
+            pid: Some(std::process::id()),
+            store: Some(root.display().to_string()),
+        },
     )?;
     tracing::info!("mounted {} at {}", root.display(), mnt.display());
     if daemon {
@@ -305,8 +333,8 @@ fn serve(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret, daemon: boo
             last_lock = Instant::now();
         }
         // Key versions reach their deletion date while mounted too.
-        if last_sweep.elapsed() >= crate::kms::sweep_interval() {
-            crate::kms::destroy_due_logged(&store);
+        if last_sweep.elapsed() >= crate::ops::kms::sweep_interval() {
+            crate::ops::kms::destroy_due_logged(&store);
             last_sweep = Instant::now();
         }
     }
@@ -324,11 +352,11 @@ fn serve(root: &Path, mnt: &Path, args: &MountArgs, secret: &Secret, daemon: boo
     // The record goes last, just before the lock is let go (as `store` drops on return):
     // until then a command that finds the lock held sees from the record that this daemon's
     // mount is gone and waits for it (store/lock.rs).
-    let _ = std::fs::remove_file(&record_path);
+    crate::store::lock::remove_mount_record(root);
     res.map_err(|e| Error::io("serving the mount", e))
 }
 
-pub use crate::store::lock::mounted_store;
+use crate::store::lock::mounted_store;
 
 /// `envelopefs unmount MNT`: fusermount3 -u, then wait until the daemon has let go of the
 /// store (so a following command finds it consistent and unlocked).

@@ -153,7 +153,7 @@ pub fn collect(store: &Store) -> Result<(Backup, Vec<String>)> {
                 continue;
             }
         }
-        for obj in crate::workreq::walk_objects(&root.join(&rel))? {
+        for obj in crate::ops::workreq::walk_objects(&root.join(&rel))? {
             let obj = rel.join(obj);
             let shown = obj.to_string_lossy().into_owned();
             let header = OpenOptions::new()
@@ -183,7 +183,7 @@ pub fn collect(store: &Store) -> Result<(Backup, Vec<String>)> {
             format: BACKUP_FORMAT.into(),
             version: BACKUP_VERSION,
             store_id: hex(store.store_id()),
-            created_s: crate::keystore::now_s(),
+            created_s: crate::keys::keystore::now_s(),
             buckets,
             objects,
         },

@@ -3,12 +3,12 @@
 //! for the control file; the CLI flattens [`StoreCommand`] into its own parser) and executed
 //! in one place ([`execute`]), which returns the JSON result.
 
-use crate::crypto::Key32;
 use crate::error::{Error, IoContext, Result};
-use crate::rewrap::{self, Outcome, Target};
+use crate::keys::crypto::Key32;
+use crate::ops::rewrap::{self, Outcome, Target};
+use crate::ops::workreq::{self, State};
 use crate::store::object::{self, CustomerKeys};
 use crate::store::{fsutil, validate_object_name, Store, BUCKET_DIR_MODE, OBJECT_FILE_MODE};
-use crate::workreq::{self, State};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -182,7 +182,7 @@ pub enum KeyCmd {
         #[arg(long)]
         version: u32,
         /// Days until it is destroyed (7 to 30).
-        #[arg(long, default_value_t = crate::keystore::DEFAULT_DELETION_DAYS)]
+        #[arg(long, default_value_t = crate::keys::keystore::DEFAULT_DELETION_DAYS)]
         days: u32,
         /// Schedule even though objects depend on the version (they become unrecoverable).
         #[arg(long)]
@@ -626,7 +626,7 @@ fn execute_value(store: &Store, cmd: &StoreCommand, env: &mut Env<'_>) -> Result
     // Key versions past their deletion date are destroyed before anything uses the keys
     // (not for fsck, which changes nothing).
     if !matches!(cmd, StoreCommand::Fsck(_)) {
-        crate::kms::destroy_due_logged(store);
+        crate::ops::kms::destroy_due_logged(store);
     }
     match cmd {
         StoreCommand::Key(k) => execute_key(store, k),
@@ -634,11 +634,15 @@ fn execute_value(store: &Store, cmd: &StoreCommand, env: &mut Env<'_>) -> Result
         StoreCommand::Bucket(b) => execute_bucket(store, b, env),
         StoreCommand::Object(o) => execute_object(store, o, env),
         StoreCommand::WorkRequest(w) => execute_work_request(store, w),
-        StoreCommand::Status => crate::status::status(store),
-        StoreCommand::Fsck(a) => crate::fsck::check_store(store, a.read_data, &mut |_, _| {})
-            .map(|r| crate::fsck::to_json(&r)),
-        StoreCommand::Headers(HeadersCmd::Export { out }) => crate::headers::export(store, out),
-        StoreCommand::Headers(HeadersCmd::Import { file }) => crate::headers::import(store, file),
+        StoreCommand::Status => crate::ops::status::status(store),
+        StoreCommand::Fsck(a) => crate::ops::fsck::check_store(store, a.read_data, &mut |_, _| {})
+            .map(|r| crate::ops::fsck::to_json(&r)),
+        StoreCommand::Headers(HeadersCmd::Export { out }) => {
+            crate::ops::headers::export(store, out)
+        }
+        StoreCommand::Headers(HeadersCmd::Import { file }) => {
+            crate::ops::headers::import(store, file)
+        }
         StoreCommand::SseC(_) => Err(Error::InvalidArgument(
             "the customer key ring lives in a mount (keys are never stored): mount the store, \
              then run sse-c with --store STORE or through MOUNT/.envelopefs/ctl"
@@ -684,19 +688,19 @@ fn execute_key(store: &Store, cmd: &KeyCmd) -> Result<Value> {
             key,
             allowed_operations,
         } => {
-            let bits = crate::keystore::parse_ops(allowed_operations)?;
+            let bits = crate::keys::keystore::parse_ops(allowed_operations)?;
             let id = store.resolve_key(key)?;
             store.update_keys(|ks| ks.set_allowed_ops(&id, bits))?;
             let ks = store.keys();
             Ok(ks.describe(ks.resolve(key)?))
         }
-        KeyCmd::Usage { key } => crate::kms::usage_json(store, key),
+        KeyCmd::Usage { key } => crate::ops::kms::usage_json(store, key),
         KeyCmd::ScheduleDeletion {
             key,
             version,
             days,
             force,
-        } => crate::kms::schedule_deletion(store, key, *version, *days, *force),
+        } => crate::ops::kms::schedule_deletion(store, key, *version, *days, *force),
         KeyCmd::CancelDeletion { key, version } => {
             let id = store.resolve_key(key)?;
             store.update_keys(|ks| ks.cancel_deletion(&id, *version))?;
@@ -707,7 +711,7 @@ fn execute_key(store: &Store, cmd: &KeyCmd) -> Result<Value> {
 }
 
 fn execute_kms(store: &Store, cmd: &KmsCmd) -> Result<Value> {
-    use crate::kms::{self, parse_context};
+    use crate::ops::kms::{self, parse_context};
     match cmd {
         KmsCmd::Encrypt {
             key_id,
@@ -921,11 +925,20 @@ fn execute_object(store: &Store, cmd: &ObjectCmd, env: &mut Env<'_>) -> Result<V
                 then: env.customer,
             };
             if *rekey {
-                let live = env.customer.live().unwrap_or(&crate::rekey::Offline);
-                let done =
-                    crate::rekey::rekey_object(store, bucket_name, name, &target, &ring, live)?;
+                let live = env
+                    .customer
+                    .live()
+                    .unwrap_or(&crate::store::object::Offline);
+                let done = crate::ops::rekey::rekey_object(
+                    store,
+                    bucket_name,
+                    name,
+                    &target,
+                    &ring,
+                    live,
+                )?;
                 let mut v = head(store, bucket_name, name)?;
-                if let crate::rekey::Rekeyed::Done { old_object_id, .. } = done {
+                if let crate::ops::rekey::Rekeyed::Done { old_object_id, .. } = done {
                     v["result"] = json!("REKEYED");
                     v["previous_object_id"] = json!(crate::format::hex(&old_object_id));
                 }
@@ -960,7 +973,7 @@ pub fn read_key_file(path: &std::path::Path) -> Result<Key32> {
     let bytes = zeroize::Zeroizing::new(
         std::fs::read(path).ctx(|| format!("reading key file {}", path.display()))?,
     );
-    crate::crypto::parse_key_file(&bytes)
+    crate::keys::crypto::parse_key_file(&bytes)
 }
 
 /// Checks the source side of an object re-encrypt before anything changes: a source key given
@@ -987,7 +1000,7 @@ fn check_source_key(
             )))
         }
         (crate::format::records::Wrapping::Customer { fingerprint }, Some(k)) => {
-            let given = crate::crypto::customer_fingerprint(k);
+            let given = crate::keys::crypto::customer_fingerprint(k);
             if &given == fingerprint {
                 Ok(())
             } else {
@@ -1023,12 +1036,14 @@ struct OneKeyThen<'a> {
 impl CustomerKeys for OneKeyThen<'_> {
     fn customer_key(&self, fingerprint: &[u8; 32]) -> Option<Key32> {
         match &self.key {
-            Some(k) if &crate::crypto::customer_fingerprint(k) == fingerprint => Some(k.clone()),
+            Some(k) if &crate::keys::crypto::customer_fingerprint(k) == fingerprint => {
+                Some(k.clone())
+            }
             _ => self.then.customer_key(fingerprint),
         }
     }
 
-    fn live(&self) -> Option<&dyn crate::rekey::Live> {
+    fn live(&self) -> Option<&dyn crate::store::object::Live> {
         self.then.live()
     }
 }
