@@ -785,10 +785,7 @@ fn the_mount_stays_responsive_during_a_reencrypt_of_20000_objects() {
 
 #[test]
 fn control_files_are_writable_only_by_root_and_the_mounting_user() {
-    if !have("setpriv") {
-        eprintln!("setpriv not installed: skipping");
-        return;
-    }
+    require("setpriv");
     let mut m = TestMount::init_only(None);
     // Let another user reach the mountpoint (the temp dir is 0700).
     use std::os::unix::fs::PermissionsExt;

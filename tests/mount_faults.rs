@@ -12,10 +12,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-mod workreq_support {
-    include!("support/workreq.rs");
-}
-use workreq_support::populate;
+use common::workreq::populate;
 
 fn faults_on() {
     let (k, v) = fault_env("panic-on-lookup,slow-work-requests");

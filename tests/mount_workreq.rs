@@ -5,9 +5,7 @@
 
 mod common;
 
-mod workreq_support {
-    include!("support/workreq.rs");
-}
+use common::workreq::populate;
 use common::*;
 use serde_json::Value;
 use std::fs;
@@ -15,7 +13,6 @@ use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use workreq_support::populate;
 
 fn wr_json(t: &TestMount, id: &str) -> Value {
     let p = t.mnt.join(".envelopefs/work-requests").join(id);

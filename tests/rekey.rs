@@ -7,10 +7,6 @@
 
 mod common;
 
-mod workreq_support {
-    include!("support/workreq.rs");
-}
-
 use common::*;
 use envelopefs::format::records::ObjectHeader;
 use serde_json::Value;
@@ -619,7 +615,7 @@ fn a_bucket_rekey_names_the_object_left_open_past_its_wait_and_the_wait_exits_1(
 fn kill_9_during_a_bucket_rekey_then_it_resumes_and_every_object_reads_back() {
     const N: usize = 800;
     let mut m = TestMount::init_only(None);
-    workreq_support::populate(&m, "photos", N);
+    common::workreq::populate(&m, "photos", N);
     let name = |i: usize| format!("d{}/o{i}", i / 1000);
     let ids0: Vec<[u8; 16]> = (0..N)
         .map(|i| header(&m.backing_path("photos", &name(i))).object_id)

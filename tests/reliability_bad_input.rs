@@ -2,12 +2,10 @@
 //! reason of a control write), and nothing in the store is lost or changed.
 
 mod common;
-#[path = "support/snapshot.rs"]
-mod snapshot;
 
+use common::snapshot::store_snapshot;
 use common::*;
 use envelopefs::store::xattr;
-use snapshot::store_snapshot;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;

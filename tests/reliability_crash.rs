@@ -13,10 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-mod workreq_support {
-    include!("support/workreq.rs");
-}
-
 /// SIGKILL to the mount daemon, then what an admin does: lazy unmount, mount again.
 fn kill9_and_remount(m: &mut TestMount) {
     let pid = m.daemon_pid().expect("daemon pid");
@@ -193,7 +189,7 @@ fn kill_9_during_a_bucket_reencrypt_then_it_resumes_and_fsck_is_clean() {
     std::env::set_var(k, v);
     const N: usize = 2000;
     let mut m = TestMount::init_only(None);
-    workreq_support::populate(&m, "photos", N);
+    common::workreq::populate(&m, "photos", N);
     m.mount();
     m.ctl("key rotate k").ok();
     let wr = m.ctl("bucket reencrypt --bucket-name photos").ok();

@@ -3,13 +3,11 @@
 //! mounted store it runs through the mount without stopping it.
 
 mod common;
-#[path = "support/snapshot.rs"]
-mod snapshot;
 
+use common::snapshot::store_snapshot;
 use common::*;
 use envelopefs::store::xattr;
 use serde_json::Value;
-use snapshot::store_snapshot;
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -246,10 +244,7 @@ fn fsck_shows_a_progress_bar_on_a_terminal_only() {
         "no bar without a terminal: {}",
         plain.stderr
     );
-    if !have("script") {
-        eprintln!("skipping the terminal half: util-linux `script` is not installed");
-        return;
-    }
+    require("script");
     // `script` gives the command a pseudo-terminal (stdout and stderr both go to it).
     let line = format!(
         "{BIN} fsck {} --read-data --key-file {}",

@@ -393,10 +393,11 @@ fn unlocked_private_mappings(pid: i32) -> Vec<(String, u64)> {
 #[test]
 fn memory_mapped_after_start_where_data_keys_live_is_locked_too() {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: only root may lock all its memory here");
-        return;
-    }
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(
+        root,
+        "the mounted tests run as root (scripts/test.sh): only root may lock all its memory here"
+    );
     let m = TestMount::new();
     let pid = m.daemon_pid().expect("daemon pid");
     fs::create_dir(m.p("b")).expect("bucket");

@@ -8,6 +8,9 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used)]
 
+pub mod snapshot;
+pub mod workreq;
+
 use serde_json::Value;
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
@@ -195,6 +198,16 @@ pub fn have(prog: &str) -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
+}
+
+/// Fails the test (never skips it) when a tool it drives is missing: scripts/install-deps.sh
+/// installs what the tests need, so a missing tool is a broken set-up, not a reason to pass.
+#[track_caller]
+pub fn require(prog: &str) {
+    assert!(
+        have(prog),
+        "this test needs `{prog}` on PATH (scripts/install-deps.sh installs the test tools)"
+    );
 }
 
 /// The errno of a failed call; panics (with `what`) if it succeeded.
