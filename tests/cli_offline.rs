@@ -1,6 +1,6 @@
 //! The real `envelopefs` binary on unmounted stores: init, secrets, key / bucket / object /
-//! work-request commands, JSON on stdout, one-line errors on stderr, exit codes of
-//! DESIGN.md (0 success, 1 error, 2 a wait timed out).
+//! work-request commands, JSON on stdout, one-line errors on stderr, the exit codes of
+//! docs/ERRORS.md (0 success, 1 error, 2 a wait timed out).
 
 use base64::Engine;
 use envelopefs::keys::crypto::Key32;

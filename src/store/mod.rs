@@ -58,7 +58,7 @@ fn ensure_meta_dirs(meta: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Validates a bucket name: the rules of DESIGN.md.
+/// Validates a bucket name: the rules in the README ("The mount").
 pub fn validate_bucket_name(name: &str) -> Result<()> {
     let bad = name.is_empty()
         || name.len() > 255
