@@ -8,6 +8,7 @@
 //! itself, a journal record is what the documented layout has in its slot.
 
 use crate::format::config::StoreConfig;
+use crate::format::kms_blob;
 use crate::format::records::{BucketRecord, KeystoreBody, KeystoreFile, ObjectHeader};
 use crate::keys::crypto::Key32;
 use crate::keys::keystore::{KeyStore, Secret};
@@ -76,7 +77,7 @@ pub fn ctl(data: &[u8]) {
     };
     let blob = |b64: &str| {
         if let Ok(b) = kms::decode_b64("--ciphertext-blob", b64) {
-            let _ = kms::parse_blob(&b);
+            let _ = kms_blob::parse_blob(&b);
         }
     };
     match &cmd {
@@ -141,15 +142,15 @@ fn context_checked(args: &[String]) {
 /// form `k=v,...` parses back to the same context, in any order and split over any number of
 /// arguments; and the canonical bytes of the AAD decode (per docs/FORMAT.md) to the same
 /// pairs, sorted by key.
-fn context_properties(c: &kms::Context) {
-    assert!(c.len() <= kms::MAX_CONTEXT_PAIRS, "at most 64 pairs");
+fn context_properties(c: &kms_blob::Context) {
+    assert!(c.len() <= kms_blob::MAX_CONTEXT_PAIRS, "at most 64 pairs");
     for (k, v) in c {
         assert!(
-            (1..=kms::MAX_CONTEXT_KEY).contains(&k.len()),
+            (1..=kms_blob::MAX_CONTEXT_KEY).contains(&k.len()),
             "a context key is 1-256 bytes"
         );
         assert!(
-            v.len() <= kms::MAX_CONTEXT_VALUE,
+            v.len() <= kms_blob::MAX_CONTEXT_VALUE,
             "a context value is at most 1024 bytes"
         );
         assert!(!k.contains([',', '=']), "a context key holds no ',' or '='");
@@ -167,7 +168,7 @@ fn context_properties(c: &kms::Context) {
         matches!(&split, Ok(c2) if c2 == c),
         "a context does not depend on the order or grouping of its pairs"
     );
-    let bytes = kms::context_bytes(c);
+    let bytes = kms_blob::context_bytes(c);
     let mut at = 0;
     let u32_at = |b: &[u8], at: &mut usize| -> usize {
         let mut a = [0u8; 4];
@@ -221,33 +222,33 @@ pub fn kms_blob(data: &[u8]) {
     }
     let ctx = ctx.unwrap_or_default();
     let kek = kms_vector_key();
-    let header = kms::parse_blob(blob);
+    let header = kms_blob::parse_blob(blob);
     let opened = kms::open_blob(&kek, blob, &ctx);
     let Ok(header) = header else {
         assert!(opened.is_err(), "a blob that does not parse never opens");
         return;
     };
     let len = blob.len();
-    let overhead = kms::BLOB_HEADER_LEN + kms::BLOB_TAG_LEN;
+    let overhead = kms_blob::BLOB_HEADER_LEN + kms_blob::BLOB_TAG_LEN;
     assert!(
-        (overhead + 1..=kms::MAX_BLOB).contains(&len),
+        (overhead + 1..=kms_blob::MAX_BLOB).contains(&len),
         "a parsed blob is 55 to 4150 bytes"
     );
     assert_eq!(
         header.encode()[..],
-        blob[..kms::BLOB_HEADER_LEN],
+        blob[..kms_blob::BLOB_HEADER_LEN],
         "a parsed blob header encodes back to its bytes"
     );
     // Sealing under the parsed header gives a blob with that header, which opens (with the
     // same key and context only) to what was sealed.
-    let plain = &blob[kms::BLOB_HEADER_LEN..len - kms::BLOB_TAG_LEN];
+    let plain = &blob[kms_blob::BLOB_HEADER_LEN..len - kms_blob::BLOB_TAG_LEN];
     let sealed = kms::seal_blob(&kek, &header, &ctx, plain);
     let Ok(sealed) = sealed else {
         panic!("a plaintext of 1 to 4096 bytes seals");
     };
     assert_eq!(sealed.len(), len, "a blob is its plaintext plus 54 bytes");
     assert!(
-        matches!(kms::parse_blob(&sealed), Ok(h) if h == header),
+        matches!(kms_blob::parse_blob(&sealed), Ok(h) if h == header),
         "a sealed blob parses to its header"
     );
     let back = kms::open_blob(&kek, &sealed, &ctx);

@@ -10,11 +10,11 @@
 //! 80..8b; key version 3; plaintext "attack at dawn"; context purpose=test, bucket=photos.
 #![allow(clippy::unwrap_used)]
 
-use envelopefs::keys::crypto::Key32;
-use envelopefs::ops::kms::{
-    context_bytes, open_blob, parse_blob, parse_context, seal_blob, BlobHeader, Context,
-    BLOB_HEADER_LEN, MAX_BLOB,
+use envelopefs::format::kms_blob::{
+    context_bytes, parse_blob, BlobHeader, Context, BLOB_HEADER_LEN, MAX_BLOB,
 };
+use envelopefs::keys::crypto::Key32;
+use envelopefs::ops::kms::{open_blob, parse_context, seal_blob};
 use envelopefs::Error;
 use std::path::Path;
 

@@ -14,6 +14,10 @@
 //! ```
 
 use crate::error::{Error, Result};
+use crate::format::kms_blob::{
+    blob_aad, parse_blob, BlobHeader, Context, BLOB_HEADER_LEN, BLOB_TAG_LEN, MAX_CONTEXT_KEY,
+    MAX_CONTEXT_PAIRS, MAX_CONTEXT_VALUE, MAX_PLAINTEXT,
+};
 use crate::format::records::Wrapping;
 use crate::format::Id16;
 use crate::keys::crypto::{self, Key32};
@@ -24,31 +28,8 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
 use zeroize::Zeroizing;
 
-/// First bytes of every blob.
-pub const BLOB_MAGIC: [u8; 4] = *b"EFKB";
-/// The blob format version this build writes and reads.
-pub const BLOB_VERSION: u16 = 1;
-/// Bytes before the ciphertext: magic, version, key id, key version, nonce.
-pub const BLOB_HEADER_LEN: usize = 4 + 2 + 16 + 4 + 12;
-/// Bytes of the tag after the ciphertext.
-pub const BLOB_TAG_LEN: usize = 16;
-/// Largest plaintext of `kms encrypt` (AWS KMS's limit).
-pub const MAX_PLAINTEXT: usize = 4096;
-/// Largest blob (the largest plaintext sealed).
-pub const MAX_BLOB: usize = BLOB_HEADER_LEN + MAX_PLAINTEXT + BLOB_TAG_LEN;
-/// Domain label at the start of a blob's AAD.
-pub const BLOB_AAD_LABEL: &[u8; 17] = b"envelopefs.kms.v1";
-/// Most pairs in an encryption context.
-pub const MAX_CONTEXT_PAIRS: usize = 64;
-/// Longest key of a context pair (bytes).
-pub const MAX_CONTEXT_KEY: usize = 256;
-/// Longest value of a context pair (bytes).
-pub const MAX_CONTEXT_VALUE: usize = 1024;
 /// Largest data key of `generate-data-key` (bytes).
 pub const MAX_DATA_KEY: usize = 1024;
-
-/// An encryption context: string pairs, kept sorted by key.
-pub type Context = BTreeMap<String, String>;
 
 /// Parses `--encryption-context` values: each `k=v,k2=v2` (repeatable). The value is
 /// everything after the first `=` up to the next `,`. Keys must be unique and non-empty.
@@ -80,56 +61,6 @@ pub fn parse_context(args: &[String]) -> Result<Context> {
     Ok(ctx)
 }
 
-/// The canonical bytes of a context (part of the AAD).
-pub fn context_bytes(ctx: &Context) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&len32(ctx.len()).to_le_bytes());
-    for (k, v) in ctx {
-        out.extend_from_slice(&len32(k.len()).to_le_bytes());
-        out.extend_from_slice(k.as_bytes());
-        out.extend_from_slice(&len32(v.len()).to_le_bytes());
-        out.extend_from_slice(v.as_bytes());
-    }
-    out
-}
-
-fn len32(n: usize) -> u32 {
-    // Contexts are bounded far below 4 GiB by parse_context.
-    u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-/// The clear part of a blob.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlobHeader {
-    /// The master key.
-    pub key_id: Id16,
-    /// Its version.
-    pub key_version: u32,
-    /// The AES-GCM nonce.
-    pub nonce: [u8; 12],
-}
-
-impl BlobHeader {
-    /// The 38 header bytes.
-    pub fn encode(&self) -> [u8; BLOB_HEADER_LEN] {
-        let mut h = [0u8; BLOB_HEADER_LEN];
-        h[..4].copy_from_slice(&BLOB_MAGIC);
-        h[4..6].copy_from_slice(&BLOB_VERSION.to_le_bytes());
-        h[6..22].copy_from_slice(&self.key_id);
-        h[22..26].copy_from_slice(&self.key_version.to_le_bytes());
-        h[26..38].copy_from_slice(&self.nonce);
-        h
-    }
-}
-
-fn aad(header: &[u8], ctx: &Context) -> Vec<u8> {
-    let mut a = Vec::with_capacity(BLOB_AAD_LABEL.len() + header.len() + 4);
-    a.extend_from_slice(BLOB_AAD_LABEL);
-    a.extend_from_slice(header);
-    a.extend_from_slice(&context_bytes(ctx));
-    a
-}
-
 /// Seals `plaintext` (1 to 4096 bytes) into a blob under one master key version.
 pub fn seal_blob(
     kek: &Key32,
@@ -147,44 +78,17 @@ pub fn seal_blob(
     // The plaintext is encrypted in place in a buffer that is zeroized if sealing fails.
     let mut buf = Zeroizing::new(Vec::with_capacity(plaintext.len()));
     buf.extend_from_slice(plaintext);
-    let tag = crypto::seal_in_place(kek, &header.nonce, &aad(&head, ctx), buf.as_mut_slice())?;
+    let tag = crypto::seal_in_place(
+        kek,
+        &header.nonce,
+        &blob_aad(&head, ctx),
+        buf.as_mut_slice(),
+    )?;
     let mut out = Vec::with_capacity(BLOB_HEADER_LEN + buf.len() + BLOB_TAG_LEN);
     out.extend_from_slice(&head);
     out.extend_from_slice(&buf);
     out.extend_from_slice(&tag);
     Ok(out)
-}
-
-/// Parses a blob's clear header, checking magic, version and lengths.
-pub fn parse_blob(blob: &[u8]) -> Result<BlobHeader> {
-    if blob.len() < 6 || blob[..4] != BLOB_MAGIC {
-        return Err(Error::InvalidArgument(
-            "not an envelopefs ciphertext blob (bad magic or too short)".into(),
-        ));
-    }
-    let version = u16::from_le_bytes([blob[4], blob[5]]);
-    if version != BLOB_VERSION {
-        return Err(Error::InvalidArgument(format!(
-            "ciphertext blob format version {version} is not supported (this build reads version {BLOB_VERSION})"
-        )));
-    }
-    if blob.len() < BLOB_HEADER_LEN + 1 + BLOB_TAG_LEN || blob.len() > MAX_BLOB {
-        return Err(Error::InvalidArgument(format!(
-            "ciphertext blob is {} bytes; a blob is {} to {MAX_BLOB} (truncated or padded?)",
-            blob.len(),
-            BLOB_HEADER_LEN + 1 + BLOB_TAG_LEN
-        )));
-    }
-    let mut key_id = [0u8; 16];
-    key_id.copy_from_slice(&blob[6..22]);
-    let key_version = u32::from_le_bytes([blob[22], blob[23], blob[24], blob[25]]);
-    let mut nonce = [0u8; 12];
-    nonce.copy_from_slice(&blob[26..38]);
-    Ok(BlobHeader {
-        key_id,
-        key_version,
-        nonce,
-    })
 }
 
 /// Opens a blob with the key version it names. A wrong context, wrong key or altered byte is
@@ -194,7 +98,7 @@ pub fn open_blob(kek: &Key32, blob: &[u8], ctx: &Context) -> Result<Zeroizing<Ve
     crypto::open(
         kek,
         &header.nonce,
-        &aad(&blob[..BLOB_HEADER_LEN], ctx),
+        &blob_aad(&blob[..BLOB_HEADER_LEN], ctx),
         &blob[BLOB_HEADER_LEN..],
     )
     .ok_or_else(|| {
@@ -545,6 +449,7 @@ pub fn destroy_due_logged(store: &Store) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::kms_blob::context_bytes;
 
     fn ctx(pairs: &[(&str, &str)]) -> Context {
         pairs
