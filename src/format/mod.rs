@@ -8,6 +8,7 @@
 pub mod chunk;
 pub mod config;
 pub mod context;
+pub mod journal;
 pub mod kms_blob;
 pub mod records;
 

@@ -40,6 +40,9 @@
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::chunk::Geometry;
+use crate::format::journal::{
+    JournalHead, SlotHeader, FILE_HEADER, FREE, SLOT_HEADER, TRUNCATE, UNDO,
+};
 use crate::format::{hex, Id16};
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -55,21 +58,8 @@ use std::sync::{Condvar, Mutex};
 /// all-or-nothing.
 pub const PIECE_BYTES: u64 = 256 << 10;
 
-const MAGIC: &[u8; 8] = b"EFSJRNL1";
-/// Bytes before the first slot: magic, slot count, slot size.
-const FILE_HEADER: u64 = 4096;
-/// Bytes of a slot before its saved data.
-const SLOT_HEADER: usize = 64;
 /// Total bytes of all slots aimed at (the slot count follows from the slot size).
 const TARGET_BYTES: u64 = 8 << 20;
-
-/// Record states (the first 4 bytes of a slot).
-const FREE: u32 = 0;
-/// Restore: write the saved bytes at `saved_off`, then set the length to `restore_len`
-/// (undoes a change if the old bytes were saved, completes it if the new ones were).
-const UNDO: u32 = 1;
-/// Redo a cut: set the length to `restore_len`.
-const TRUNCATE: u32 = 2;
 
 /// What a record saves: putting it back at its offset and restoring the length makes the
 /// object whole, whatever part of the change had reached the file.
@@ -147,18 +137,6 @@ pub fn piece_chunks(g: Geometry) -> u64 {
 
 fn path_of(meta: &Path) -> PathBuf {
     meta.join("journal")
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
 }
 
 /// The active records of a journal file.
@@ -273,18 +251,14 @@ fn parse_with(
     read: &mut dyn FnMut(u64, usize) -> io::Result<Option<Vec<u8>>>,
 ) -> std::result::Result<Vec<Record>, ParseError> {
     let bad = |m: String| ParseError::Bad(Error::Corrupt(format!("write journal: {m}")));
-    let Some(head) = read(0, 24)? else {
+    let Some(head) = read(0, JournalHead::LAYOUT_LEN)? else {
         return Ok(Vec::new());
     };
-    if head.iter().all(|&b| b == 0) {
-        // Never set up (or cut to nothing and grown again): nothing recorded.
+    // None: never set up (or cut to nothing and grown again), nothing recorded.
+    let Some((slots, slot_size)) = JournalHead::decode_layout(&head).map_err(|m| bad(m.into()))?
+    else {
         return Ok(Vec::new());
-    }
-    if &head[..8] != MAGIC {
-        return Err(bad("bad magic (not a journal, or damaged)".into()));
-    }
-    let slots = le32(&head, 8);
-    let slot_size = le64(&head, 16);
+    };
     if !(1..=1024).contains(&slots) || !(SLOT_HEADER as u64 + 1..=64 << 20).contains(&slot_size) {
         return Err(bad(format!(
             "impossible layout ({slots} slots of {slot_size} bytes)"
@@ -297,11 +271,22 @@ fn parse_with(
         // to nothing after a repair): a slot missing from it means damage.
         let h = read(at, SLOT_HEADER)?
             .ok_or_else(|| bad(format!("cut short: slot {s} of {slots} is missing")))?;
-        let state = le32(&h, 0);
+        let h: &[u8; SLOT_HEADER] = h
+            .as_slice()
+            .try_into()
+            .map_err(|_| bad(format!("slot {s}: short header")))?;
+        let SlotHeader {
+            state,
+            dev,
+            ino,
+            object_id,
+            saved_off,
+            saved_len,
+            restore_len,
+        } = SlotHeader::decode(h);
         if state == FREE {
             continue;
         }
-        let saved_len = le64(&h, 48);
         let cap = slot_size - SLOT_HEADER as u64;
         if (state != UNDO && state != TRUNCATE) || saved_len > cap {
             return Err(bad(format!(
@@ -310,16 +295,14 @@ fn parse_with(
         }
         let saved = read(at + SLOT_HEADER as u64, saved_len as usize)?
             .ok_or_else(|| bad(format!("slot {s} is cut short")))?;
-        let mut object_id = [0u8; 16];
-        object_id.copy_from_slice(&h[24..40]);
         out.push(Record {
             slot: s,
             state,
-            dev: le64(&h, 8),
-            ino: le64(&h, 16),
+            dev,
+            ino,
             object_id,
-            saved_off: le64(&h, 40),
-            restore_len: le64(&h, 56),
+            saved_off,
+            restore_len,
             saved,
         });
     }
@@ -343,11 +326,12 @@ impl Journal {
         super::fsutil::set_mode(&file, super::META_FILE_MODE)
             .ctx(|| format!("setting the mode of {}", path.display()))?;
         let map_len = FILE_HEADER as usize + slots as usize * slot_size;
-        let mut head = [0u8; 40];
-        head[..8].copy_from_slice(MAGIC);
-        head[8..12].copy_from_slice(&slots.to_le_bytes());
-        head[16..24].copy_from_slice(&(slot_size as u64).to_le_bytes());
-        head[24..40].copy_from_slice(&boot_id());
+        let head = JournalHead {
+            slots,
+            slot_size: slot_size as u64,
+            boot_id: boot_id(),
+        }
+        .encode();
         // A journal of this layout is kept as it is: [`recover`] ran first, so all its slots
         // are free, and it only gets this boot's id (cutting and regrowing it would free and
         // discard the blocks of the slots used before, every time the store is opened).
@@ -444,13 +428,16 @@ impl Journal {
             }
         };
         guard.saved_len = got as u64;
-        let h = guard.header_mut();
-        h[8..16].copy_from_slice(&id.0.to_le_bytes());
-        h[16..24].copy_from_slice(&id.1.to_le_bytes());
-        h[24..40].copy_from_slice(object_id);
-        h[40..48].copy_from_slice(&at.to_le_bytes());
-        h[48..56].copy_from_slice(&(got as u64).to_le_bytes());
-        h[56..64].copy_from_slice(&len.to_le_bytes());
+        SlotHeader {
+            state: UNDO,
+            dev: id.0,
+            ino: id.1,
+            object_id: *object_id,
+            saved_off: at,
+            saved_len: got as u64,
+            restore_len: len,
+        }
+        .encode_body(guard.header_mut());
         guard.state().store(UNDO, Ordering::Release);
         Ok(guard)
     }
@@ -531,10 +518,11 @@ impl Guard<'_> {
         unsafe { &*(self.journal.slot_ptr(self.slot) as *const AtomicU32) }
     }
 
-    fn header_mut(&mut self) -> &mut [u8] {
-        // SAFETY: the slot is exclusively this guard's; bytes 4..64 of the header are not the
-        // atomic state word.
-        unsafe { std::slice::from_raw_parts_mut(self.journal.slot_ptr(self.slot), SLOT_HEADER) }
+    fn header_mut(&mut self) -> &mut [u8; SLOT_HEADER] {
+        // SAFETY: the slot is exclusively this guard's and at least SLOT_HEADER bytes long;
+        // what writes through this (SlotHeader::encode_body, set_restore_len) leaves bytes
+        // 0..4, the atomic state word, alone.
+        unsafe { &mut *(self.journal.slot_ptr(self.slot) as *mut [u8; SLOT_HEADER]) }
     }
 
     #[allow(clippy::mut_from_ref)]
@@ -550,8 +538,7 @@ impl Guard<'_> {
 
     /// Second phase of a shrink: from here on, a crash completes the cut to `new_len`.
     pub fn truncating(&mut self, new_len: u64) {
-        let h = self.header_mut();
-        h[56..64].copy_from_slice(&new_len.to_le_bytes());
+        SlotHeader::set_restore_len(self.header_mut(), new_len);
         self.state().store(TRUNCATE, Ordering::Release);
     }
 
@@ -693,6 +680,7 @@ fn find_by_inode(root: &Path, wanted: &mut HashMap<(u64, u64), Option<PathBuf>>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::journal::MAGIC;
 
     #[test]
     fn layout_fits_a_piece_and_a_chunk_slot() {
