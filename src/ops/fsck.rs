@@ -561,15 +561,16 @@ impl<'a> Checker<'a> {
                 continue;
             }
             let rel = format!(".envelopefs/work-requests/{n}");
-            let ok = fs::read(e.path())
-                .ok()
-                .and_then(|b| serde_json::from_slice::<crate::ops::workreq::WorkRequest>(&b).ok())
-                .is_some();
-            if !ok {
+            let parsed = fs::read(e.path()).map_err(|e| e.to_string()).and_then(|b| {
+                serde_json::from_slice::<crate::ops::workreq::WorkRequest>(&b)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            });
+            if let Err(why) = parsed {
                 self.problem(
                     &rel,
                     ProblemKind::WorkRequest,
-                    "work request file does not parse",
+                    &format!("work request file does not parse: {why}"),
                 );
             }
         }
@@ -808,6 +809,39 @@ mod tests {
             serde_json::to_value(&p).unwrap(),
             serde_json::json!({"object": "b/o", "kind": "object-id-mismatch", "detail": "d"})
         );
+    }
+
+    /// A work-request record of a newer version (an operation type this one does not know)
+    /// is a problem, and the detail says what was not understood.
+    #[test]
+    fn a_work_request_this_version_does_not_parse_is_a_problem_that_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("s");
+        let secret = Secret::KeyFile(Key32::from_bytes([5u8; 32]));
+        Store::init(&root, 4096, &secret).unwrap();
+        let store = Store::open(
+            &root,
+            crate::store::StoreLock::acquire(&root).unwrap(),
+            &secret,
+        )
+        .unwrap();
+        store.create_bucket("b", Some("default"), 0o755).unwrap();
+        let wr = crate::ops::workreq::accept(&store, "b", None).unwrap();
+        assert!(check_store(&store, false, &mut |_, _| {}).unwrap().ok);
+        let path = root.join(format!(".envelopefs/work-requests/{}.json", wr.id));
+        let text = fs::read_to_string(&path).unwrap();
+        fs::write(&path, text.replace("REENCRYPT_BUCKET", "SHRED_BUCKET")).unwrap();
+        let r = check_store(&store, false, &mut |_, _| {}).unwrap();
+        assert!(!r.ok);
+        let [p] = &r.problems[..] else {
+            panic!("one problem: {:?}", r.problems)
+        };
+        assert_eq!(p.kind, ProblemKind::WorkRequest);
+        assert_eq!(
+            p.object,
+            format!(".envelopefs/work-requests/{}.json", wr.id)
+        );
+        assert!(p.detail.contains("SHRED_BUCKET"), "{}", p.detail);
     }
 
     /// docs/ERRORS.md explains every kind fsck can print, and no other.
