@@ -37,9 +37,54 @@ pub struct Problem {
     /// `photos`, `photos/2024/cat.jpg`).
     pub object: String,
     /// A stable machine-readable kind (see docs/ERRORS.md).
-    pub kind: &'static str,
+    pub kind: ProblemKind,
     /// What is wrong, for a person.
     pub detail: String,
+}
+
+string_enum! {
+    /// The kinds of problem fsck reports, printed as `kind` (a stable ABI; each is explained
+    /// in docs/ERRORS.md, "fsck problem kinds").
+    pub enum ProblemKind {
+        /// `.envelopefs/config.json` unreadable, malformed, or disagreeing.
+        Config = "config",
+        /// The keystore does not decode, belongs to another store, or does not open.
+        Keystore = "keystore",
+        /// A file at the top of the store.
+        StrayEntry = "stray-entry",
+        /// A top-level directory without a bucket record.
+        BucketRecordMissing = "bucket-record-missing",
+        /// A damaged bucket record.
+        BucketRecord = "bucket-record",
+        /// A bucket record of an unknown format version.
+        BucketRecordVersion = "bucket-record-version",
+        /// An object without a header.
+        HeaderMissing = "header-missing",
+        /// A header that does not decode.
+        HeaderCorrupt = "header-corrupt",
+        /// A header of an unknown format version.
+        HeaderVersion = "header-version",
+        /// A damaged data preamble.
+        Preamble = "preamble",
+        /// A header that belongs to another object.
+        ObjectIdMismatch = "object-id-mismatch",
+        /// A data key that does not unwrap.
+        HeaderUnwrap = "header-unwrap",
+        /// A master key or version named but not in the keystore.
+        KeyMissing = "key-missing",
+        /// A backing size that no object has.
+        Size = "size",
+        /// A chunk that fails authentication (`--read-data`).
+        Chunk = "chunk",
+        /// A work-request file that does not parse.
+        WorkRequest = "work-request",
+        /// A write a crash cut short, still in the journal (offline).
+        InterruptedWrite = "interrupted-write",
+        /// A damaged write journal.
+        Journal = "journal",
+        /// A system call failed while checking.
+        Io = "io",
+    }
 }
 
 /// An object whose header could not be verified, without being wrong: its key version is
@@ -168,20 +213,20 @@ pub fn check_store(store: &Store, read_data: bool, progress: ProgressFn<'_>) -> 
                 if ks.chunk_size() != store.chunk_size() {
                     c.problem(
                         ".envelopefs/keystore",
-                        "keystore",
+                        ProblemKind::Keystore,
                         "keystore on disk records another chunk size than the open store",
                     );
                 }
             }
             Err(e) => c.problem(
                 ".envelopefs/keystore",
-                "keystore",
+                ProblemKind::Keystore,
                 &format!("keystore on disk does not open with the mounted store's key: {e}"),
             ),
         },
         Err(e) => c.problem(
             ".envelopefs/keystore",
-            "keystore",
+            ProblemKind::Keystore,
             &format!("cannot read: {e}"),
         ),
     }
@@ -205,14 +250,18 @@ pub fn check_offline(
         Ok(b) => match StoreConfig::parse(&b) {
             Ok(c) => Some(c),
             Err(e) => {
-                problems.push(problem(".envelopefs/config.json", "config", &e.to_string()));
+                problems.push(problem(
+                    ".envelopefs/config.json",
+                    ProblemKind::Config,
+                    &e.to_string(),
+                ));
                 None
             }
         },
         Err(e) => {
             problems.push(problem(
                 ".envelopefs/config.json",
-                "config",
+                ProblemKind::Config,
                 &format!("cannot read: {e}"),
             ));
             None
@@ -224,7 +273,7 @@ pub fn check_offline(
         Ok(j) => problems.extend(j.records.iter().map(|r| {
             problem(
                 ".envelopefs/journal",
-                "interrupted-write",
+                ProblemKind::InterruptedWrite,
                 &format!(
                     "a write to object {} was cut short by a crash; it is repaired (undone, or \
                      completed from the journal) when the store is next opened (mount it, or \
@@ -233,7 +282,11 @@ pub fn check_offline(
                 ),
             )
         })),
-        Err(e) => problems.push(problem(".envelopefs/journal", "journal", &e.to_string())),
+        Err(e) => problems.push(problem(
+            ".envelopefs/journal",
+            ProblemKind::Journal,
+            &e.to_string(),
+        )),
     }
     let kpath = root.join(META_DIR).join("keystore");
     let kbytes = fs::read(&kpath).map_err(|e| Error::io(format!("reading {}", kpath.display()), e));
@@ -247,7 +300,7 @@ pub fn check_offline(
                 if cid != f.prefix.store_id {
                     problems.push(problem(
                         ".envelopefs/keystore",
-                        "keystore",
+                        ProblemKind::Keystore,
                         "keystore belongs to another store (store id differs from config)",
                     ));
                 }
@@ -267,7 +320,7 @@ pub fn check_offline(
                 if c.chunk_size != cs {
                     problems.push(problem(
                         ".envelopefs/config.json",
-                        "config",
+                        ProblemKind::Config,
                         &format!(
                             "config says chunk size {} but the keystore says {cs}: config was altered",
                             c.chunk_size
@@ -278,12 +331,20 @@ pub fn check_offline(
             (f.prefix.store_id, Keys::Offline(Box::new(ks)), cs)
         }
         (Err(e), Some(c)) => {
-            problems.push(problem(".envelopefs/keystore", "keystore", &e.to_string()));
+            problems.push(problem(
+                ".envelopefs/keystore",
+                ProblemKind::Keystore,
+                &e.to_string(),
+            ));
             let id = c.store_id_bytes().unwrap_or_default();
             (id, Keys::Unavailable, c.chunk_size)
         }
         (Err(e), None) => {
-            problems.push(problem(".envelopefs/keystore", "keystore", &e.to_string()));
+            problems.push(problem(
+                ".envelopefs/keystore",
+                ProblemKind::Keystore,
+                &e.to_string(),
+            ));
             return Ok(Report {
                 ok: false,
                 read_data,
@@ -305,7 +366,7 @@ fn clone_err(e: &Error) -> Error {
     Error::Corrupt(e.to_string())
 }
 
-fn problem(object: &str, kind: &'static str, detail: &str) -> Problem {
+fn problem(object: &str, kind: ProblemKind, detail: &str) -> Problem {
     Problem {
         object: object.to_string(),
         kind,
@@ -338,7 +399,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn problem(&mut self, object: &str, kind: &'static str, detail: &str) {
+    fn problem(&mut self, object: &str, kind: ProblemKind, detail: &str) {
         self.report.problems.push(problem(object, kind, detail));
     }
 
@@ -354,7 +415,7 @@ impl<'a> Checker<'a> {
                     if c.store_id_bytes() != Some(self.store_id) {
                         self.problem(
                             ".envelopefs/config.json",
-                            "config",
+                            ProblemKind::Config,
                             "store id differs from the open store's",
                         );
                     }
@@ -362,7 +423,7 @@ impl<'a> Checker<'a> {
                         if cs != c.chunk_size {
                             self.problem(
                                 ".envelopefs/config.json",
-                                "config",
+                                ProblemKind::Config,
                                 &format!(
                                     "chunk size {} differs from the open store's {cs}",
                                     c.chunk_size
@@ -371,11 +432,15 @@ impl<'a> Checker<'a> {
                         }
                     }
                 }
-                Err(e) => self.problem(".envelopefs/config.json", "config", &e.to_string()),
+                Err(e) => self.problem(
+                    ".envelopefs/config.json",
+                    ProblemKind::Config,
+                    &e.to_string(),
+                ),
             },
             Err(e) => self.problem(
                 ".envelopefs/config.json",
-                "config",
+                ProblemKind::Config,
                 &format!("cannot read: {e}"),
             ),
         }
@@ -403,7 +468,7 @@ impl<'a> Checker<'a> {
             if !ft.is_dir() {
                 self.problem(
                     &rel_text(&rel),
-                    "stray-entry",
+                    ProblemKind::StrayEntry,
                     "an entry at the top of the store that is not a bucket directory",
                 );
                 continue;
@@ -416,7 +481,7 @@ impl<'a> Checker<'a> {
                             if self.keys.has_key(&k) == Some(false) {
                                 self.problem(
                                     &rel_text(&rel),
-                                    "key-missing",
+                                    ProblemKind::KeyMissing,
                                     &format!(
                                         "bucket is assigned master key {}, which is not in the keystore",
                                         key_id_text(&k)
@@ -428,21 +493,21 @@ impl<'a> Checker<'a> {
                     }
                     Err(e) => {
                         let kind = if matches!(e, Error::UnsupportedVersion(_)) {
-                            "bucket-record-version"
+                            ProblemKind::BucketRecordVersion
                         } else {
-                            "bucket-record"
+                            ProblemKind::BucketRecord
                         };
                         self.problem(&rel_text(&rel), kind, &e.to_string());
                     }
                 },
                 Ok(None) => self.problem(
                     &rel_text(&rel),
-                    "bucket-record-missing",
+                    ProblemKind::BucketRecordMissing,
                     "directory has no bucket record (user.envelopefs.bucket)",
                 ),
                 Err(e) => self.problem(
                     &rel_text(&rel),
-                    "io",
+                    ProblemKind::Io,
                     &format!("reading the bucket record: {e}"),
                 ),
             }
@@ -456,7 +521,12 @@ impl<'a> Checker<'a> {
             .map(|(i, (p, _))| (p.clone(), Some(i)))
             .collect();
         for p in &self.report.problems {
-            if p.kind.starts_with("bucket-record") {
+            if matches!(
+                p.kind,
+                ProblemKind::BucketRecordMissing
+                    | ProblemKind::BucketRecord
+                    | ProblemKind::BucketRecordVersion
+            ) {
                 all_dirs.push((PathBuf::from(&p.object), None));
             }
         }
@@ -471,7 +541,7 @@ impl<'a> Checker<'a> {
             self.report.objects += 1;
             let bucket = bi.and_then(|i| buckets.get(i)).map(|(_, r)| r.clone());
             if let Err(e) = self.check_object(rel, bucket.as_ref()) {
-                self.problem(&rel_text(rel), "io", &e.to_string());
+                self.problem(&rel_text(rel), ProblemKind::Io, &e.to_string());
             }
             progress(n as u64 + 1, total);
         }
@@ -491,12 +561,17 @@ impl<'a> Checker<'a> {
                 continue;
             }
             let rel = format!(".envelopefs/work-requests/{n}");
-            let ok = fs::read(e.path())
-                .ok()
-                .and_then(|b| serde_json::from_slice::<crate::ops::workreq::WorkRequest>(&b).ok())
-                .is_some();
-            if !ok {
-                self.problem(&rel, "work-request", "work request file does not parse");
+            let parsed = fs::read(e.path()).map_err(|e| e.to_string()).and_then(|b| {
+                serde_json::from_slice::<crate::ops::workreq::WorkRequest>(&b)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            });
+            if let Err(why) = parsed {
+                self.problem(
+                    &rel,
+                    ProblemKind::WorkRequest,
+                    &format!("work request file does not parse: {why}"),
+                );
             }
         }
     }
@@ -524,7 +599,7 @@ impl<'a> Checker<'a> {
             None => {
                 self.problem(
                     &what,
-                    "header-missing",
+                    ProblemKind::HeaderMissing,
                     "object has no header (user.envelopefs.header)",
                 );
                 None
@@ -533,9 +608,9 @@ impl<'a> Checker<'a> {
                 Ok(h) => Some(h),
                 Err(e) => {
                     let kind = if matches!(e, Error::UnsupportedVersion(_)) {
-                        "header-version"
+                        ProblemKind::HeaderVersion
                     } else {
-                        "header-corrupt"
+                        ProblemKind::HeaderCorrupt
                     };
                     self.problem(&what, kind, &format!("{e} ({} bytes)", b.len()));
                     None
@@ -547,7 +622,7 @@ impl<'a> Checker<'a> {
         let object_id = match chunk::parse_preamble(&pre[..got]) {
             Ok(id) => Some(id),
             Err(m) => {
-                self.problem(&what, "preamble", &m);
+                self.problem(&what, ProblemKind::Preamble, &m);
                 None
             }
         };
@@ -556,7 +631,7 @@ impl<'a> Checker<'a> {
         if size.is_none() {
             self.problem(
                 &what,
-                "size",
+                ProblemKind::Size,
                 &format!("backing size {len} is not a valid object size (truncated or padded)"),
             );
         }
@@ -566,7 +641,7 @@ impl<'a> Checker<'a> {
         if h.chunk_size != self.chunk_size {
             self.problem(
                 &what,
-                "header-corrupt",
+                ProblemKind::HeaderCorrupt,
                 &format!(
                     "header chunk size {} differs from the store's {}",
                     h.chunk_size, self.chunk_size
@@ -577,7 +652,7 @@ impl<'a> Checker<'a> {
         if h.object_id != oid {
             self.problem(
                 &what,
-                "object-id-mismatch",
+                ProblemKind::ObjectIdMismatch,
                 "header names another object than the data preamble (moved or copied header)",
             );
             return Ok(());
@@ -605,7 +680,7 @@ impl<'a> Checker<'a> {
                 return Ok(());
             }
             Kek::Missing(m) => {
-                self.problem(&what, "key-missing", &m);
+                self.problem(&what, ProblemKind::KeyMissing, &m);
                 return Ok(());
             }
         };
@@ -620,7 +695,7 @@ impl<'a> Checker<'a> {
         let Some(dek) = crypto::unwrap_dek(&kek, &h.wrap_nonce, &ctx, wrapped) else {
             self.problem(
                 &what,
-                "header-unwrap",
+                ProblemKind::HeaderUnwrap,
                 "the data key does not unwrap (tampered header, or moved from another bucket or store)",
             );
             return Ok(());
@@ -660,7 +735,7 @@ impl<'a> Checker<'a> {
                 if rel.saturating_add(slot_len) > got {
                     self.problem(
                         what,
-                        "chunk",
+                        ProblemKind::Chunk,
                         &format!("chunk {j}: backing file is shorter than its chunks"),
                     );
                     return Ok(());
@@ -670,7 +745,11 @@ impl<'a> Checker<'a> {
                 let (ct, tag) = rest.split_at_mut(plen);
                 let aad = chunk_aad(oid, j, j == last);
                 if !cipher.decrypt(nonce, &aad, ct, tag) {
-                    self.problem(what, "chunk", &format!("chunk {j} failed authentication"));
+                    self.problem(
+                        what,
+                        ProblemKind::Chunk,
+                        &format!("chunk {j} failed authentication"),
+                    );
                 }
             }
             j0 = j1 + 1;
@@ -682,4 +761,110 @@ impl<'a> Checker<'a> {
 /// The report as JSON.
 pub fn to_json(r: &Report) -> Value {
     serde_json::to_value(r).unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kinds as fsck has always printed them.
+    const TODAY: [(ProblemKind, &str); 19] = [
+        (ProblemKind::Config, "config"),
+        (ProblemKind::Keystore, "keystore"),
+        (ProblemKind::StrayEntry, "stray-entry"),
+        (ProblemKind::BucketRecordMissing, "bucket-record-missing"),
+        (ProblemKind::BucketRecord, "bucket-record"),
+        (ProblemKind::BucketRecordVersion, "bucket-record-version"),
+        (ProblemKind::HeaderMissing, "header-missing"),
+        (ProblemKind::HeaderCorrupt, "header-corrupt"),
+        (ProblemKind::HeaderVersion, "header-version"),
+        (ProblemKind::Preamble, "preamble"),
+        (ProblemKind::ObjectIdMismatch, "object-id-mismatch"),
+        (ProblemKind::HeaderUnwrap, "header-unwrap"),
+        (ProblemKind::KeyMissing, "key-missing"),
+        (ProblemKind::Size, "size"),
+        (ProblemKind::Chunk, "chunk"),
+        (ProblemKind::WorkRequest, "work-request"),
+        (ProblemKind::InterruptedWrite, "interrupted-write"),
+        (ProblemKind::Journal, "journal"),
+        (ProblemKind::Io, "io"),
+    ];
+
+    #[test]
+    fn problem_kinds_serialize_as_they_always_have() {
+        assert_eq!(
+            TODAY.map(|(k, _)| k),
+            ProblemKind::ALL,
+            "every variant, once"
+        );
+        for (k, text) in TODAY {
+            assert_eq!(serde_json::to_value(k).unwrap(), serde_json::json!(text));
+            assert_eq!(
+                serde_json::from_value::<ProblemKind>(serde_json::json!(text)).unwrap(),
+                k
+            );
+        }
+        let p = problem("b/o", ProblemKind::ObjectIdMismatch, "d");
+        assert_eq!(
+            serde_json::to_value(&p).unwrap(),
+            serde_json::json!({"object": "b/o", "kind": "object-id-mismatch", "detail": "d"})
+        );
+    }
+
+    /// A work-request record of a newer version (an operation type this one does not know)
+    /// is a problem, and the detail says what was not understood.
+    #[test]
+    fn a_work_request_this_version_does_not_parse_is_a_problem_that_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("s");
+        let secret = Secret::KeyFile(Key32::from_bytes([5u8; 32]));
+        Store::init(&root, 4096, &secret).unwrap();
+        let store = Store::open(
+            &root,
+            crate::store::StoreLock::acquire(&root).unwrap(),
+            &secret,
+        )
+        .unwrap();
+        store.create_bucket("b", Some("default"), 0o755).unwrap();
+        let wr = crate::ops::workreq::accept(&store, "b", None).unwrap();
+        assert!(check_store(&store, false, &mut |_, _| {}).unwrap().ok);
+        let path = root.join(format!(".envelopefs/work-requests/{}.json", wr.id));
+        let text = fs::read_to_string(&path).unwrap();
+        fs::write(&path, text.replace("REENCRYPT_BUCKET", "SHRED_BUCKET")).unwrap();
+        let r = check_store(&store, false, &mut |_, _| {}).unwrap();
+        assert!(!r.ok);
+        let [p] = &r.problems[..] else {
+            panic!("one problem: {:?}", r.problems)
+        };
+        assert_eq!(p.kind, ProblemKind::WorkRequest);
+        assert_eq!(
+            p.object,
+            format!(".envelopefs/work-requests/{}.json", wr.id)
+        );
+        assert!(p.detail.contains("SHRED_BUCKET"), "{}", p.detail);
+    }
+
+    /// docs/ERRORS.md explains every kind fsck can print, and no other.
+    #[test]
+    fn the_errors_doc_lists_exactly_the_problem_kinds() {
+        let doc = include_str!("../../docs/ERRORS.md");
+        let section = doc
+            .split("\n## fsck problem kinds\n")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("docs/ERRORS.md has a section \"fsck problem kinds\"");
+        let mut documented: Vec<&str> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix('|'))
+            .filter_map(|l| l.split('|').next())
+            .map(str::trim)
+            .filter(|c| *c != "kind" && !c.starts_with("---"))
+            .flat_map(|c| c.split(','))
+            .map(str::trim)
+            .collect();
+        documented.sort_unstable();
+        let mut kinds: Vec<&str> = ProblemKind::ALL.iter().map(|k| k.as_str()).collect();
+        kinds.sort_unstable();
+        assert_eq!(documented, kinds);
+    }
 }

@@ -3,6 +3,56 @@
 //! envelope blobs ([`kms`]), checking ([`fsck`]), header backups ([`headers`]) and one look at
 //! a store ([`status`]). They reach the bytes only through [`crate::store`].
 
+/// An enum of unit variants, each persisted and printed as one fixed string: serde
+/// (de)serializes a variant as its string (and refuses any other string), `as_str` and
+/// `Display` give it, `ALL` lists every variant (a new one cannot be left out of it), and
+/// variants order as their strings do (so maps keyed by them keep the order that string
+/// keys had).
+macro_rules! string_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        $vis enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The string it is persisted and printed as.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl PartialOrd for $name {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for $name {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                self.as_str().cmp(other.as_str())
+            }
+        }
+    };
+}
+
 pub mod fsck;
 pub mod headers;
 pub mod kms;

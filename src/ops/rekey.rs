@@ -19,20 +19,12 @@ use crate::format::records::{BucketRecord, Wrapping};
 use crate::format::{hex, Id16};
 use crate::keys::crypto;
 use crate::keys::keystore::ops;
-use crate::ops::rewrap::{self, Target};
+use crate::ops::rewrap::{self, SkipReason, Target};
 use crate::store::object::{self, CustomerKeys, Live, NoCustomerKeys, ObjectIo};
 use crate::store::{fsutil, xattr, Store};
 use std::fs::{self, File, FileTimes, Metadata};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-
-/// Skip reason: the object's header was made by this very request.
-pub const REKEYED_BY_THIS_REQUEST: &str = "rekeyed by this request";
-/// Skip reason: the object is newer than the request (it has a fresh DEK already).
-pub const CREATED_AFTER: &str = "created after the request";
-/// The object is open in the mount (its open handles hold the old DEK): a bucket job gets
-/// it as a skip, retries it until it is closed (bounded) and otherwise fails it.
-pub const OPEN_IN_MOUNT: &str = "open in the mount";
 
 /// What a rekey did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +41,7 @@ pub enum Rekeyed {
         new_object_id: Id16,
     },
     /// Left alone (bucket jobs only), with the reason.
-    Skipped(&'static str),
+    Skipped(SkipReason),
 }
 
 /// How to rekey.
@@ -65,7 +57,7 @@ pub struct Options<'a> {
     /// Set by bucket jobs: their acceptance time. Objects whose creation time equals it were
     /// rekeyed by this request already, later ones are new; both are skipped. Open objects
     /// are skipped too (an error for a single-object rekey; the job retries them, see
-    /// [`OPEN_IN_MOUNT`]); customer-keyed and hard-linked ones are errors, so a job that
+    /// [`SkipReason::OpenInMount`]); customer-keyed and hard-linked ones are errors, so a job that
     /// leaves them with their old data keys names them and cannot end SUCCEEDED.
     pub job_scope: Option<u64>,
     /// fsync the directories after the rename (single objects; jobs end with a syncfs).
@@ -89,10 +81,10 @@ pub fn rekey_path(
     let header = object::read_header(&src, what)?;
     if let Some(scope) = opts.job_scope {
         if header.created_ns == scope {
-            return Ok(Rekeyed::Skipped(REKEYED_BY_THIS_REQUEST));
+            return Ok(Rekeyed::Skipped(SkipReason::RekeyedByThisRequest));
         }
         if header.created_ns > scope {
-            return Ok(Rekeyed::Skipped(CREATED_AFTER));
+            return Ok(Rekeyed::Skipped(SkipReason::CreatedAfter));
         }
         // Not rekeyed, so it keeps a data key that may have leaked: the job cannot succeed,
         // and names it (a failure, not a skip).
@@ -112,7 +104,7 @@ pub fn rekey_path(
         )));
     }
     match opts.live.while_closed(meta.ino(), &mut || Ok(())) {
-        Err(Error::Busy(_)) if job => return Ok(Rekeyed::Skipped(OPEN_IN_MOUNT)),
+        Err(Error::Busy(_)) if job => return Ok(Rekeyed::Skipped(SkipReason::OpenInMount)),
         Err(Error::Busy(_)) => {
             return Err(Error::Busy(format!(
                 "{what} is open in the mount (its open files hold the old data key): close it \
@@ -204,7 +196,7 @@ pub fn rekey_path(
             let _ = fs::remove_file(&staging);
         }
         return match e {
-            Error::Busy(_) if job => Ok(Rekeyed::Skipped(OPEN_IN_MOUNT)),
+            Error::Busy(_) if job => Ok(Rekeyed::Skipped(SkipReason::OpenInMount)),
             e => Err(e),
         };
     }

@@ -38,7 +38,29 @@ pub enum Outcome {
         to: Wrapping,
     },
     /// Nothing to do, with the reason.
-    Skipped(&'static str),
+    Skipped(SkipReason),
+}
+
+string_enum! {
+    /// Why a rewrap or a rekey left an object alone. A bucket work request counts its skips
+    /// by reason (`skipped_reasons`, keyed by these strings, persisted and printed).
+    pub enum SkipReason {
+        /// Its header is already under the target key version.
+        AlreadyCurrent = "already under the target key version",
+        /// Created at or after a bucket job's acceptance: out of its scope (a rekey's new
+        /// objects have a fresh data key already).
+        CreatedAfter = "created after the request",
+        /// Wrapped under a customer-provided key, which a bucket re-encrypt does not hold.
+        CustomerKey = "wrapped under a customer-provided key",
+        /// A rekey's: its header was made by this very request.
+        RekeyedByThisRequest = "rekeyed by this request",
+        /// A rekey's: open in the mount (its open handles hold the old data key). A bucket
+        /// job retries it until it is closed (bounded) and otherwise fails it, so it is
+        /// never counted.
+        OpenInMount = "open in the mount",
+        /// A bucket job's: the object was removed while the job ran.
+        RemovedMeanwhile = "removed meanwhile",
+    }
 }
 
 /// Resolves a target to a wrapping and its KEK, checking re-encrypt-to and that the version
@@ -151,16 +173,16 @@ fn rewrap_inner(
     let header = object::read_header(file, what)?;
     if let Some(t) = scope {
         if header.created_ns >= t {
-            return Ok(Outcome::Skipped("created after the request"));
+            return Ok(Outcome::Skipped(SkipReason::CreatedAfter));
         }
         if matches!(header.wrapping, Wrapping::Customer { .. }) {
-            return Ok(Outcome::Skipped("wrapped under a customer-provided key"));
+            return Ok(Outcome::Skipped(SkipReason::CustomerKey));
         }
     }
     let (to, kek) = resolve_target(store, dst_bucket, target)?;
     let same_bucket = src_bucket.bucket_id == dst_bucket.bucket_id;
     if same_bucket && header.wrapping == to {
-        return Ok(Outcome::Skipped("already under the target key version"));
+        return Ok(Outcome::Skipped(SkipReason::AlreadyCurrent));
     }
     if let Wrapping::Master { key_id, .. } = &header.wrapping {
         store.keys().check_allowed(key_id, ops::REENCRYPT_FROM)?;

@@ -18,7 +18,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::{hex, unhex};
 use crate::keys::keystore::{key_id_text, now_s, parse_key_id};
 use crate::ops::rekey;
-use crate::ops::rewrap::{self, Outcome, Target};
+use crate::ops::rewrap::{self, Outcome, SkipReason, Target};
 use crate::store::fsutil::{self, Replace};
 use crate::store::object::now_ns;
 use crate::store::object::NoCustomerKeys;
@@ -65,6 +65,16 @@ impl State {
     }
 }
 
+string_enum! {
+    /// What a work request does (its `operation_type`).
+    pub enum Operation {
+        /// Rewrap every data key under the target.
+        ReencryptBucket = "REENCRYPT_BUCKET",
+        /// Give every object a new data key, wrapped under the target.
+        RekeyBucket = "REKEY_BUCKET",
+    }
+}
+
 /// One failed object.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ObjectError {
@@ -84,7 +94,7 @@ pub struct WorkRequest {
     /// `wr-<32 hex>`.
     pub id: String,
     /// `REENCRYPT_BUCKET` (rewrap) or `REKEY_BUCKET` (new data keys).
-    pub operation_type: String,
+    pub operation_type: Operation,
     /// Current state.
     pub status: State,
     /// The bucket's name when accepted.
@@ -108,7 +118,7 @@ pub struct WorkRequest {
     pub objects_skipped: u64,
     /// The skipped objects counted by reason.
     #[serde(default)]
-    pub skipped_reasons: BTreeMap<String, u64>,
+    pub skipped_reasons: BTreeMap<SkipReason, u64>,
     /// Objects that failed.
     pub objects_failed: u64,
     /// Unix seconds.
@@ -211,8 +221,16 @@ fn load_path(path: &Path, id: &str) -> Result<WorkRequest> {
             Error::io(format!("reading {}", path.display()), e)
         }
     })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Corrupt(format!("work request {id} does not parse: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        // Well-formed JSON that does not fit the record: most likely a field, operation type
+        // or skip reason of a newer version (refused, as unknown fields are: DECISIONS.md).
+        let hint = if e.is_data() {
+            " (a field or value this version does not know: written by a newer envelopefs?)"
+        } else {
+            ""
+        };
+        Error::Corrupt(format!("work request {id} does not parse: {e}{hint}"))
+    })
 }
 
 /// All work requests, oldest first, optionally of one bucket.
@@ -244,11 +262,6 @@ pub fn unfinished(store: &Store) -> Result<Vec<WorkRequest>> {
         .filter(|w| !w.status.is_terminal())
         .collect())
 }
-
-/// `operation_type` of a bucket re-encrypt.
-pub const REENCRYPT_BUCKET: &str = "REENCRYPT_BUCKET";
-/// `operation_type` of a bucket rekey.
-pub const REKEY_BUCKET: &str = "REKEY_BUCKET";
 
 /// Accepts a bucket re-encrypt. `key`: `None`/`latest` for the bucket's assigned key, or a
 /// key reference, which is first assigned to the bucket.
@@ -321,11 +334,10 @@ pub fn accept_op(
     let wr = WorkRequest {
         id: format!("wr-{}", hex(&crate::keys::crypto::random_array::<16>()?)),
         operation_type: if rekey {
-            REKEY_BUCKET
+            Operation::RekeyBucket
         } else {
-            REENCRYPT_BUCKET
-        }
-        .into(),
+            Operation::ReencryptBucket
+        },
         status: State::Accepted,
         bucket_name: bucket_name.into(),
         bucket_id: hex(&bucket.bucket_id),
@@ -496,16 +508,7 @@ pub fn run_live(
     let key_id = parse_key_id(&wr.target_key_id)
         .ok_or_else(|| Error::Corrupt(format!("work request {}: bad target key id", wr.id)))?;
     let target = Target::MasterVersion(key_id, wr.target_key_version);
-    let is_rekey = match wr.operation_type.as_str() {
-        REENCRYPT_BUCKET => false,
-        REKEY_BUCKET => true,
-        other => {
-            return Err(Error::Corrupt(format!(
-                "work request {}: unknown operation type {other:?}",
-                wr.id
-            )))
-        }
-    };
+    let is_rekey = wr.operation_type == Operation::RekeyBucket;
     let bucket_dir = store.bucket_dir(&wr.bucket_name);
     let names = walk_objects(&bucket_dir)?;
     wr.status = State::InProgress;
@@ -569,7 +572,7 @@ pub fn run_live(
         let results = run_parallel(chunk, threads, &one);
         for (name, res) in chunk.iter().zip(results) {
             match res {
-                Ok(Outcome::Skipped(why)) if why == rekey::OPEN_IN_MOUNT => open.push(name.clone()),
+                Ok(Outcome::Skipped(SkipReason::OpenInMount)) => open.push(name.clone()),
                 res => wr.count(name, res, is_rekey),
             }
             progress(wr);
@@ -602,7 +605,7 @@ pub fn run_live(
             let mut still = Vec::new();
             for (name, res) in open.into_iter().zip(results) {
                 match res {
-                    Ok(Outcome::Skipped(why)) if why == rekey::OPEN_IN_MOUNT => still.push(name),
+                    Ok(Outcome::Skipped(SkipReason::OpenInMount)) => still.push(name),
                     res => wr.count(&name, res, is_rekey),
                 }
                 progress(wr);
@@ -636,9 +639,9 @@ pub fn run_live(
 }
 
 impl WorkRequest {
-    fn skip(&mut self, why: &str) {
+    fn skip(&mut self, why: SkipReason) {
         self.objects_skipped += 1;
-        *self.skipped_reasons.entry(why.to_string()).or_insert(0) += 1;
+        *self.skipped_reasons.entry(why).or_insert(0) += 1;
     }
 
     /// Counts the outcome for the object `name`, and the percentage done.
@@ -647,7 +650,7 @@ impl WorkRequest {
             Ok(Outcome::Rewrapped { .. }) if is_rekey => self.objects_rekeyed += 1,
             Ok(Outcome::Rewrapped { .. }) => self.objects_rewrapped += 1,
             Ok(Outcome::Skipped(why)) => self.skip(why),
-            Err(Error::NotFound(_)) => self.skip("removed meanwhile"),
+            Err(Error::NotFound(_)) => self.skip(SkipReason::RemovedMeanwhile),
             Err(e) => {
                 self.objects_failed += 1;
                 if self.errors.len() < MAX_ERRORS {
@@ -760,6 +763,139 @@ mod tests {
         .unwrap();
         assert_eq!(wr.open_wait_seconds, Some(MAX_OPEN_WAIT_SECONDS));
         assert_eq!(load(&store, &wr.id).unwrap(), wr, "persisted with its wait");
+    }
+
+    #[test]
+    fn operation_types_serialize_as_they_always_have() {
+        let today = [
+            (Operation::ReencryptBucket, "REENCRYPT_BUCKET"),
+            (Operation::RekeyBucket, "REKEY_BUCKET"),
+        ];
+        assert_eq!(
+            today.map(|(op, _)| op),
+            Operation::ALL,
+            "every variant, once"
+        );
+        for (op, text) in today {
+            assert_eq!(serde_json::to_value(op).unwrap(), serde_json::json!(text));
+            assert_eq!(
+                serde_json::from_value::<Operation>(serde_json::json!(text)).unwrap(),
+                op
+            );
+        }
+    }
+
+    #[test]
+    fn skip_reasons_serialize_as_they_always_have_also_as_map_keys() {
+        let today = [
+            (
+                SkipReason::AlreadyCurrent,
+                "already under the target key version",
+            ),
+            (SkipReason::CreatedAfter, "created after the request"),
+            (
+                SkipReason::CustomerKey,
+                "wrapped under a customer-provided key",
+            ),
+            (SkipReason::RekeyedByThisRequest, "rekeyed by this request"),
+            (SkipReason::OpenInMount, "open in the mount"),
+            (SkipReason::RemovedMeanwhile, "removed meanwhile"),
+        ];
+        assert_eq!(
+            today.map(|(r, _)| r),
+            SkipReason::ALL,
+            "every variant, once"
+        );
+        for (r, text) in today {
+            assert_eq!(serde_json::to_value(r).unwrap(), serde_json::json!(text));
+            assert_eq!(
+                serde_json::from_value::<SkipReason>(serde_json::json!(text)).unwrap(),
+                r
+            );
+            assert_eq!(r.to_string(), text, "as `object reencrypt` prints it");
+        }
+        // As map keys: the same text, in the same (string) order as the string keys had.
+        let typed: BTreeMap<SkipReason, u64> = today.iter().map(|(r, _)| (*r, 1)).collect();
+        let strings: BTreeMap<String, u64> =
+            today.iter().map(|(_, t)| (t.to_string(), 1)).collect();
+        let text = serde_json::to_string(&typed).unwrap();
+        assert_eq!(text, serde_json::to_string(&strings).unwrap());
+        assert_eq!(
+            serde_json::from_str::<BTreeMap<SkipReason, u64>>(&text).unwrap(),
+            typed
+        );
+    }
+
+    /// A record as this version has always written it (pretty JSON, every field).
+    const RECORD: &str = r#"{
+  "id": "wr-0123456789abcdef0123456789abcdef",
+  "operation_type": "REKEY_BUCKET",
+  "status": "FAILED",
+  "bucket_name": "b",
+  "bucket_id": "000102030405060708090a0b0c0d0e0f",
+  "target_key_id": "key-000102030405060708090a0b0c0d0e0f",
+  "target_key_version": 2,
+  "percent_complete": 100.0,
+  "objects_total": 9,
+  "objects_rewrapped": 0,
+  "objects_rekeyed": 3,
+  "objects_skipped": 5,
+  "skipped_reasons": {
+    "created after the request": 1,
+    "rekeyed by this request": 2,
+    "removed meanwhile": 2
+  },
+  "objects_failed": 1,
+  "time_accepted": 1700000000,
+  "time_started": 1700000001,
+  "time_finished": 1700000002,
+  "scope_created_before_ns": 1700000000000000000,
+  "cancel_requested": false,
+  "errors": [
+    {
+      "object": "o",
+      "message": "busy"
+    }
+  ],
+  "open_wait_seconds": 60
+}"#;
+
+    #[test]
+    fn a_record_loads_and_saves_to_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wr.json");
+        fs::write(&path, RECORD).unwrap();
+        let wr = load_path(&path, "wr").unwrap();
+        assert_eq!(wr.operation_type, Operation::RekeyBucket);
+        assert_eq!(wr.skipped_reasons[&SkipReason::RemovedMeanwhile], 2);
+        assert_eq!(serde_json::to_string_pretty(&wr).unwrap(), RECORD);
+    }
+
+    /// A newer version's operation type or skip reason is refused as its unknown fields are,
+    /// with an error that names the value and says where it may come from.
+    #[test]
+    fn a_record_with_an_operation_or_skip_reason_this_version_does_not_know_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wr.json");
+        for (from, to) in [
+            ("\"REKEY_BUCKET\"", "\"SHRED_BUCKET\""),
+            ("\"removed meanwhile\"", "\"moved to the moon\""),
+            ("\"open_wait_seconds\"", "\"new_field\""),
+        ] {
+            fs::write(&path, RECORD.replace(from, to)).unwrap();
+            let e = load_path(&path, "wr").unwrap_err();
+            assert!(matches!(e, Error::Corrupt(_)), "{e}");
+            let msg = e.to_string();
+            let named = to.trim_matches('"');
+            assert!(msg.contains(named), "{msg}");
+            assert!(msg.contains("written by a newer envelopefs?"), "{msg}");
+        }
+        fs::write(&path, &RECORD[..RECORD.len() - 2]).unwrap();
+        let msg = load_path(&path, "wr").unwrap_err().to_string();
+        assert!(
+            !msg.contains("newer"),
+            "a torn record is not blamed on a version: {msg}"
+        );
     }
 
     #[test]
