@@ -22,7 +22,6 @@ use crate::format::records::BucketRecord;
 use crate::format::{hex, Id16};
 use crate::keys::crypto::Key32;
 use crate::keys::keystore::{key_id_text, now_s, KeyStore, Secret};
-use serde_json::{json, Value};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -364,15 +363,15 @@ impl Store {
         rec.kms_key_id.unwrap_or_else(|| self.keys().default_key())
     }
 
-    /// Bucket metadata as JSON.
-    pub fn describe_bucket(&self, name: &str, rec: &BucketRecord) -> Value {
-        json!({
-            "name": name,
-            "id": hex(&rec.bucket_id),
-            "kms_key_id": rec.kms_key_id.map(|k| key_id_text(&k)),
-            "effective_key_id": key_id_text(&self.bucket_key(rec)),
-            "created": rec.created_s,
-        })
+    /// Bucket metadata: the reply of the `bucket` commands.
+    pub fn describe_bucket(&self, name: &str, rec: &BucketRecord) -> BucketInfo {
+        BucketInfo {
+            created: rec.created_s,
+            effective_key_id: key_id_text(&self.bucket_key(rec)),
+            id: hex(&rec.bucket_id),
+            kms_key_id: rec.kms_key_id.map(|k| key_id_text(&k)),
+            name: name.to_string(),
+        }
     }
 
     /// Forces everything written to the store's filesystem to disk (syncfs).
@@ -389,6 +388,21 @@ impl Store {
         let (v, k) = ks.current(&id)?;
         Ok((id, v, k))
     }
+}
+
+/// A bucket's metadata as the `bucket` commands print it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BucketInfo {
+    /// Creation time (seconds since the epoch).
+    pub created: u64,
+    /// The key its new objects are wrapped under (its own, or the store's default).
+    pub effective_key_id: String,
+    /// The bucket id (hex).
+    pub id: String,
+    /// Its assigned key, or null (it uses the store's default key).
+    pub kms_key_id: Option<String>,
+    /// Its name.
+    pub name: String,
 }
 
 /// Reads and decodes a bucket directory's record.
