@@ -8,7 +8,7 @@ use crate::keys::crypto::Key32;
 use crate::ops::rewrap::{self, Outcome, Target};
 use crate::ops::workreq::{self, State};
 use crate::store::object::{self, CustomerKeys};
-use crate::store::{fsutil, validate_object_name, Store, BUCKET_DIR_MODE, OBJECT_FILE_MODE};
+use crate::store::{fsutil, Store, BUCKET_DIR_MODE, OBJECT_FILE_MODE};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -781,13 +781,10 @@ fn execute_object(store: &Store, cmd: &ObjectCmd, env: &mut Env<'_>) -> Result<R
             name,
             file,
         } => {
-            validate_object_name(name)?;
-            let bucket = store.bucket(bucket_name)?;
-            let dir = store.bucket_dir(bucket_name);
-            let path = dir.join(name);
-            if let Some(parent) = path.parent() {
+            let dest = store.object_ref(bucket_name, name)?;
+            if let Some(parent) = dest.path.parent() {
                 fsutil::create_dir_all_exact(parent, BUCKET_DIR_MODE)
-                    .ctx(|| format!("creating the prefix of {bucket_name}/{name}"))?;
+                    .ctx(|| format!("creating the prefix of {}", dest.what))?;
             }
             let mut src: Box<dyn std::io::Read> = match file {
                 Some(f) => {
@@ -797,8 +794,8 @@ fn execute_object(store: &Store, cmd: &ObjectCmd, env: &mut Env<'_>) -> Result<R
             };
             let obj = object::create_object(
                 store,
-                &bucket,
-                &path,
+                &dest.bucket,
+                &dest.path,
                 OBJECT_FILE_MODE,
                 false,
                 &mut |obj| {
@@ -826,10 +823,8 @@ fn execute_object(store: &Store, cmd: &ObjectCmd, env: &mut Env<'_>) -> Result<R
             name,
             file,
         } => {
-            validate_object_name(name)?;
-            let bucket = store.bucket(bucket_name)?;
-            let path = store.bucket_dir(bucket_name).join(name);
-            let obj = object::open_object(store, &bucket, &path, false, env.customer)?;
+            let src = store.object_ref(bucket_name, name)?;
+            let obj = object::open_object(store, &src.bucket, &src.path, false, env.customer)?;
             let mut out: Box<dyn std::io::Write> = match file {
                 Some(f) => {
                     Box::new(std::fs::File::create(f).ctx(|| format!("creating {}", f.display()))?)
@@ -947,11 +942,9 @@ fn check_source_key(
     source: Option<&Key32>,
     ring: &dyn CustomerKeys,
 ) -> Result<()> {
-    validate_object_name(name)?;
-    store.bucket(bucket_name)?;
-    let what = format!("{bucket_name}/{name}");
-    let f = rewrap::open_for_rewrap(&store.bucket_dir(bucket_name).join(name), &what)?;
-    let h = object::read_header(&f, &what)?;
+    let obj = store.object_ref(bucket_name, name)?;
+    let what = &obj.what;
+    let h = object::read_header(&obj.open()?, what)?;
     let short = |fp: &[u8; 32]| crate::format::hex(&fp[..8]);
     match (&h.wrapping, source) {
         (crate::format::records::Wrapping::Master { .. }, Some(_)) => {
@@ -1011,12 +1004,10 @@ impl CustomerKeys for OneKeyThen<'_> {
 
 /// `object head`: header metadata and plaintext size (computed from the backing size).
 pub fn head(store: &Store, bucket_name: &str, name: &str) -> Result<ObjectReply> {
-    validate_object_name(name)?;
-    store.bucket(bucket_name)?;
-    let path = store.bucket_dir(bucket_name).join(name);
-    let what = format!("{bucket_name}/{name}");
-    let f = rewrap::open_for_rewrap(&path, &what)?;
-    let h = object::read_header(&f, &what)?;
+    let obj = store.object_ref(bucket_name, name)?;
+    let what = &obj.what;
+    let f = obj.open()?;
+    let h = object::read_header(&f, what)?;
     let len = f.metadata().ctx(|| format!("{what}: stat"))?.len();
     Ok(ObjectReply {
         bucket: bucket_name.to_string(),
