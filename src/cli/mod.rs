@@ -138,12 +138,13 @@ fn dispatch(cli: &Cli) -> Result<()> {
             let secret = secret::for_init(cli)?;
             Store::init(path, *chunk_size, &secret)?;
             let cfg = Store::read_config(path)?;
-            print_json(&serde_json::json!({
-                "store": path.display().to_string(),
-                "store_id": cfg.store_id,
-                "chunk_size": cfg.chunk_size,
-                "key_source": cfg.key_source,
-            }));
+            let out = command::Output::of(&InitReply {
+                chunk_size: cfg.chunk_size,
+                key_source: cfg.key_source,
+                store: path.display().to_string(),
+                store_id: cfg.store_id,
+            })?;
+            print_json(&out);
             Ok(())
         }
         Top::Mount(args) => mount(cli, args),
@@ -349,6 +350,19 @@ fn failed_objects(wr: &WorkRequest) -> String {
         ));
     }
     s
+}
+
+/// The reply of `init`.
+#[derive(serde::Serialize)]
+struct InitReply {
+    /// Plaintext bytes per chunk.
+    chunk_size: u32,
+    /// `keyfile` or `passphrase`.
+    key_source: String,
+    /// The store directory.
+    store: String,
+    /// The new store's id (hex).
+    store_id: String,
 }
 
 /// Prints data to stdout, as JSON or a table (`--output`). A reader that went away (`| head`)

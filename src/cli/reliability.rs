@@ -70,7 +70,7 @@ fn fsck(cli: &Cli, a: &FsckArgs) -> Result<()> {
         if let Some(b) = &b {
             b.finish_and_clear();
         }
-        crate::ops::fsck::to_json(&r?)
+        crate::command::Output::of(&r?)?.take()
     };
     print_json(&report);
     if report["ok"] == Value::Bool(true) {
@@ -119,8 +119,12 @@ fn headers(cli: &Cli, h: &HeadersCmd) -> Result<()> {
         None => {
             let store = open_offline(cli, root)?;
             match &cmd {
-                HeadersCmd::Export { out } => crate::ops::headers::export(&store, out)?,
-                HeadersCmd::Import { file } => crate::ops::headers::import(&store, file)?,
+                HeadersCmd::Export { out } => {
+                    crate::command::Output::of(&crate::ops::headers::export(&store, out)?)?.take()
+                }
+                HeadersCmd::Import { file } => {
+                    crate::command::Output::of(&crate::ops::headers::import(&store, file)?)?.take()
+                }
             }
         }
     };

@@ -8,10 +8,12 @@ use crate::keys::crypto::Key32;
 use crate::ops::rewrap::{self, Outcome, Target};
 use crate::ops::workreq::{self, State};
 use crate::store::object::{self, CustomerKeys};
-use crate::store::{fsutil, validate_object_name, Store, BUCKET_DIR_MODE, OBJECT_FILE_MODE};
+use crate::store::{fsutil, Store, BUCKET_DIR_MODE, OBJECT_FILE_MODE};
 use clap::{Args, Parser, Subcommand};
-use serde_json::{json, Value};
 use std::path::PathBuf;
+
+mod reply;
+pub use reply::{wipe_strings, ObjectDataReply, ObjectReply, Output, Reply};
 
 /// Store commands: the same words on the command line and in `.envelopefs/ctl`.
 #[derive(Debug, Clone, Subcommand)]
@@ -316,7 +318,8 @@ pub enum BucketCmd {
         #[arg(long)]
         kms_key_id: Option<String>,
         /// Give every object a new data key and rewrite its data (for a leaked data key),
-        /// instead of rewrapping the old one.
+        /// instead of rewrapping the old one. SSE-C and hard-linked objects cannot be
+        /// rekeyed by a bucket job: they end the request FAILED, each named with what to do.
         #[arg(long)]
         rekey: bool,
         /// With --rekey: how long to wait for objects open in the mount to close (seconds,
@@ -564,65 +567,13 @@ pub struct Env<'a> {
     pub spawn_work: Option<&'a dyn Fn(&workreq::WorkRequest)>,
 }
 
-/// A command's JSON result. Its strings are zeroized when it is dropped: the results of
-/// `kms decrypt` and `kms generate-data-key` carry a plaintext, and every result is treated
-/// alike so that none escapes by a path that forgot. It is rendered only into a
-/// [`crate::hygiene::WipingBuf`] (`cli::output::render`, the control file's reply).
-#[derive(Debug, Default)]
-pub struct Output(Value);
-
-impl Output {
-    /// Wraps a result.
-    pub fn new(v: Value) -> Self {
-        Output(v)
-    }
-
-    /// Moves the value out, leaving `null`: for results that carry no secret (a work
-    /// request, a report), which the caller keeps as a plain value.
-    pub fn take(&mut self) -> Value {
-        self.0.take()
-    }
-}
-
-impl std::ops::Deref for Output {
-    type Target = Value;
-    fn deref(&self) -> &Value {
-        &self.0
-    }
-}
-
-impl serde::Serialize for Output {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.0.serialize(s)
-    }
-}
-
-impl Drop for Output {
-    fn drop(&mut self) {
-        wipe_strings(&mut self.0);
-    }
-}
-
-/// Zeroizes every string in a JSON value (object keys, which are field names, stay).
-pub fn wipe_strings(v: &mut Value) {
-    match v {
-        Value::String(s) => zeroize::Zeroize::zeroize(s),
-        Value::Array(a) => a.iter_mut().for_each(wipe_strings),
-        Value::Object(m) => m.values_mut().for_each(wipe_strings),
-        Value::Null | Value::Bool(_) | Value::Number(_) => {}
-    }
-}
-
-fn json_of<T: serde::Serialize>(v: &T) -> Value {
-    serde_json::to_value(v).unwrap_or(Value::Null)
-}
-
 /// Executes a store command and returns its JSON result.
 pub fn execute(store: &Store, cmd: &StoreCommand, env: &mut Env<'_>) -> Result<Output> {
-    execute_value(store, cmd, env).map(Output)
+    Output::of(&execute_reply(store, cmd, env)?)
 }
 
-fn execute_value(store: &Store, cmd: &StoreCommand, env: &mut Env<'_>) -> Result<Value> {
+/// Executes a store command and returns its typed result.
+pub fn execute_reply(store: &Store, cmd: &StoreCommand, env: &mut Env<'_>) -> Result<Reply> {
     // Key versions past their deletion date are destroyed before anything uses the keys
     // (not for fsck, which changes nothing).
     if !matches!(cmd, StoreCommand::Fsck(_)) {
@@ -634,14 +585,17 @@ fn execute_value(store: &Store, cmd: &StoreCommand, env: &mut Env<'_>) -> Result
         StoreCommand::Bucket(b) => execute_bucket(store, b, env),
         StoreCommand::Object(o) => execute_object(store, o, env),
         StoreCommand::WorkRequest(w) => execute_work_request(store, w),
-        StoreCommand::Status => crate::ops::status::status(store),
-        StoreCommand::Fsck(a) => crate::ops::fsck::check_store(store, a.read_data, &mut |_, _| {})
-            .map(|r| crate::ops::fsck::to_json(&r)),
+        StoreCommand::Status => {
+            crate::ops::status::status(store).map(|s| Reply::Status(Box::new(s)))
+        }
+        StoreCommand::Fsck(a) => {
+            crate::ops::fsck::check_store(store, a.read_data, &mut |_, _| {}).map(Reply::Fsck)
+        }
         StoreCommand::Headers(HeadersCmd::Export { out }) => {
-            crate::ops::headers::export(store, out)
+            crate::ops::headers::export(store, out).map(Reply::HeadersExport)
         }
         StoreCommand::Headers(HeadersCmd::Import { file }) => {
-            crate::ops::headers::import(store, file)
+            crate::ops::headers::import(store, file).map(Reply::HeadersImport)
         }
         StoreCommand::SseC(_) => Err(Error::InvalidArgument(
             "the customer key ring lives in a mount (keys are never stored): mount the store, \
@@ -651,7 +605,7 @@ fn execute_value(store: &Store, cmd: &StoreCommand, env: &mut Env<'_>) -> Result
     }
 }
 
-fn execute_key(store: &Store, cmd: &KeyCmd) -> Result<Value> {
+fn execute_key(store: &Store, cmd: &KeyCmd) -> Result<Reply> {
     match cmd {
         KeyCmd::Create { alias } => {
             let id = store.update_keys(|ks| ks.create_key(alias.clone()))?;
@@ -659,30 +613,30 @@ fn execute_key(store: &Store, cmd: &KeyCmd) -> Result<Value> {
             let k = ks
                 .find(&id)
                 .ok_or_else(|| Error::NotFound("key vanished".into()))?;
-            Ok(ks.describe(k))
+            Ok(Reply::Key(ks.describe(k)))
         }
         KeyCmd::List => {
             let ks = store.keys();
-            Ok(Value::Array(
+            Ok(Reply::Keys(
                 ks.keys().iter().map(|k| ks.describe(k)).collect(),
             ))
         }
         KeyCmd::Get { key } => {
             let ks = store.keys();
-            Ok(ks.describe(ks.resolve(key)?))
+            Ok(Reply::Key(ks.describe(ks.resolve(key)?)))
         }
         KeyCmd::Rotate { key } => {
             let id = store.resolve_key(key)?;
             store.update_keys(|ks| ks.rotate(&id))?;
             let ks = store.keys();
-            Ok(ks.describe(ks.resolve(key)?))
+            Ok(Reply::Key(ks.describe(ks.resolve(key)?)))
         }
         KeyCmd::Disable { key, version } | KeyCmd::Enable { key, version } => {
             let enable = matches!(cmd, KeyCmd::Enable { .. });
             let id = store.resolve_key(key)?;
             store.update_keys(|ks| ks.set_enabled(&id, *version, enable))?;
             let ks = store.keys();
-            Ok(ks.describe(ks.resolve(key)?))
+            Ok(Reply::Key(ks.describe(ks.resolve(key)?)))
         }
         KeyCmd::Update {
             key,
@@ -692,25 +646,26 @@ fn execute_key(store: &Store, cmd: &KeyCmd) -> Result<Value> {
             let id = store.resolve_key(key)?;
             store.update_keys(|ks| ks.set_allowed_ops(&id, bits))?;
             let ks = store.keys();
-            Ok(ks.describe(ks.resolve(key)?))
+            Ok(Reply::Key(ks.describe(ks.resolve(key)?)))
         }
-        KeyCmd::Usage { key } => crate::ops::kms::usage_json(store, key),
+        KeyCmd::Usage { key } => crate::ops::kms::usage_reply(store, key).map(Reply::KeyUsage),
         KeyCmd::ScheduleDeletion {
             key,
             version,
             days,
             force,
-        } => crate::ops::kms::schedule_deletion(store, key, *version, *days, *force),
+        } => crate::ops::kms::schedule_deletion(store, key, *version, *days, *force)
+            .map(Reply::KeyDeletion),
         KeyCmd::CancelDeletion { key, version } => {
             let id = store.resolve_key(key)?;
             store.update_keys(|ks| ks.cancel_deletion(&id, *version))?;
             let ks = store.keys();
-            Ok(ks.describe(ks.resolve(key)?))
+            Ok(Reply::Key(ks.describe(ks.resolve(key)?)))
         }
     }
 }
 
-fn execute_kms(store: &Store, cmd: &KmsCmd) -> Result<Value> {
+fn execute_kms(store: &Store, cmd: &KmsCmd) -> Result<Reply> {
     use crate::ops::kms::{self, parse_context};
     match cmd {
         KmsCmd::Encrypt {
@@ -722,7 +677,8 @@ fn execute_kms(store: &Store, cmd: &KmsCmd) -> Result<Value> {
             key_id,
             plaintext,
             &parse_context(encryption_context)?,
-        ),
+        )
+        .map(Reply::KmsEncrypt),
         KmsCmd::Decrypt {
             ciphertext_blob,
             encryption_context,
@@ -732,7 +688,8 @@ fn execute_kms(store: &Store, cmd: &KmsCmd) -> Result<Value> {
             ciphertext_blob,
             &parse_context(encryption_context)?,
             key_id.as_deref(),
-        ),
+        )
+        .map(Reply::KmsDecrypt),
         KmsCmd::GenerateDataKey {
             key_id,
             number_of_bytes,
@@ -742,7 +699,8 @@ fn execute_kms(store: &Store, cmd: &KmsCmd) -> Result<Value> {
             key_id,
             *number_of_bytes,
             &parse_context(encryption_context)?,
-        ),
+        )
+        .map(Reply::KmsDataKey),
         KmsCmd::ReEncrypt {
             ciphertext_blob,
             destination_key_id,
@@ -756,18 +714,19 @@ fn execute_kms(store: &Store, cmd: &KmsCmd) -> Result<Value> {
             source_key_id.as_deref(),
             destination_key_id,
             &parse_context(destination_encryption_context)?,
-        ),
+        )
+        .map(Reply::KmsReEncrypt),
     }
 }
 
-fn execute_bucket(store: &Store, cmd: &BucketCmd, env: &mut Env<'_>) -> Result<Value> {
+fn execute_bucket(store: &Store, cmd: &BucketCmd, env: &mut Env<'_>) -> Result<Reply> {
     match cmd {
         BucketCmd::Create { name, kms_key_id } => {
             let key = optional_key_or_word(kms_key_id.as_deref(), KeyWord::NoKey)?;
             let rec = store.create_bucket(name, key, BUCKET_DIR_MODE)?;
-            Ok(store.describe_bucket(name, &rec))
+            Ok(Reply::Bucket(store.describe_bucket(name, &rec)))
         }
-        BucketCmd::List => Ok(Value::Array(
+        BucketCmd::List => Ok(Reply::Buckets(
             store
                 .buckets()?
                 .iter()
@@ -776,7 +735,7 @@ fn execute_bucket(store: &Store, cmd: &BucketCmd, env: &mut Env<'_>) -> Result<V
         )),
         BucketCmd::Get { name } => {
             let rec = store.bucket(name)?;
-            Ok(store.describe_bucket(name, &rec))
+            Ok(Reply::Bucket(store.describe_bucket(name, &rec)))
         }
         BucketCmd::Update {
             name,
@@ -789,7 +748,7 @@ fn execute_bucket(store: &Store, cmd: &BucketCmd, env: &mut Env<'_>) -> Result<V
                 optional_key_or_word(kms_key_id.as_deref(), KeyWord::NoKey)?
             };
             let rec = store.update_bucket(name, key)?;
-            Ok(store.describe_bucket(name, &rec))
+            Ok(Reply::Bucket(store.describe_bucket(name, &rec)))
         }
         BucketCmd::Reencrypt {
             bucket_name,
@@ -811,25 +770,22 @@ fn execute_bucket(store: &Store, cmd: &BucketCmd, env: &mut Env<'_>) -> Result<V
                 Some(spawn) => spawn(&wr),
                 None => workreq::run(store, &mut wr, &workreq::never_stop, env.progress)?,
             }
-            Ok(json_of(&wr))
+            Ok(Reply::WorkRequest(Box::new(wr)))
         }
     }
 }
 
-fn execute_object(store: &Store, cmd: &ObjectCmd, env: &mut Env<'_>) -> Result<Value> {
+fn execute_object(store: &Store, cmd: &ObjectCmd, env: &mut Env<'_>) -> Result<Reply> {
     match cmd {
         ObjectCmd::Put {
             bucket_name,
             name,
             file,
         } => {
-            validate_object_name(name)?;
-            let bucket = store.bucket(bucket_name)?;
-            let dir = store.bucket_dir(bucket_name);
-            let path = dir.join(name);
-            if let Some(parent) = path.parent() {
+            let dest = store.object_ref(bucket_name, name)?;
+            if let Some(parent) = dest.path.parent() {
                 fsutil::create_dir_all_exact(parent, BUCKET_DIR_MODE)
-                    .ctx(|| format!("creating the prefix of {bucket_name}/{name}"))?;
+                    .ctx(|| format!("creating the prefix of {}", dest.what))?;
             }
             let mut src: Box<dyn std::io::Read> = match file {
                 Some(f) => {
@@ -839,8 +795,8 @@ fn execute_object(store: &Store, cmd: &ObjectCmd, env: &mut Env<'_>) -> Result<V
             };
             let obj = object::create_object(
                 store,
-                &bucket,
-                &path,
+                &dest.bucket,
+                &dest.path,
                 OBJECT_FILE_MODE,
                 false,
                 &mut |obj| {
@@ -859,20 +815,17 @@ fn execute_object(store: &Store, cmd: &ObjectCmd, env: &mut Env<'_>) -> Result<V
             )?;
             let size = obj.size();
             drop(obj);
-            head(store, bucket_name, name).map(|mut v| {
-                v["size"] = json!(size);
-                v
-            })
+            let mut v = head(store, bucket_name, name)?;
+            v.size = size;
+            Ok(Reply::Object(v))
         }
         ObjectCmd::Get {
             bucket_name,
             name,
             file,
         } => {
-            validate_object_name(name)?;
-            let bucket = store.bucket(bucket_name)?;
-            let path = store.bucket_dir(bucket_name).join(name);
-            let obj = object::open_object(store, &bucket, &path, false, env.customer)?;
+            let src = store.object_ref(bucket_name, name)?;
+            let obj = object::open_object(store, &src.bucket, &src.path, false, env.customer)?;
             let mut out: Box<dyn std::io::Write> = match file {
                 Some(f) => {
                     Box::new(std::fs::File::create(f).ctx(|| format!("creating {}", f.display()))?)
@@ -891,9 +844,13 @@ fn execute_object(store: &Store, cmd: &ObjectCmd, env: &mut Env<'_>) -> Result<V
                 off += n as u64;
             }
             out.flush().ctx(|| "writing the object out".to_string())?;
-            Ok(json!({"bucket": bucket_name, "name": name, "size": off}))
+            Ok(Reply::ObjectData(ObjectDataReply {
+                bucket: bucket_name.clone(),
+                name: name.clone(),
+                size: off,
+            }))
         }
-        ObjectCmd::Head { bucket_name, name } => head(store, bucket_name, name),
+        ObjectCmd::Head { bucket_name, name } => head(store, bucket_name, name).map(Reply::Object),
         ObjectCmd::Reencrypt {
             bucket_name,
             name,
@@ -939,18 +896,18 @@ fn execute_object(store: &Store, cmd: &ObjectCmd, env: &mut Env<'_>) -> Result<V
                 )?;
                 let mut v = head(store, bucket_name, name)?;
                 if let crate::ops::rekey::Rekeyed::Done { old_object_id, .. } = done {
-                    v["result"] = json!("REKEYED");
-                    v["previous_object_id"] = json!(crate::format::hex(&old_object_id));
+                    v.result = Some("REKEYED".into());
+                    v.previous_object_id = Some(crate::format::hex(&old_object_id));
                 }
-                return Ok(v);
+                return Ok(Reply::Object(v));
             }
             let outcome = rewrap::rewrap_object(store, bucket_name, name, &target, &ring)?;
             let mut v = head(store, bucket_name, name)?;
-            v["result"] = match outcome {
-                Outcome::Rewrapped { .. } => json!("REWRAPPED"),
-                Outcome::Skipped(why) => json!(format!("SKIPPED: {why}")),
-            };
-            Ok(v)
+            v.result = Some(match outcome {
+                Outcome::Rewrapped { .. } => "REWRAPPED".into(),
+                Outcome::Skipped(why) => format!("SKIPPED: {why}"),
+            });
+            Ok(Reply::Object(v))
         }
     }
 }
@@ -986,11 +943,9 @@ fn check_source_key(
     source: Option<&Key32>,
     ring: &dyn CustomerKeys,
 ) -> Result<()> {
-    validate_object_name(name)?;
-    store.bucket(bucket_name)?;
-    let what = format!("{bucket_name}/{name}");
-    let f = rewrap::open_for_rewrap(&store.bucket_dir(bucket_name).join(name), &what)?;
-    let h = object::read_header(&f, &what)?;
+    let obj = store.object_ref(bucket_name, name)?;
+    let what = &obj.what;
+    let h = object::read_header(&obj.open()?, what)?;
     let short = |fp: &[u8; 32]| crate::format::hex(&fp[..8]);
     match (&h.wrapping, source) {
         (crate::format::records::Wrapping::Master { .. }, Some(_)) => {
@@ -1049,31 +1004,34 @@ impl CustomerKeys for OneKeyThen<'_> {
 }
 
 /// `object head`: header metadata and plaintext size (computed from the backing size).
-pub fn head(store: &Store, bucket_name: &str, name: &str) -> Result<Value> {
-    validate_object_name(name)?;
-    store.bucket(bucket_name)?;
-    let path = store.bucket_dir(bucket_name).join(name);
-    let what = format!("{bucket_name}/{name}");
-    let f = rewrap::open_for_rewrap(&path, &what)?;
-    let h = object::read_header(&f, &what)?;
+pub fn head(store: &Store, bucket_name: &str, name: &str) -> Result<ObjectReply> {
+    let obj = store.object_ref(bucket_name, name)?;
+    let what = &obj.what;
+    let f = obj.open()?;
+    let h = object::read_header(&f, what)?;
     let len = f.metadata().ctx(|| format!("{what}: stat"))?.len();
-    let mut v = object::describe_header(&h);
-    v["bucket"] = json!(bucket_name);
-    v["name"] = json!(name);
-    v["size"] = json!(store.geometry().plain_len_lossy(len));
-    Ok(v)
+    Ok(ObjectReply {
+        bucket: bucket_name.to_string(),
+        header: object::describe_header(&h),
+        name: name.to_string(),
+        previous_object_id: None,
+        result: None,
+        size: store.geometry().plain_len_lossy(len),
+    })
 }
 
-fn execute_work_request(store: &Store, cmd: &WorkRequestCmd) -> Result<Value> {
-    match cmd {
+fn execute_work_request(store: &Store, cmd: &WorkRequestCmd) -> Result<Reply> {
+    Ok(match cmd {
         WorkRequestCmd::Get { id } | WorkRequestCmd::Wait { id, .. } => {
-            Ok(json_of(&workreq::load(store, id)?))
+            Reply::WorkRequest(Box::new(workreq::load(store, id)?))
         }
         WorkRequestCmd::List { bucket_name } => {
-            Ok(json_of(&workreq::list(store, bucket_name.as_deref())?))
+            Reply::WorkRequests(workreq::list(store, bucket_name.as_deref())?)
         }
-        WorkRequestCmd::Cancel { id } => Ok(json_of(&workreq::request_cancel(store, id)?)),
-    }
+        WorkRequestCmd::Cancel { id } => {
+            Reply::WorkRequest(Box::new(workreq::request_cancel(store, id)?))
+        }
+    })
 }
 
 /// Parses the states of `--wait-for-state` (default: any terminal state).
@@ -1153,6 +1111,7 @@ mod tests {
 
     #[test]
     fn output_strings_are_wiped() {
+        use serde_json::{json, Value};
         let mut v = json!({"Plaintext": "c2VjcmV0", "n": 1, "a": [{"x": "y"}]});
         wipe_strings(&mut v);
         assert_eq!(v, json!({"Plaintext": "", "n": 1, "a": [{"x": ""}]}));

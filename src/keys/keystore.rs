@@ -11,7 +11,6 @@ use crate::format::records::{
 };
 use crate::format::{hex, unhex, Id16, FORMAT_VERSION};
 use crate::keys::crypto::{self, Key32};
-use serde_json::{json, Value};
 use zeroize::{Zeroize, Zeroizing};
 
 /// Prefix of key ids as users see them.
@@ -533,36 +532,63 @@ impl KeyStore {
         out
     }
 
-    /// Key metadata as JSON (never material).
-    pub fn describe(&self, k: &MasterKeyRecord) -> Value {
-        let current = k.versions.last().map(|v| v.version);
-        let versions: Vec<Value> = k
-            .versions
-            .iter()
-            .map(|v| {
-                json!({
-                    "version": v.version,
-                    "state": v.state,
-                    "created": v.created_s,
-                    "deletion_time": v.deletion_s,
+    /// Key metadata (never material): the reply of the `key` commands.
+    pub fn describe(&self, k: &MasterKeyRecord) -> KeyInfo {
+        KeyInfo {
+            alias: k.alias.clone(),
+            allowed_operations: ops::NAMES
+                .iter()
+                .filter(|(_, bit)| k.allowed_ops & bit == *bit)
+                .map(|(n, _)| *n)
+                .collect(),
+            created: k.created_s,
+            current_version: k.versions.last().map(|v| v.version),
+            id: key_id_text(&k.id),
+            is_default: k.id == self.body.default_key,
+            versions: k
+                .versions
+                .iter()
+                .map(|v| KeyVersionInfo {
+                    created: v.created_s,
+                    deletion_time: v.deletion_s,
+                    state: v.state,
+                    version: v.version,
                 })
-            })
-            .collect();
-        let allowed: Vec<&str> = ops::NAMES
-            .iter()
-            .filter(|(_, bit)| k.allowed_ops & bit == *bit)
-            .map(|(n, _)| *n)
-            .collect();
-        json!({
-            "id": key_id_text(&k.id),
-            "alias": k.alias,
-            "created": k.created_s,
-            "current_version": current,
-            "is_default": k.id == self.body.default_key,
-            "allowed_operations": allowed,
-            "versions": versions,
-        })
+                .collect(),
+        }
     }
+}
+
+/// A master key's metadata as the `key` commands print it (never material).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyInfo {
+    /// Its alias, or null.
+    pub alias: Option<String>,
+    /// The operations its policy allows, by name.
+    pub allowed_operations: Vec<&'static str>,
+    /// Creation time (seconds since the epoch).
+    pub created: u64,
+    /// The newest version.
+    pub current_version: Option<u32>,
+    /// `key-HEX`.
+    pub id: String,
+    /// Whether it is the store's default key.
+    pub is_default: bool,
+    /// Every version, oldest first.
+    pub versions: Vec<KeyVersionInfo>,
+}
+
+/// One version of a master key in [`KeyInfo`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyVersionInfo {
+    /// Creation time (seconds since the epoch).
+    pub created: u64,
+    /// When it is (or was) to be destroyed, or null.
+    pub deletion_time: Option<u64>,
+    /// Its state.
+    pub state: VersionState,
+    /// The version number.
+    pub version: u32,
 }
 
 /// Largest Argon2id parameters a keystore may ask for: 1 GiB of memory, 64 passes, 64 lanes.

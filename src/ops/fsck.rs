@@ -23,7 +23,6 @@ use crate::keys::crypto::{self, ChunkCipher, Key32};
 use crate::keys::keystore::{key_id_text, KeyStore, Secret};
 use crate::store::{xattr, Store, META_DIR};
 use serde::Serialize;
-use serde_json::Value;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -756,11 +755,6 @@ impl<'a> Checker<'a> {
         }
         Ok(())
     }
-}
-
-/// The report as JSON.
-pub fn to_json(r: &Report) -> Value {
-    serde_json::to_value(r).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]

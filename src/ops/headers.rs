@@ -16,7 +16,6 @@ use crate::format::{hex, unhex, Id16};
 use crate::store::object::{self, NoCustomerKeys};
 use crate::store::{fsutil, xattr, Store, META_DIR};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::io;
@@ -192,7 +191,7 @@ pub fn collect(store: &Store) -> Result<(Backup, Vec<String>)> {
 }
 
 /// `headers export --out F`: writes the backup (mode 0600, atomically) and returns a summary.
-pub fn export(store: &Store, out: &Path) -> Result<Value> {
+pub fn export(store: &Store, out: &Path) -> Result<ExportSummary> {
     if !out.is_absolute() {
         return Err(Error::InvalidArgument(format!(
             "--out {} must be an absolute path here",
@@ -204,12 +203,25 @@ pub fn export(store: &Store, out: &Path) -> Result<Value> {
         .map_err(|e| Error::InvalidArgument(format!("encoding the backup: {e}")))?;
     bytes.push(b'\n');
     fsutil::write_atomic(out, &bytes, 0o600)?;
-    Ok(json!({
-        "file": out.display().to_string(),
-        "buckets": backup.buckets.len(),
-        "objects": backup.objects.len(),
-        "skipped": skipped,
-    }))
+    Ok(ExportSummary {
+        buckets: backup.buckets.len(),
+        file: out.display().to_string(),
+        objects: backup.objects.len(),
+        skipped,
+    })
+}
+
+/// What export wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportSummary {
+    /// Bucket records written.
+    pub buckets: usize,
+    /// The backup file.
+    pub file: String,
+    /// Object headers written.
+    pub objects: usize,
+    /// Objects left out (with the reason).
+    pub skipped: Vec<String>,
 }
 
 /// What import did.
@@ -230,7 +242,7 @@ pub struct ImportSummary {
 }
 
 /// `headers import F`: puts back every missing bucket record and object header.
-pub fn import(store: &Store, file: &Path) -> Result<Value> {
+pub fn import(store: &Store, file: &Path) -> Result<ImportSummary> {
     let meta = fs::metadata(file).ctx(|| format!("reading {}", file.display()))?;
     if meta.len() > MAX_BACKUP_BYTES {
         return Err(Error::InvalidArgument(format!(
@@ -285,7 +297,7 @@ pub fn import(store: &Store, file: &Path) -> Result<Value> {
     if s.headers_restored + s.buckets_restored > 0 {
         store.sync_all()?;
     }
-    Ok(serde_json::to_value(&s).unwrap_or(Value::Null))
+    Ok(s)
 }
 
 enum Restore {

@@ -24,7 +24,7 @@ use crate::keys::crypto::{self, Key32};
 use crate::keys::keystore::{self, key_id_text, ops};
 use crate::store::{object, Store};
 use base64::Engine;
-use serde_json::{json, Value};
+use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use zeroize::Zeroizing;
 
@@ -153,7 +153,12 @@ fn check_expected(header: &BlobHeader, store: &Store, expected: Option<&str>) ->
 }
 
 /// `kms encrypt`: seals a base64 plaintext under the key's current version.
-pub fn encrypt(store: &Store, key_ref: &str, plaintext_b64: &str, ctx: &Context) -> Result<Value> {
+pub fn encrypt(
+    store: &Store,
+    key_ref: &str,
+    plaintext_b64: &str,
+    ctx: &Context,
+) -> Result<EncryptReply> {
     let plain = decode_b64("--plaintext", plaintext_b64)?;
     let (id, version, kek) = current_for(store, key_ref, ops::ENCRYPT)?;
     let header = BlobHeader {
@@ -162,11 +167,11 @@ pub fn encrypt(store: &Store, key_ref: &str, plaintext_b64: &str, ctx: &Context)
         nonce: crypto::random_array()?,
     };
     let blob = seal_blob(&kek, &header, ctx, &plain)?;
-    Ok(json!({
-        "CiphertextBlob": b64().encode(&blob),
-        "KeyId": key_id_text(&id),
-        "KeyVersionId": version,
-    }))
+    Ok(EncryptReply {
+        ciphertext_blob: b64().encode(&blob),
+        key_id: key_id_text(&id),
+        key_version_id: version,
+    })
 }
 
 /// `kms decrypt`: opens a blob (needs decrypt on its key).
@@ -175,18 +180,17 @@ pub fn decrypt(
     blob_b64: &str,
     ctx: &Context,
     expected_key: Option<&str>,
-) -> Result<Value> {
+) -> Result<DecryptReply> {
     let blob = decode_b64("--ciphertext-blob", blob_b64)?;
     let header = parse_blob(&blob)?;
     check_expected(&header, store, expected_key)?;
     let kek = blob_key(store, &header, ops::DECRYPT)?;
     let plain = open_blob(&kek, &blob, ctx)?;
-    let text = Zeroizing::new(b64().encode(plain.as_slice()));
-    Ok(json!({
-        "Plaintext": text.as_str(),
-        "KeyId": key_id_text(&header.key_id),
-        "KeyVersionId": header.key_version,
-    }))
+    Ok(DecryptReply {
+        key_id: key_id_text(&header.key_id),
+        key_version_id: header.key_version,
+        plaintext: Zeroizing::new(b64().encode(plain.as_slice())),
+    })
 }
 
 /// `kms generate-data-key`: a random data key, in clear and sealed (needs encrypt).
@@ -195,7 +199,7 @@ pub fn generate_data_key(
     key_ref: &str,
     bytes: usize,
     ctx: &Context,
-) -> Result<Value> {
+) -> Result<DataKeyReply> {
     if bytes == 0 || bytes > MAX_DATA_KEY {
         return Err(Error::InvalidArgument(format!(
             "--number-of-bytes {bytes}: a data key is 1 to {MAX_DATA_KEY} bytes"
@@ -210,13 +214,12 @@ pub fn generate_data_key(
         nonce: crypto::random_array()?,
     };
     let blob = seal_blob(&kek, &header, ctx, &dk)?;
-    let text = Zeroizing::new(b64().encode(dk.as_slice()));
-    Ok(json!({
-        "Plaintext": text.as_str(),
-        "CiphertextBlob": b64().encode(&blob),
-        "KeyId": key_id_text(&id),
-        "KeyVersionId": version,
-    }))
+    Ok(DataKeyReply {
+        ciphertext_blob: b64().encode(&blob),
+        key_id: key_id_text(&id),
+        key_version_id: version,
+        plaintext: Zeroizing::new(b64().encode(dk.as_slice())),
+    })
 }
 
 /// `kms re-encrypt`: opens a blob and seals its plaintext under another key (or the newest
@@ -230,7 +233,7 @@ pub fn re_encrypt(
     expected_src: Option<&str>,
     dst_key: &str,
     dst_ctx: &Context,
-) -> Result<Value> {
+) -> Result<ReEncryptReply> {
     let blob = decode_b64("--ciphertext-blob", blob_b64)?;
     let header = parse_blob(&blob)?;
     check_expected(&header, store, expected_src)?;
@@ -252,13 +255,78 @@ pub fn re_encrypt(
     };
     let out = seal_blob(&dst_kek, &new_header, dst_ctx, &plain)?;
     drop(plain);
-    Ok(json!({
-        "CiphertextBlob": b64().encode(&out),
-        "KeyId": key_id_text(&dst_id),
-        "KeyVersionId": dst_version,
-        "SourceKeyId": key_id_text(&header.key_id),
-        "SourceKeyVersionId": header.key_version,
-    }))
+    Ok(ReEncryptReply {
+        ciphertext_blob: b64().encode(&out),
+        key_id: key_id_text(&dst_id),
+        key_version_id: dst_version,
+        source_key_id: key_id_text(&header.key_id),
+        source_key_version_id: header.key_version,
+    })
+}
+
+/// The reply of `kms encrypt`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EncryptReply {
+    /// The blob, base64.
+    pub ciphertext_blob: String,
+    /// The key it is sealed under.
+    pub key_id: String,
+    /// The version of that key.
+    pub key_version_id: u32,
+}
+
+/// The reply of `kms decrypt`: carries the plaintext, zeroized when dropped.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DecryptReply {
+    /// The key the blob was sealed under.
+    pub key_id: String,
+    /// The version of that key.
+    pub key_version_id: u32,
+    /// The plaintext, base64.
+    #[serde(serialize_with = "secret_str")]
+    pub plaintext: Zeroizing<String>,
+}
+
+/// The reply of `kms generate-data-key`: the data key in clear (zeroized when dropped) and
+/// sealed.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DataKeyReply {
+    /// The sealed data key, base64.
+    pub ciphertext_blob: String,
+    /// The key it is sealed under.
+    pub key_id: String,
+    /// The version of that key.
+    pub key_version_id: u32,
+    /// The data key, base64.
+    #[serde(serialize_with = "secret_str")]
+    pub plaintext: Zeroizing<String>,
+}
+
+/// The reply of `kms re-encrypt`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReEncryptReply {
+    /// The new blob, base64.
+    pub ciphertext_blob: String,
+    /// The key it is sealed under now.
+    pub key_id: String,
+    /// The version of that key.
+    pub key_version_id: u32,
+    /// The key the blob was sealed under.
+    pub source_key_id: String,
+    /// The version of that key.
+    pub source_key_version_id: u32,
+}
+
+/// Serializes a secret string in place (no copy is made on the way).
+fn secret_str<S: serde::Serializer>(
+    v: &Zeroizing<String>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(v.as_str())
 }
 
 // ----- the key lifecycle over the store -----
@@ -322,36 +390,95 @@ pub fn key_usage(store: &Store, id: &Id16) -> Result<Usage> {
     Ok(usage)
 }
 
-/// `key usage KEY` as JSON: every version with its state and dependents.
-pub fn usage_json(store: &Store, key_ref: &str) -> Result<Value> {
+/// `key usage KEY`: every version with its state and dependents.
+pub fn usage_reply(store: &Store, key_ref: &str) -> Result<UsageReply> {
     let id = store.resolve_key(key_ref)?;
     let usage = key_usage(store, &id)?;
     let ks = store.keys();
     let k = ks
         .find(&id)
         .ok_or_else(|| Error::NoKey(format!("no master key {key_ref:?}")))?;
-    let versions: Vec<Value> = k
+    let versions = k
         .versions
         .iter()
         .map(|v| {
             let u = usage.versions.get(&v.version).cloned().unwrap_or_default();
-            json!({
-                "version": v.version,
-                "state": v.state,
-                "deletion_time": v.deletion_s,
-                "objects": u.objects,
-                "buckets": u.buckets.iter().map(|(b, n)| json!({"name": b, "objects": n})).collect::<Vec<_>>(),
-            })
+            VersionUsageReply {
+                buckets: u
+                    .buckets
+                    .into_iter()
+                    .map(|(name, objects)| BucketUsageReply { name, objects })
+                    .collect(),
+                deletion_time: v.deletion_s,
+                objects: u.objects,
+                state: v.state,
+                version: v.version,
+            }
         })
         .collect();
-    Ok(json!({
-        "key_id": key_id_text(&id),
-        "alias": k.alias,
-        "objects_total": usage.versions.values().map(|u| u.objects).sum::<u64>(),
-        "versions": versions,
-        "unreadable_objects": usage.unreadable_count,
-        "unreadable": usage.unreadable,
-    }))
+    Ok(UsageReply {
+        alias: k.alias.clone(),
+        key_id: key_id_text(&id),
+        objects_total: usage.versions.values().map(|u| u.objects).sum(),
+        unreadable: usage.unreadable,
+        unreadable_objects: usage.unreadable_count,
+        versions,
+    })
+}
+
+/// The reply of `key usage`.
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageReply {
+    /// The key's alias, or null.
+    pub alias: Option<String>,
+    /// `key-HEX`.
+    pub key_id: String,
+    /// Objects under any of its versions.
+    pub objects_total: u64,
+    /// Objects whose header could not be read (the first 100).
+    pub unreadable: Vec<String>,
+    /// How many there were.
+    pub unreadable_objects: u64,
+    /// Per version, oldest first.
+    pub versions: Vec<VersionUsageReply>,
+}
+
+/// One version in [`UsageReply`].
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionUsageReply {
+    /// Its dependents per bucket, by bucket name.
+    pub buckets: Vec<BucketUsageReply>,
+    /// When it is to be destroyed, or null.
+    pub deletion_time: Option<u64>,
+    /// Objects whose data key it wraps.
+    pub objects: u64,
+    /// Its state.
+    pub state: crate::format::records::VersionState,
+    /// The version number.
+    pub version: u32,
+}
+
+/// One bucket in [`VersionUsageReply`].
+#[derive(Debug, Clone, Serialize)]
+pub struct BucketUsageReply {
+    /// The bucket.
+    pub name: String,
+    /// Its objects under the version.
+    pub objects: u64,
+}
+
+/// The reply of `key schedule-deletion`: the key, and the scheduled version.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScheduledDeletion {
+    /// The key after the change.
+    #[serde(flatten)]
+    pub key: keystore::KeyInfo,
+    /// When the version is destroyed (seconds since the epoch).
+    pub deletion_time: u64,
+    /// Objects that depended on it (they become unrecoverable then).
+    pub dependent_objects: u64,
+    /// The version scheduled.
+    pub scheduled_version: u32,
 }
 
 /// `key schedule-deletion`: refuses (EBUSY) while objects depend on the version, unless
@@ -362,7 +489,7 @@ pub fn schedule_deletion(
     version: u32,
     days: u32,
     force: bool,
-) -> Result<Value> {
+) -> Result<ScheduledDeletion> {
     let id = store.resolve_key(key_ref)?;
     let key = key_id_text(&id);
     // The cheap checks first (days, state, current version), before walking the store.
@@ -398,11 +525,12 @@ pub fn schedule_deletion(
         );
     }
     let ks = store.keys();
-    let mut v = ks.describe(ks.resolve(&key)?);
-    v["scheduled_version"] = json!(version);
-    v["deletion_time"] = json!(at);
-    v["dependent_objects"] = json!(deps.objects);
-    Ok(v)
+    Ok(ScheduledDeletion {
+        key: ks.describe(ks.resolve(&key)?),
+        deletion_time: at,
+        dependent_objects: deps.objects,
+        scheduled_version: version,
+    })
 }
 
 /// How often a mount looks for versions whose deletion date has passed.

@@ -233,15 +233,12 @@ pub fn rekey_object(
     customer: &dyn CustomerKeys,
     live: &dyn Live,
 ) -> Result<Rekeyed> {
-    crate::store::validate_object_name(name)?;
-    let bucket = store.bucket(bucket_name)?;
-    let path = store.bucket_dir(bucket_name).join(name);
-    let what = format!("{bucket_name}/{name}");
+    let obj = store.object_ref(bucket_name, name)?;
     rekey_path(
         store,
-        &bucket,
-        &path,
-        &what,
+        &obj.bucket,
+        &obj.path,
+        &obj.what,
         &Options {
             target,
             customer,

@@ -4,16 +4,14 @@
 //! Authorized twice: the source master key must allow re-encrypt-from and the destination
 //! re-encrypt-to; a disabled version can be neither.
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 use crate::format::records::{BucketRecord, ObjectHeader, Wrapping};
 use crate::format::Id16;
 use crate::keys::crypto::{self, Key32};
 use crate::keys::keystore::ops;
 use crate::store::object::{self, CustomerKeys};
 use crate::store::{xattr, Store};
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::fs::File;
 
 /// Where a rewrap puts the DEK.
 pub enum Target {
@@ -107,77 +105,125 @@ pub fn resolve_target(
     }
 }
 
-/// Rewraps one object given its open backing file.
-///
-/// `src_bucket` is the bucket the header is bound to now; `dst_bucket` the one it will be
-/// bound to (equal except for a cross-bucket move). `scope` is set by bucket work requests:
-/// objects created at or after that time, and customer-keyed objects, are skipped. With
-/// `durable`, the file is fsynced after the header is replaced.
-#[allow(clippy::too_many_arguments)]
-pub fn rewrap_file(
-    store: &Store,
-    file: &File,
-    what: &str,
-    src_bucket: &BucketRecord,
-    dst_bucket: &BucketRecord,
-    target: &Target,
-    customer: &dyn CustomerKeys,
-    scope: Option<u64>,
-    durable: bool,
-) -> Result<Outcome> {
-    rewrap_inner(
-        store, file, what, src_bucket, dst_bucket, target, customer, scope, durable, false,
-    )
+/// Who asks for a rewrap. The mode decides, here only, what is skipped, whether the file is
+/// fsynced and where the object id comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One object asked for by name (`object reencrypt`, the `user.envelopefs.reencrypt`
+    /// xattr): fsynced after the header is replaced; a customer-keyed object is rewrapped if
+    /// its key is given, an error otherwise.
+    Single,
+    /// An object moving to another bucket (rename): its header is bound to the destination
+    /// bucket; not fsynced (the rename that follows is the commit point).
+    Move,
+    /// A bucket work request accepted at `scope` (ns): objects created at or after it and
+    /// customer-keyed objects are skipped; not fsynced (the job ends with one syncfs). The
+    /// object id is taken from the header instead of the data preamble, which saves one disk
+    /// read per object when the cache is cold; a header copied from another object therefore
+    /// still rewraps, and its object keeps failing to open, as it did before.
+    Job {
+        /// The request's acceptance time (ns).
+        scope: u64,
+    },
 }
 
-/// Rewraps one object for a bucket work request: [`rewrap_file`] within one bucket, not
-/// durable (the job ends with one syncfs), customer-keyed objects and objects created after
-/// `scope` skipped. The object id is taken from the header instead of the data preamble, which
-/// saves one disk read per object when the cache is cold. A header copied from another object
-/// therefore still rewraps; its object keeps failing to open, as it did before.
-pub fn rewrap_for_job(
-    store: &Store,
-    file: &File,
-    what: &str,
-    bucket: &BucketRecord,
-    target: &Target,
-    scope: u64,
-) -> Result<Outcome> {
-    rewrap_inner(
-        store,
+impl Mode {
+    /// Why this mode skips an object with this header, if it does.
+    fn skip(self, header: &ObjectHeader) -> Option<SkipReason> {
+        let Mode::Job { scope } = self else {
+            return None;
+        };
+        if header.created_ns >= scope {
+            Some(SkipReason::CreatedAfter)
+        } else if matches!(header.wrapping, Wrapping::Customer { .. }) {
+            Some(SkipReason::CustomerKey)
+        } else {
+            None
+        }
+    }
+
+    fn durable(self) -> bool {
+        self == Mode::Single
+    }
+
+    fn id_from_header(self) -> bool {
+        matches!(self, Mode::Job { .. })
+    }
+}
+
+/// A rewrap of one object given its open backing file.
+pub struct Request<'a> {
+    /// The object's backing file (read-only is enough).
+    pub file: &'a File,
+    /// `bucket/name`, for messages.
+    pub what: &'a str,
+    /// The bucket the header is bound to now.
+    pub src_bucket: &'a BucketRecord,
+    /// The bucket it will be bound to (the same but for [`Mode::Move`]).
+    pub dst_bucket: &'a BucketRecord,
+    /// Where the DEK goes.
+    pub target: &'a Target,
+    /// Customer keys that may unwrap the DEK now.
+    pub customer: &'a dyn CustomerKeys,
+    /// Who asks.
+    pub mode: Mode,
+}
+
+impl<'a> Request<'a> {
+    /// A rewrap within `bucket` ([`Mode::Single`]).
+    pub fn single(
+        file: &'a File,
+        what: &'a str,
+        bucket: &'a BucketRecord,
+        target: &'a Target,
+        customer: &'a dyn CustomerKeys,
+    ) -> Self {
+        Request {
+            file,
+            what,
+            src_bucket: bucket,
+            dst_bucket: bucket,
+            target,
+            customer,
+            mode: Mode::Single,
+        }
+    }
+
+    /// A rewrap for a bucket work request accepted at `scope` ([`Mode::Job`]): no customer
+    /// key is ever used (customer-keyed objects are skipped).
+    pub fn job(
+        file: &'a File,
+        what: &'a str,
+        bucket: &'a BucketRecord,
+        target: &'a Target,
+        scope: u64,
+    ) -> Self {
+        Request {
+            file,
+            what,
+            src_bucket: bucket,
+            dst_bucket: bucket,
+            target,
+            customer: &object::NoCustomerKeys,
+            mode: Mode::Job { scope },
+        }
+    }
+}
+
+/// Rewraps one object.
+pub fn rewrap(store: &Store, req: &Request<'_>) -> Result<Outcome> {
+    let Request {
         file,
         what,
-        bucket,
-        bucket,
+        src_bucket,
+        dst_bucket,
         target,
-        &object::NoCustomerKeys,
-        Some(scope),
-        false,
-        true,
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn rewrap_inner(
-    store: &Store,
-    file: &File,
-    what: &str,
-    src_bucket: &BucketRecord,
-    dst_bucket: &BucketRecord,
-    target: &Target,
-    customer: &dyn CustomerKeys,
-    scope: Option<u64>,
-    durable: bool,
-    header_id: bool,
-) -> Result<Outcome> {
+        customer,
+        mode,
+    } = *req;
     let header = object::read_header(file, what)?;
-    if let Some(t) = scope {
-        if header.created_ns >= t {
-            return Ok(Outcome::Skipped(SkipReason::CreatedAfter));
-        }
-        if matches!(header.wrapping, Wrapping::Customer { .. }) {
-            return Ok(Outcome::Skipped(SkipReason::CustomerKey));
-        }
+    if let Some(why) = mode.skip(&header) {
+        return Ok(Outcome::Skipped(why));
     }
     let (to, kek) = resolve_target(store, dst_bucket, target)?;
     let same_bucket = src_bucket.bucket_id == dst_bucket.bucket_id;
@@ -187,7 +233,7 @@ fn rewrap_inner(
     if let Wrapping::Master { key_id, .. } = &header.wrapping {
         store.keys().check_allowed(key_id, ops::REENCRYPT_FROM)?;
     }
-    let object_id = if header_id {
+    let object_id = if mode.id_from_header() {
         header.object_id
     } else {
         object::read_preamble(file, what)?
@@ -212,7 +258,7 @@ fn rewrap_inner(
         crypto::random_array()?,
     )?;
     replace_header(file, &new, what)?;
-    if durable {
+    if mode.durable() {
         file.sync_all()
             .ctx(|| format!("{what}: fsync after rewrap"))?;
     }
@@ -233,28 +279,10 @@ pub fn replace_header(file: &File, header: &ObjectHeader, what: &str) -> Result<
     .ctx(|| format!("{what}: replacing the object header"))
 }
 
-/// Opens a backing file for a rewrap (read-only is enough: xattrs are inode metadata).
-pub fn open_for_rewrap(path: &Path, what: &str) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME)
-        .open(path)
-        .or_else(|_| {
-            OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(path)
-        })
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::NotFound(format!("no object {what}"))
-            } else {
-                Error::io(format!("opening {what}"), e)
-            }
-        })
-}
+/// Opens a backing file for a rewrap: [`crate::store::open_backing`].
+pub use crate::store::open_backing as open_for_rewrap;
 
-/// Rewraps the object at `bucket/name`.
+/// Rewraps the object at `bucket/name` ([`Mode::Single`]).
 pub fn rewrap_object(
     store: &Store,
     bucket_name: &str,
@@ -262,12 +290,60 @@ pub fn rewrap_object(
     target: &Target,
     customer: &dyn CustomerKeys,
 ) -> Result<Outcome> {
-    crate::store::validate_object_name(name)?;
-    let bucket = store.bucket(bucket_name)?;
-    let path = store.bucket_dir(bucket_name).join(name);
-    let what = format!("{bucket_name}/{name}");
-    let file = open_for_rewrap(&path, &what)?;
-    rewrap_file(
-        store, &file, &what, &bucket, &bucket, target, customer, None, true,
+    let obj = store.object_ref(bucket_name, name)?;
+    let file = obj.open()?;
+    rewrap(
+        store,
+        &Request::single(&file, &obj.what, &obj.bucket, target, customer),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::records::{HEADER_MAGIC, WRAPPED_DEK_LEN};
+    use crate::format::FORMAT_VERSION;
+
+    fn header(created_ns: u64, wrapping: Wrapping) -> ObjectHeader {
+        ObjectHeader {
+            magic: HEADER_MAGIC,
+            version: FORMAT_VERSION,
+            chunk_size: 4096,
+            object_id: [1; 16],
+            created_ns,
+            wrapping,
+            wrap_nonce: [0; 12],
+            wrapped_dek: [0; WRAPPED_DEK_LEN],
+        }
+    }
+
+    #[test]
+    fn the_mode_decides_skips_durability_and_the_object_id_source() {
+        let master = Wrapping::Master {
+            key_id: [2; 16],
+            version: 1,
+        };
+        let customer = Wrapping::Customer {
+            fingerprint: [3; 32],
+        };
+        let job = Mode::Job { scope: 100 };
+        assert_eq!(job.skip(&header(99, master)), None);
+        for created in [100, 101] {
+            assert_eq!(
+                job.skip(&header(created, master)),
+                Some(SkipReason::CreatedAfter)
+            );
+        }
+        assert_eq!(
+            job.skip(&header(99, customer)),
+            Some(SkipReason::CustomerKey)
+        );
+        for mode in [Mode::Single, Mode::Move] {
+            assert_eq!(mode.skip(&header(u64::MAX, customer)), None);
+            assert!(!mode.id_from_header());
+        }
+        assert!(Mode::Single.durable());
+        assert!(!Mode::Move.durable() && !job.durable());
+        assert!(job.id_from_header());
+    }
 }

@@ -6,14 +6,15 @@
 
 use crate::error::Result;
 use crate::format::hex;
+use crate::format::records::VersionState;
 use crate::ops::workreq;
 use crate::store::lock::{mounted_store, read_mount_record};
 use crate::store::Store;
-use serde_json::{json, Value};
+use serde::Serialize;
 use std::path::Path;
 
-/// The status of an open store as JSON.
-pub fn status(store: &Store) -> Result<Value> {
+/// The status of an open store.
+pub fn status(store: &Store) -> Result<StatusReply> {
     let root = store.root();
     let canon = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
     let record = read_mount_record(root)
@@ -21,66 +22,136 @@ pub fn status(store: &Store) -> Result<Value> {
     let mount_pid = record.as_ref().and_then(|r| r.pid);
     let mountpoint = record.map(|r| r.mountpoint);
     let ks = store.keys();
-    let keys: Vec<Value> = ks
+    let keys = ks
         .keys()
         .iter()
         .map(|k| {
             let d = ks.describe(k);
-            let current = d["versions"]
-                .as_array()
-                .and_then(|v| v.last())
-                .cloned()
-                .unwrap_or(Value::Null);
-            json!({
-                "id": d["id"],
-                "alias": d["alias"],
-                "current_version": d["current_version"],
-                "current_state": current["state"],
-                "versions": d["versions"].as_array().map_or(0, Vec::len),
-                "default": d["is_default"],
-            })
+            KeyStatus {
+                alias: d.alias,
+                current_state: d.versions.last().map(|v| v.state),
+                current_version: d.current_version,
+                default: d.is_default,
+                id: d.id,
+                versions: d.versions.len(),
+            }
         })
         .collect();
     let mut buckets = Vec::new();
     for (name, rec) in store.buckets()? {
-        let key_id = store.bucket_key(&rec);
-        let key = ks.find(&key_id);
+        let key = ks.find(&store.bucket_key(&rec));
         let objects = workreq::walk_objects(&store.bucket_dir(&name))?.len();
         let d = store.describe_bucket(&name, &rec);
-        buckets.push(json!({
-            "name": name,
-            "key_id": d["effective_key_id"],
-            "key_alias": key.and_then(|k| k.alias.clone()),
-            "key_assigned": rec.kms_key_id.is_some(),
-            "key_version": key.and_then(|k| k.versions.last()).map(|v| v.version),
-            "objects": objects,
-        }));
+        buckets.push(BucketStatus {
+            key_alias: key.and_then(|k| k.alias.clone()),
+            key_assigned: rec.kms_key_id.is_some(),
+            key_id: d.effective_key_id,
+            key_version: key.and_then(|k| k.versions.last()).map(|v| v.version),
+            name,
+            objects,
+        });
     }
     drop(ks);
-    let in_flight: Vec<Value> = workreq::unfinished(store)?
-        .iter()
-        .map(|w| {
-            json!({
-                "id": w.id,
-                "bucket": w.bucket_name,
-                "status": w.status,
-                "percent_complete": w.percent_complete,
-                "objects_done": w.objects_done(),
-                "objects_total": w.objects_total,
-                "target_key_id": w.target_key_id,
-                "target_key_version": w.target_key_version,
-            })
+    let work_requests_in_flight = workreq::unfinished(store)?
+        .into_iter()
+        .map(|w| InFlight {
+            bucket: w.bucket_name.clone(),
+            id: w.id.clone(),
+            objects_done: w.objects_done(),
+            objects_total: w.objects_total,
+            percent_complete: w.percent_complete,
+            status: w.status,
+            target_key_id: w.target_key_id.clone(),
+            target_key_version: w.target_key_version,
         })
         .collect();
-    Ok(json!({
-        "store": root.display().to_string(),
-        "store_id": hex(store.store_id()),
-        "chunk_size": store.chunk_size(),
-        "mounted": mountpoint.is_some(),
-        "mountpoint": mountpoint,
-        "mount_pid": mount_pid,
-        "keys": keys,
-        "buckets": buckets,
-        "work_requests_in_flight": in_flight,
-    }))
+    Ok(StatusReply {
+        buckets,
+        chunk_size: store.chunk_size(),
+        keys,
+        mount_pid,
+        mounted: mountpoint.is_some(),
+        mountpoint,
+        store: root.display().to_string(),
+        store_id: hex(store.store_id()),
+        work_requests_in_flight,
+    })
+}
+
+/// The reply of `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReply {
+    /// Buckets, by name.
+    pub buckets: Vec<BucketStatus>,
+    /// Plaintext bytes per chunk.
+    pub chunk_size: u32,
+    /// Master keys.
+    pub keys: Vec<KeyStatus>,
+    /// The mount daemon's pid, or null.
+    pub mount_pid: Option<u32>,
+    /// Whether the store is mounted.
+    pub mounted: bool,
+    /// Where, or null.
+    pub mountpoint: Option<String>,
+    /// The store directory.
+    pub store: String,
+    /// The store id (hex).
+    pub store_id: String,
+    /// Work requests not finished.
+    pub work_requests_in_flight: Vec<InFlight>,
+}
+
+/// A master key in [`StatusReply`].
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyStatus {
+    /// Its alias, or null.
+    pub alias: Option<String>,
+    /// The state of its newest version.
+    pub current_state: Option<VersionState>,
+    /// Its newest version.
+    pub current_version: Option<u32>,
+    /// Whether it is the store's default key.
+    pub default: bool,
+    /// `key-HEX`.
+    pub id: String,
+    /// How many versions it has.
+    pub versions: usize,
+}
+
+/// A bucket in [`StatusReply`].
+#[derive(Debug, Clone, Serialize)]
+pub struct BucketStatus {
+    /// The alias of the key its new objects are wrapped under, or null.
+    pub key_alias: Option<String>,
+    /// Whether the key is assigned (not the store's default).
+    pub key_assigned: bool,
+    /// The key its new objects are wrapped under.
+    pub key_id: String,
+    /// That key's newest version.
+    pub key_version: Option<u32>,
+    /// The bucket.
+    pub name: String,
+    /// How many objects it holds.
+    pub objects: usize,
+}
+
+/// A work request in flight in [`StatusReply`].
+#[derive(Debug, Clone, Serialize)]
+pub struct InFlight {
+    /// Its bucket.
+    pub bucket: String,
+    /// `wr-HEX`.
+    pub id: String,
+    /// Objects done (rewrapped, rekeyed, skipped or failed).
+    pub objects_done: u64,
+    /// Objects in scope.
+    pub objects_total: u64,
+    /// Percent complete.
+    pub percent_complete: f64,
+    /// Its state.
+    pub status: workreq::State,
+    /// The key it re-encrypts to.
+    pub target_key_id: String,
+    /// That key's version.
+    pub target_key_version: u32,
 }

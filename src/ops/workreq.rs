@@ -559,7 +559,10 @@ pub fn run_live(
             );
         }
         let f = rewrap::open_for_rewrap(&bucket_dir.join(name), &what)?;
-        rewrap::rewrap_for_job(store, &f, &what, &bucket, &target, scope)
+        rewrap::rewrap(
+            store,
+            &rewrap::Request::job(&f, &what, &bucket, &target, scope),
+        )
     };
     // Objects a rekey found open in the mount: retried after the others, see below.
     let mut open: Vec<PathBuf> = Vec::new();

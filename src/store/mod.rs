@@ -22,7 +22,6 @@ use crate::format::records::BucketRecord;
 use crate::format::{hex, Id16};
 use crate::keys::crypto::Key32;
 use crate::keys::keystore::{key_id_text, now_s, KeyStore, Secret};
-use serde_json::{json, Value};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -282,6 +281,20 @@ impl Store {
         self.root.join(name)
     }
 
+    /// Resolves an object named by bucket and name, the one way every command does: the
+    /// name is checked, the bucket's record read (ENOENT if there is no such bucket), the
+    /// backing path and the label `bucket/name` made. Nothing is opened: see
+    /// [`ObjectRef::open`].
+    pub fn object_ref(&self, bucket_name: &str, name: &str) -> Result<ObjectRef> {
+        validate_object_name(name)?;
+        let bucket = self.bucket(bucket_name)?;
+        Ok(ObjectRef {
+            bucket,
+            path: self.bucket_dir(bucket_name).join(name),
+            what: format!("{bucket_name}/{name}"),
+        })
+    }
+
     /// Reads a bucket's record. ENOENT if there is no such bucket.
     pub fn bucket(&self, name: &str) -> Result<BucketRecord> {
         validate_bucket_name(name)?;
@@ -364,15 +377,15 @@ impl Store {
         rec.kms_key_id.unwrap_or_else(|| self.keys().default_key())
     }
 
-    /// Bucket metadata as JSON.
-    pub fn describe_bucket(&self, name: &str, rec: &BucketRecord) -> Value {
-        json!({
-            "name": name,
-            "id": hex(&rec.bucket_id),
-            "kms_key_id": rec.kms_key_id.map(|k| key_id_text(&k)),
-            "effective_key_id": key_id_text(&self.bucket_key(rec)),
-            "created": rec.created_s,
-        })
+    /// Bucket metadata: the reply of the `bucket` commands.
+    pub fn describe_bucket(&self, name: &str, rec: &BucketRecord) -> BucketInfo {
+        BucketInfo {
+            created: rec.created_s,
+            effective_key_id: key_id_text(&self.bucket_key(rec)),
+            id: hex(&rec.bucket_id),
+            kms_key_id: rec.kms_key_id.map(|k| key_id_text(&k)),
+            name: name.to_string(),
+        }
     }
 
     /// Forces everything written to the store's filesystem to disk (syncfs).
@@ -389,6 +402,61 @@ impl Store {
         let (v, k) = ks.current(&id)?;
         Ok((id, v, k))
     }
+}
+
+/// An object resolved by [`Store::object_ref`] (it may not exist).
+#[derive(Debug, Clone)]
+pub struct ObjectRef {
+    /// Its bucket's record.
+    pub bucket: BucketRecord,
+    /// Its backing file.
+    pub path: PathBuf,
+    /// `bucket/name`, for messages.
+    pub what: String,
+}
+
+impl ObjectRef {
+    /// Opens its backing file read-only ([`open_backing`]): ENOENT "no object bucket/name".
+    pub fn open(&self) -> Result<File> {
+        open_backing(&self.path, &self.what)
+    }
+}
+
+/// Opens a backing file read-only, not following a symlink, for its header and size
+/// (xattrs are inode metadata: a rewrap needs no write access). ENOENT is "no object WHAT".
+pub fn open_backing(path: &Path, what: &str) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME)
+        .open(path)
+        .or_else(|_| {
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)
+        })
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::NotFound(format!("no object {what}"))
+            } else {
+                Error::io(format!("opening {what}"), e)
+            }
+        })
+}
+
+/// A bucket's metadata as the `bucket` commands print it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BucketInfo {
+    /// Creation time (seconds since the epoch).
+    pub created: u64,
+    /// The key its new objects are wrapped under (its own, or the store's default).
+    pub effective_key_id: String,
+    /// The bucket id (hex).
+    pub id: String,
+    /// Its assigned key, or null (it uses the store's default key).
+    pub kms_key_id: Option<String>,
+    /// Its name.
+    pub name: String,
 }
 
 /// Reads and decodes a bucket directory's record.

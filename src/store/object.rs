@@ -202,25 +202,46 @@ pub fn make_header(
     })
 }
 
-/// Header metadata as JSON (for `object head` and xattrs).
-pub fn describe_header(h: &ObjectHeader) -> serde_json::Value {
-    match &h.wrapping {
-        Wrapping::Master { key_id, version } => serde_json::json!({
-            "object_id": hex(&h.object_id),
-            "encryption": "master",
-            "key_id": key_id_text(key_id),
-            "key_version": version,
-            "chunk_size": h.chunk_size,
-            "created_ns": h.created_ns,
-        }),
-        Wrapping::Customer { fingerprint } => serde_json::json!({
-            "object_id": hex(&h.object_id),
-            "encryption": "sse-c",
-            "customer_key_fingerprint": hex(fingerprint),
-            "chunk_size": h.chunk_size,
-            "created_ns": h.created_ns,
-        }),
+/// Header metadata (for `object head` and xattrs).
+pub fn describe_header(h: &ObjectHeader) -> HeaderInfo {
+    let (encryption, key_id, key_version, customer_key_fingerprint) = match &h.wrapping {
+        Wrapping::Master { key_id, version } => {
+            ("master", Some(key_id_text(key_id)), Some(*version), None)
+        }
+        Wrapping::Customer { fingerprint } => ("sse-c", None, None, Some(hex(fingerprint))),
+    };
+    HeaderInfo {
+        chunk_size: h.chunk_size,
+        created_ns: h.created_ns,
+        customer_key_fingerprint,
+        encryption,
+        key_id,
+        key_version,
+        object_id: hex(&h.object_id),
     }
+}
+
+/// An object header's metadata: master-keyed objects name their key and version, SSE-C
+/// objects the fingerprint of their customer key (the other fields are left out).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HeaderInfo {
+    /// Plaintext bytes per chunk.
+    pub chunk_size: u32,
+    /// Creation time (nanoseconds since the epoch).
+    pub created_ns: u64,
+    /// SSE-C: the customer key's fingerprint (hex).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer_key_fingerprint: Option<String>,
+    /// `master` or `sse-c`.
+    pub encryption: &'static str,
+    /// Master: the key id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// Master: the key version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_version: Option<u32>,
+    /// The object id (hex).
+    pub object_id: String,
 }
 
 /// Creates an object at `final_path` in a bucket: a file that no one can see yet gets its

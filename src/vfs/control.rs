@@ -566,7 +566,7 @@ impl Control {
             }
             Some(Node::Key(k)) => {
                 let ks = self.store.keys();
-                pretty(ks.describe(ks.resolve(&k)?))
+                pretty(serde_json::to_value(ks.describe(ks.resolve(&k)?)).unwrap_or_default())
             }
             _ => Vec::new(),
         })

@@ -984,16 +984,17 @@ impl Vfs {
                     .to_string();
                 let f = rewrap::open_for_rewrap(p, &what)?;
                 let target = self.move_target(&f, &what)?;
-                rewrap::rewrap_file(
+                rewrap::rewrap(
                     &self.store,
-                    &f,
-                    &what,
-                    &src,
-                    &dst,
-                    &target,
-                    &*self.control,
-                    None,
-                    false,
+                    &rewrap::Request {
+                        file: &f,
+                        what: &what,
+                        src_bucket: &src,
+                        dst_bucket: &dst,
+                        target: &target,
+                        customer: &*self.control,
+                        mode: rewrap::Mode::Move,
+                    },
                 )?;
                 done.push(p);
             }
@@ -1007,16 +1008,17 @@ impl Vfs {
                     let Ok(target) = self.move_target(&f, &what) else {
                         continue;
                     };
-                    let _ = rewrap::rewrap_file(
+                    let _ = rewrap::rewrap(
                         &self.store,
-                        &f,
-                        &what,
-                        &dst,
-                        &src,
-                        &target,
-                        &*self.control,
-                        None,
-                        false,
+                        &rewrap::Request {
+                            file: &f,
+                            what: &what,
+                            src_bucket: &dst,
+                            dst_bucket: &src,
+                            target: &target,
+                            customer: &*self.control,
+                            mode: rewrap::Mode::Move,
+                        },
                     );
                 }
             }
@@ -1226,16 +1228,9 @@ impl Vfs {
             .display()
             .to_string();
         let f = rewrap::open_for_rewrap(path, &what)?;
-        rewrap::rewrap_file(
+        rewrap::rewrap(
             &self.store,
-            &f,
-            &what,
-            &rec,
-            &rec,
-            &target,
-            &*self.control,
-            None,
-            true,
+            &rewrap::Request::single(&f, &what, &rec, &target, &*self.control),
         )
         .map(|_| ())
     }
