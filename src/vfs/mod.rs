@@ -3,8 +3,42 @@
 //! Inodes are path-based (see [`inodes`]); an inode's number is the backing inode number
 //! plus [`INO_BASE`] (so hard links share one inode and numbers are stable across mounts).
 //! Open regular files share one [`ObjectIo`] per inode, whose DEK is unwrapped once at the
-//! first open. Locks are per table, never one lock for the whole filesystem; object I/O
-//! takes only the object's own lock, and a first open only the object's gate.
+//! first open.
+//!
+//! # Locks
+//!
+//! The one list of the mount's locks and their order. No lock is held across backing I/O
+//! except the per-object ones (and the few exceptions named below); a lock may be taken
+//! while holding only locks above it in this list, never one above:
+//!
+//! 1. `Control::open_guard` (src/vfs/control.rs): held while the guard runs, so across a
+//!    rekey's [`Vfs::while_closed`] and its swap (a stat and a rename of the object), which
+//!    it serializes mount-wide. An exception: not on any FUSE request's path.
+//! 2. The per-object gate (`Entry::Opening`): held by the first open of an object across
+//!    the backing open, the header read, the unwrap and the truncate. A second open of the
+//!    object waits on it (with nothing else held); opens of other objects do not.
+//! 3. [`OpenObject`]`::io` (per-object RwLock): held across the object's I/O (read, write,
+//!    truncate, fsync, fstat, fchmod).
+//! 4. `Control::running`, then `Control::cancelled` (a cancel holds `running` while it
+//!    loads and saves the work request: an exception, not on any FUSE request's path).
+//! 5. `Store::keys` (src/store/mod.rs, RwLock): read by an unwrap (under a gate); written by
+//!    a key command, across persisting the keystore (so the file and the memory agree: an
+//!    exception, not on any FUSE request's path).
+//! 6. Leaves, held only for a lookup or a change of their table, taking nothing else: the
+//!    open-objects table [`Vfs`]`::open` (with its condvar `swapped`, which an open waits on
+//!    under its gate while a rekey swaps its file), `Vfs::buckets`, `Vfs::handles`,
+//!    `Vfs::dirs`, `Vfs::trashed`, the inode table ([`inodes`]), the control tree's `nodes`,
+//!    `open`, `work_tx`, `ring` (customer keys, read under a gate), `on_bucket_change` and
+//!    `on_path_change` (held while the hook runs: it takes `Vfs::buckets`, or tells the
+//!    kernel), the work-request receiver (held while a worker waits for the next request),
+//!    the journal's free slots (src/store/journal.rs; a change waits on its condvar for a
+//!    slot under its object's `io`), the trash queue (src/store/trash.rs; a write on a full
+//!    disk waits on its condvar for the trash to empty under its object's `io`; the trash
+//!    thread unlinks with it released) and the trash thread's handle, the log file
+//!    (src/logging.rs, across writing a log line).
+//!
+//! Locks are recovered from poisoning: a panic is caught per FUSE request, and the tables
+//! stay consistent at every unlock.
 #![allow(unsafe_code)]
 
 pub mod control;
@@ -75,7 +109,7 @@ impl object::CustomerKeys for NoteCustomer<'_> {
 }
 
 /// The open objects by node id, and the backing files a rekey is putting in place. Held only
-/// to look up, insert or replace an entry (never across I/O): never held across I/O.
+/// to look up, insert or replace an entry (never across I/O): see the lock order above.
 #[derive(Default)]
 struct OpenTable {
     objects: HashMap<u64, Entry>,
