@@ -37,8 +37,8 @@
 //!    thread unlinks with it released) and the trash thread's handle, the log file
 //!    (src/logging.rs, across writing a log line).
 //!
-//! Locks are recovered from poisoning: a panic is caught per FUSE request, and the tables
-//! stay consistent at every unlock.
+//! Every lock is taken through [`crate::sync`], which recovers it from poisoning (and says
+//! why that is right here).
 #![allow(unsafe_code)]
 
 pub mod control;
@@ -53,6 +53,7 @@ use crate::ops::rewrap::{self, Target};
 use crate::store::object::{self, ObjectIo};
 use crate::store::trash::Trash;
 use crate::store::{fsutil, read_bucket_record, xattr, Store, META_DIR};
+use crate::sync::{LockUnpoisoned, RwLockUnpoisoned, WaitUnpoisoned};
 pub use posix::{Attr, Kind, SetTime, StatFs};
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -331,10 +332,7 @@ impl Vfs {
     /// The kernel forgets `n` lookups of an inode.
     pub fn forget(&self, ino: u64, n: u64) {
         if ino >= INO_BASE && self.nodes.forget(ino, n) {
-            self.trashed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&ino);
+            self.trashed.lock_unpoisoned().remove(&ino);
         }
     }
 
@@ -342,13 +340,7 @@ impl Vfs {
     /// whose last name went to the trash (its backing file keeps one there for a moment).
     fn answer_attr(&self, ino: u64, mut a: Attr) -> Attr {
         a.ino = ino;
-        if a.kind == Kind::File
-            && self
-                .trashed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(&ino)
-        {
+        if a.kind == Kind::File && self.trashed.lock_unpoisoned().contains(&ino) {
             a.nlink = 0;
         }
         a
@@ -360,28 +352,19 @@ impl Vfs {
         let name = bucket
             .to_str()
             .ok_or_else(|| einval("bucket names are UTF-8"))?;
-        if let Some(r) = self
-            .buckets
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-        {
+        if let Some(r) = self.buckets.read_unpoisoned().get(name) {
             return Ok(r.clone());
         }
         let rec = read_bucket_record(&self.store.bucket_dir(name), name)?;
         self.buckets
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
+            .write_unpoisoned()
             .insert(name.to_string(), rec.clone());
         Ok(rec)
     }
 
     /// Drops cached bucket records (after a bucket changes).
     pub fn invalidate_buckets(&self) {
-        self.buckets
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.buckets.write_unpoisoned().clear();
     }
 
     // ----- attributes -----
@@ -441,7 +424,7 @@ impl Vfs {
 
     fn getattr_of(&self, ino: u64, fh: Option<u64>) -> Result<Attr> {
         if let Some(obj) = self.open_obj(ino, fh) {
-            let io = obj.io.read().unwrap_or_else(|p| p.into_inner());
+            let io = obj.io.read_unpoisoned();
             let m = io.file().metadata().ctx(|| "fstat".to_string())?;
             return Ok(self.attr_of_meta(&m));
         }
@@ -493,7 +476,7 @@ impl Vfs {
         // An open object is changed through its descriptor: that works after it was
         // renamed or unlinked too.
         if let Some(obj) = self.open_obj(ino, fh) {
-            let mut io = obj.io.write().unwrap_or_else(|p| p.into_inner());
+            let mut io = obj.io.write_unpoisoned();
             if let Some(size) = size {
                 truncate_io(&mut io, size)?;
                 if !self.opts.kernel_checks {
@@ -517,7 +500,7 @@ impl Vfs {
         let (path, _) = self.path_of(ino)?;
         if let Some(size) = size {
             let obj = self.open_object(ino, &path, false)?;
-            let mut io = obj.io.write().unwrap_or_else(|p| p.into_inner());
+            let mut io = obj.io.write_unpoisoned();
             truncate_io(&mut io, size)?;
             if !self.opts.kernel_checks {
                 clear_setid_after_truncate(&obj, io.file(), caller)?;
@@ -567,7 +550,7 @@ impl Vfs {
     }
 
     fn open_table(&self) -> MutexGuard<'_, OpenTable> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
+        self.open.lock_unpoisoned()
     }
 
     // ----- objects -----
@@ -593,12 +576,12 @@ impl Vfs {
             if let Some(gate) = busy {
                 drop(t);
                 // Being opened by another thread: wait until it is done, then look again.
-                drop(gate.lock().unwrap_or_else(|p| p.into_inner()));
+                drop(gate.lock_unpoisoned());
                 continue;
             }
             let gate = Arc::new(Mutex::new(()));
             // Nobody else has the gate yet: this never waits.
-            let _held = gate.lock().unwrap_or_else(|p| p.into_inner());
+            let _held = gate.lock_unpoisoned();
             t.objects
                 .retain(|_, e| !matches!(e, Entry::Open(w) if w.strong_count() == 0));
             t.objects.insert(
@@ -635,10 +618,7 @@ impl Vfs {
             self.check_customer_key(path, fp)?;
         }
         if truncate {
-            obj.io
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .set_len(0)?;
+            obj.io.write_unpoisoned().set_len(0)?;
         }
         Ok(obj)
     }
@@ -672,7 +652,7 @@ impl Vfs {
             let mut t = self.open_table();
             if t.swapping.contains(&md.ino()) {
                 while t.swapping.contains(&md.ino()) {
-                    t = self.swapped.wait(t).unwrap_or_else(|p| p.into_inner());
+                    t = self.swapped.wait_unpoisoned(t);
                 }
                 seen = t.swaps;
                 continue;
@@ -737,7 +717,7 @@ impl Vfs {
     pub fn while_closed(&self, backing_ino: u64, f: &mut dyn FnMut() -> Result<()>) -> Result<()> {
         let mut t = self.open_table();
         while t.swapping.contains(&backing_ino) {
-            t = self.swapped.wait(t).unwrap_or_else(|p| p.into_inner());
+            t = self.swapped.wait_unpoisoned(t);
         }
         let busy = t.objects.values().any(|e| match e {
             Entry::Open(w) => w.upgrade().is_some_and(|o| o.backing_ino == backing_ino),
@@ -783,8 +763,7 @@ impl Vfs {
 
     fn handle(&self, fh: u64) -> Result<Arc<Handle>> {
         self.handles
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .read_unpoisoned()
             .get(&fh)
             .cloned()
             .ok_or_else(|| os_err(libc::EBADF, "unknown file handle"))
@@ -794,8 +773,7 @@ impl Vfs {
         let fh = self.new_fh();
         let append = flags & libc::O_APPEND != 0 && !self.opts.writeback_cache;
         self.handles
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
+            .write_unpoisoned()
             .insert(fh, Arc::new(Handle { obj, append }));
         fh
     }
@@ -813,7 +791,7 @@ impl Vfs {
         let (path, _) = self.path_of(ino)?;
         let obj = self.open_object(ino, &path, trunc)?;
         if trunc && !self.opts.kernel_checks {
-            let io = obj.io.read().unwrap_or_else(|p| p.into_inner());
+            let io = obj.io.read_unpoisoned();
             clear_setid_after_truncate(&obj, io.file(), caller)?;
         }
         Ok(self.add_handle(obj, flags))
@@ -900,7 +878,7 @@ impl Vfs {
             return self.control.read(ino, fh, off, size, out);
         }
         let h = self.handle(fh)?;
-        let io = h.obj.io.read().unwrap_or_else(|p| p.into_inner());
+        let io = h.obj.io.read_unpoisoned();
         out.resize(size as usize, 0);
         let n = io.read_at(off, out)?;
         out.truncate(n);
@@ -914,7 +892,7 @@ impl Vfs {
         }
         self.check_writable()?;
         let h = self.handle(fh)?;
-        let mut io = h.obj.io.write().unwrap_or_else(|p| p.into_inner());
+        let mut io = h.obj.io.write_unpoisoned();
         let off = if h.append { io.size() } else { off };
         self.retry_if_full(|| io.write_at(off, data))?;
         u32::try_from(data.len()).map_err(|_| einval("write too large"))
@@ -926,7 +904,7 @@ impl Vfs {
             return Ok(());
         }
         let h = self.handle(fh)?;
-        let io = h.obj.io.read().unwrap_or_else(|p| p.into_inner());
+        let io = h.obj.io.read_unpoisoned();
         io.sync(datasync)
     }
 
@@ -936,11 +914,7 @@ impl Vfs {
             self.control.release(fh);
             return;
         }
-        let h = self
-            .handles
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&fh);
+        let h = self.handles.write_unpoisoned().remove(&fh);
         drop(h);
     }
 
@@ -953,7 +927,7 @@ impl Vfs {
             ));
         }
         let h = self.handle(fh)?;
-        let mut io = h.obj.io.write().unwrap_or_else(|p| p.into_inner());
+        let mut io = h.obj.io.write_unpoisoned();
         let end = off
             .checked_add(len)
             .ok_or_else(|| os_err(libc::EFBIG, "fallocate past the largest offset"))?;
@@ -1079,10 +1053,7 @@ impl Vfs {
         .ctx(|| format!("unlink {}", path.display()))?;
         if trashed {
             if let Some(ino) = self.nodes.ino_of(parent, name) {
-                self.trashed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(ino);
+                self.trashed.lock_unpoisoned().insert(ino);
             }
         }
         self.nodes.forget_name(parent, name);
@@ -1308,8 +1279,7 @@ impl Vfs {
         }
         let fh = self.new_fh();
         self.dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .lock_unpoisoned()
             .insert(fh, Arc::new(DirHandle { entries }));
         Ok(fh)
     }
@@ -1323,8 +1293,7 @@ impl Vfs {
     ) -> Result<()> {
         let d = self
             .dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .lock_unpoisoned()
             .get(&fh)
             .cloned()
             .ok_or_else(|| os_err(libc::EBADF, "unknown directory handle"))?;
@@ -1339,10 +1308,7 @@ impl Vfs {
 
     /// closedir(2)
     pub fn releasedir(&self, fh: u64) {
-        self.dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&fh);
+        self.dirs.lock_unpoisoned().remove(&fh);
     }
 
     /// statfs(2) of the backing filesystem.
@@ -1512,7 +1478,7 @@ impl Vfs {
         if !h.obj.setid.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let io = h.obj.io.read().unwrap_or_else(|p| p.into_inner());
+        let io = h.obj.io.read_unpoisoned();
         let f = io.file();
         let mode = f.metadata().ctx(|| "fstat".to_string())?.mode();
         let left = kill_setid(f, mode)?;
