@@ -17,6 +17,10 @@
 //!   on a page boundary inside a chunk (what a kill during `pwrite` leaves), a shrink between
 //!   rewriting the final chunk and cutting the file. With `envelopefs-fault-die-at-N` in the
 //!   path, the N-th such change of the process dies instead of the first;
+//! - `stall-open`: the first open of an object whose name contains `envelopefs-fault-stall`
+//!   stops after opening its backing file (holding what an open holds there), creates
+//!   `NAME.stalled` beside the backing file and waits until a test creates `NAME.go` there,
+//!   so that a test can do other things while one open is in progress;
 //! - `no-journal`: the store runs without its write journal (to measure what it costs, and
 //!   to see the crash tests fail without it);
 //! - `deletion-clock-ahead`: the clock that decides whether a key version's scheduled
@@ -98,3 +102,29 @@ pub fn die_mid_write(label: &str, file: &std::fs::File, buf: &[u8], at: u64, who
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
 pub fn die_mid_write(_label: &str, _file: &std::fs::File, _buf: &[u8], _at: u64, _whole: bool) {}
+
+/// The `stall-open` fault: if it is on and `backing` (an object's backing file, being opened)
+/// names a fault object, creates `NAME.stalled` beside it and waits until `NAME.go` exists.
+#[cfg(feature = "fault-injection")]
+pub fn stall_open(backing: &std::path::Path) {
+    let Some(name) = backing.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    if !name.contains("envelopefs-fault-stall") || !enabled("stall-open") {
+        return;
+    }
+    let beside = |ext: &str| backing.with_file_name(format!("{name}.{ext}"));
+    tracing::warn!("fault stall-open: {name} waits for {name}.go");
+    if let Err(e) = std::fs::write(beside("stalled"), b"") {
+        tracing::error!("fault stall-open: {e}");
+        return;
+    }
+    while !beside("go").exists() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// The `stall-open` fault: nothing, in a build without `fault-injection`.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn stall_open(_backing: &std::path::Path) {}

@@ -34,6 +34,7 @@ pub mod keys;
 pub mod logging;
 pub mod ops;
 pub mod store;
+pub mod sync;
 pub mod vfs;
 
 pub use error::{Error, Result};

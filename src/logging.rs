@@ -8,6 +8,7 @@
 //! and versions only.
 #![allow(unsafe_code)]
 
+use crate::sync::LockUnpoisoned;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -150,7 +151,7 @@ impl RotatingLog {
     }
 
     fn write_line(&self, buf: &[u8]) -> std::io::Result<()> {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.state.lock_unpoisoned();
         if st.len > 0 && st.len + buf.len() as u64 > self.max_bytes {
             // A failed rotation keeps writing to the current file rather than losing lines.
             let _ = self.rotate(&mut st);

@@ -11,6 +11,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Barrier;
+use std::time::Duration;
 
 #[test]
 fn concurrent_writers_on_different_files() {
@@ -354,4 +355,71 @@ fn concurrent_appenders_in_several_processes_do_not_lose_or_tear_lines() {
             "writer {w}'s lines in order"
         );
     }
+}
+
+/// An open in progress holds up only its own object. The stall-open fault stops the first
+/// open of one object after its backing open, holding what an open holds there; meanwhile
+/// another object opens (header read and unwrap), is read, a new one is created, written and
+/// read, and a rekey of the object being opened is refused (EBUSY) as of an open one. A
+/// second open of the stalled object waits for the first; both read the object once it goes
+/// on.
+#[test]
+fn an_open_in_progress_holds_up_only_its_own_object() {
+    let mut m = TestMount::init_only(None);
+    m.mount_env.push(fault_env("stall-open"));
+    m.mount();
+    fs::create_dir(m.p("b")).unwrap();
+    let name = "envelopefs-fault-stall";
+    let stalled_data = pattern(7, 70_000);
+    let other_data = pattern(8, 50_000);
+    // Created (not opened): the fault stops only an open of an existing object.
+    fs::write(m.p(&format!("b/{name}")), &stalled_data).unwrap();
+    fs::write(m.p("b/other"), &other_data).unwrap();
+    let stalled = m.backing_path("b", &format!("{name}.stalled"));
+    let go = m.backing_path("b", &format!("{name}.go"));
+    let m = &m;
+    std::thread::scope(|s| {
+        let first = s.spawn(|| fs::read(m.p(&format!("b/{name}"))));
+        poll(Duration::from_secs(30), "the open to stall", || {
+            stalled.exists().then_some(())
+        });
+        let second = s.spawn(|| fs::read(m.p(&format!("b/{name}"))));
+        let (tx, rx) = std::sync::mpsc::channel();
+        s.spawn(move || {
+            let r = (|| {
+                let other = fs::read(m.p("b/other"))?;
+                fs::write(m.p("b/new"), b"made meanwhile")?;
+                let new = fs::read(m.p("b/new"))?;
+                Ok::<_, std::io::Error>((other, new))
+            })();
+            let _ = tx.send(r);
+        });
+        // Only a bound for the failure (with one lock for all opens, these wait for the
+        // stalled open, which waits for this test).
+        let others = rx.recv_timeout(Duration::from_secs(60));
+        let rekey = others.is_ok().then(|| {
+            m.ctl(&format!(
+                "object reencrypt --bucket-name b --name {name} --rekey"
+            ))
+        });
+        let first_done = first.is_finished();
+        fs::write(&go, b"").unwrap();
+        let (other, new) = others
+            .expect("other objects open while one open is in progress")
+            .unwrap();
+        assert_bytes_eq(&other, &other_data, "another object read during the open");
+        assert_eq!(new, b"made meanwhile");
+        assert!(!first_done, "the stalled open went on before it was let go");
+        rekey.unwrap().err(libc::EBUSY);
+        assert_bytes_eq(&first.join().unwrap().unwrap(), &stalled_data, "first open");
+        assert_bytes_eq(
+            &second.join().unwrap().unwrap(),
+            &stalled_data,
+            "second open",
+        );
+    });
+    // The object was not rekeyed (its next open goes on at once: `go` is there).
+    assert_bytes_eq(&read(&m.p(&format!("b/{name}"))), &stalled_data, "after");
+    fs::remove_file(&stalled).unwrap();
+    fs::remove_file(&go).unwrap();
 }

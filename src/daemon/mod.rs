@@ -10,6 +10,7 @@ use crate::fuse::EnvelopeFuse;
 use crate::keys::keystore::Secret;
 use crate::store::lock::Patience;
 use crate::store::{Store, StoreLock, META_DIR};
+use crate::sync::LockUnpoisoned;
 use crate::vfs::{Vfs, VfsOptions};
 use fuser::{Config, MountOption, SessionACL};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -232,10 +233,7 @@ pub fn serve(
     let vfs = Arc::new(Vfs::new(store.clone(), opts));
     {
         let weak = Arc::downgrade(&vfs);
-        *vfs.control
-            .on_bucket_change
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(Box::new(move || {
+        *vfs.control.on_bucket_change.lock_unpoisoned() = Some(Box::new(move || {
             if let Some(v) = weak.upgrade() {
                 v.invalidate_buckets();
             }
@@ -245,10 +243,7 @@ pub fn serve(
         // A rekey (ctl command or work request) puts a rewritten object in place only while
         // the vfs has it closed and cannot open it.
         let weak = Arc::downgrade(&vfs);
-        *vfs.control
-            .open_guard
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) =
+        *vfs.control.open_guard.lock_unpoisoned() =
             Some(Box::new(move |ino, f| match weak.upgrade() {
                 Some(v) => v.while_closed(ino, f),
                 None => Err(Error::Busy("the mount is going away".into())),
@@ -291,10 +286,7 @@ pub fn serve(
         let notifier = session.notifier();
         // Weak: the hook lives in the vfs's own control tree.
         let fs = Arc::downgrade(&vfs);
-        *vfs.control
-            .on_path_change
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(Box::new(move |path: &Path| {
+        *vfs.control.on_path_change.lock_unpoisoned() = Some(Box::new(move |path: &Path| {
             let (Some(parent), Some(name), Some(fs)) =
                 (path.parent(), path.file_name(), fs.upgrade())
             else {

@@ -44,6 +44,7 @@ use crate::format::journal::{
     JournalHead, SlotHeader, FILE_HEADER, FREE, SLOT_HEADER, TRUNCATE, UNDO,
 };
 use crate::format::{hex, Id16};
+use crate::sync::{LockUnpoisoned, WaitUnpoisoned};
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -443,19 +444,19 @@ impl Journal {
     }
 
     fn take_slot(&self) -> u32 {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        let mut free = self.free.lock_unpoisoned();
         loop {
             if let Some(s) = free.slots.pop() {
                 return s;
             }
             free.waiting += 1;
-            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+            free = self.freed.wait_unpoisoned(free);
             free.waiting -= 1;
         }
     }
 
     fn give_slot(&self, slot: u32) {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        let mut free = self.free.lock_unpoisoned();
         free.slots.push(slot);
         if free.waiting > 0 {
             self.freed.notify_one();

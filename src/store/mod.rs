@@ -22,6 +22,7 @@ use crate::format::records::BucketRecord;
 use crate::format::{hex, Id16};
 use crate::keys::crypto::Key32;
 use crate::keys::keystore::{key_id_text, now_s, KeyStore, Secret};
+use crate::sync::RwLockUnpoisoned;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -248,14 +249,13 @@ impl Store {
 
     /// Read access to the keystore.
     pub fn keys(&self) -> RwLockReadGuard<'_, KeyStore> {
-        self.keys.read().unwrap_or_else(|p| p.into_inner())
+        self.keys.read_unpoisoned()
     }
 
     /// Changes the keystore and persists it atomically. If persisting fails, the change is
     /// rolled back in memory too.
     pub fn update_keys<T>(&self, f: impl FnOnce(&mut KeyStore) -> Result<T>) -> Result<T> {
-        let mut ks: RwLockWriteGuard<'_, KeyStore> =
-            self.keys.write().unwrap_or_else(|p| p.into_inner());
+        let mut ks: RwLockWriteGuard<'_, KeyStore> = self.keys.write_unpoisoned();
         let before = ks.seal()?;
         let out = f(&mut ks)?;
         let after = ks.seal()?;

@@ -10,6 +10,7 @@
 //! The cost: space comes back a little after `rm` returns. A write or create that fails with
 //! ENOSPC empties the trash and retries once (see `Vfs`), and unmount empties it.
 
+use crate::sync::{LockUnpoisoned, WaitUnpoisoned};
 use std::collections::VecDeque;
 use std::fs;
 use std::io;
@@ -43,7 +44,7 @@ struct Queue {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+        self.queue.lock_unpoisoned()
     }
 
     /// Unlinks one queued entry; `false` when the queue is empty.
@@ -111,7 +112,7 @@ impl Trash {
                     return;
                 }
                 if q.names.is_empty() {
-                    drop(s.wake.wait(q).unwrap_or_else(|p| p.into_inner()));
+                    drop(s.wake.wait_unpoisoned(q));
                 }
             })?;
         Ok(Trash {
@@ -160,7 +161,7 @@ impl Trash {
         while self.shared.delete_one() {}
         let mut q = self.shared.lock();
         while !(q.names.is_empty() && q.busy == 0) {
-            q = self.shared.idle.wait(q).unwrap_or_else(|p| p.into_inner());
+            q = self.shared.idle.wait_unpoisoned(q);
         }
     }
 
@@ -169,7 +170,7 @@ impl Trash {
         self.empty();
         self.shared.lock().stop = true;
         self.shared.wake.notify_all();
-        let t = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let t = self.thread.lock_unpoisoned().take();
         if let Some(t) = t {
             let _ = t.join();
         }

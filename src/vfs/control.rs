@@ -18,6 +18,7 @@ use crate::keys::keystore::key_id_text;
 use crate::ops::workreq::{self, WorkRequest};
 use crate::store::object::CustomerKeys;
 use crate::store::Store;
+use crate::sync::{LockUnpoisoned, RwLockUnpoisoned};
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -94,8 +95,7 @@ pub struct Control {
 impl CustomerKeys for Control {
     fn customer_key(&self, fingerprint: &[u8; 32]) -> Option<Key32> {
         self.ring
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .read_unpoisoned()
             .get(fingerprint)
             .map(|k| Key32::clone(k))
     }
@@ -107,12 +107,7 @@ impl CustomerKeys for Control {
 
 impl crate::store::object::Live for Control {
     fn while_closed(&self, ino: u64, f: &mut dyn FnMut() -> Result<()>) -> Result<()> {
-        match self
-            .open_guard
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
+        match self.open_guard.lock_unpoisoned().as_ref() {
             Some(guard) => guard(ino, f),
             None => f(),
         }
@@ -160,7 +155,7 @@ impl Control {
             std::thread::Builder::new()
                 .name(format!("envelopefs-wr-{i}"))
                 .spawn(move || loop {
-                    let id = match rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
+                    let id = match rx.lock_unpoisoned().recv() {
                         Ok(id) => id,
                         Err(_) => return,
                     };
@@ -172,42 +167,26 @@ impl Control {
             tracing::info!("resuming work request {}", wr.id);
             let _ = tx.send(wr.id);
         }
-        *self.work_tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        *self.work_tx.lock_unpoisoned() = Some(tx);
         Ok(())
     }
 
     /// Stops taking work (at unmount); running requests stop at the next object and resume
     /// at the next mount.
     pub fn stop_workers(&self) {
-        self.work_tx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        self.work_tx.lock_unpoisoned().take();
     }
 
     fn run_work_request(&self, id: &str) {
         // Registered as running before it is loaded: a cancel either saved its request
         // before this load, or finds it running and only flags it (the worker is then the
         // only writer of the record).
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string());
+        self.running.lock_unpoisoned().insert(id.to_string());
         let res = workreq::load(&self.store, id).and_then(|mut wr| {
             let stop = || {
-                if self
-                    .cancelled
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .contains(id)
-                {
+                if self.cancelled.lock_unpoisoned().contains(id) {
                     workreq::Stop::Cancel
-                } else if self
-                    .work_tx
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .is_none()
-                {
+                } else if self.work_tx.lock_unpoisoned().is_none() {
                     workreq::Stop::Pause
                 } else {
                     workreq::Stop::Continue
@@ -218,18 +197,12 @@ impl Control {
         if let Err(e) = res {
             tracing::error!("work request {id}: {e}");
         }
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        self.running.lock_unpoisoned().remove(id);
     }
 
     fn cancel(&self, id: &str) -> Result<serde_json::Value> {
-        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        self.cancelled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string());
+        let running = self.running.lock_unpoisoned();
+        self.cancelled.lock_unpoisoned().insert(id.to_string());
         let mut wr = workreq::load(&self.store, id)?;
         if running.contains(id) {
             // The worker records the cancel itself at the next object.
@@ -244,12 +217,7 @@ impl Control {
     }
 
     fn spawn_work(&self, wr: &WorkRequest) {
-        if let Some(tx) = self
-            .work_tx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
+        if let Some(tx) = self.work_tx.lock_unpoisoned().as_ref() {
             let _ = tx.send(wr.id.clone());
         }
     }
@@ -291,12 +259,7 @@ impl Control {
             self.path_changed(&path);
         }
         if matches!(cmd, StoreCommand::Bucket(_)) {
-            if let Some(f) = self
-                .on_bucket_change
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-            {
+            if let Some(f) = self.on_bucket_change.lock_unpoisoned().as_ref() {
                 f();
             }
         }
@@ -304,12 +267,7 @@ impl Control {
     }
 
     fn path_changed(&self, path: &std::path::Path) {
-        if let Some(f) = self
-            .on_path_change
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
+        if let Some(f) = self.on_path_change.lock_unpoisoned().as_ref() {
             f(path);
         }
     }
@@ -323,7 +281,7 @@ impl Control {
             } => {
                 let key = command::read_key_file(encryption_key_file)?;
                 let fp = crate::keys::crypto::customer_fingerprint(&key);
-                let mut ring = self.ring.write().unwrap_or_else(|p| p.into_inner());
+                let mut ring = self.ring.write_unpoisoned();
                 let added = !ring.contains_key(&fp);
                 if added && ring.len() >= MAX_RING_KEYS {
                     return Err(Error::InvalidArgument(format!(
@@ -335,7 +293,7 @@ impl Control {
                 Ok(json!({"fingerprint": hex(&fp), "added": added, "keys": ring.len()}))
             }
             SseCCmd::List => {
-                let ring = self.ring.read().unwrap_or_else(|p| p.into_inner());
+                let ring = self.ring.read_unpoisoned();
                 let mut fps: Vec<String> = ring.keys().map(|fp| hex(fp)).collect();
                 fps.sort();
                 Ok(json!(fps
@@ -347,7 +305,7 @@ impl Control {
                 fingerprint,
                 encryption_key_file,
             } => {
-                let mut ring = self.ring.write().unwrap_or_else(|p| p.into_inner());
+                let mut ring = self.ring.write_unpoisoned();
                 let fp = match (fingerprint, encryption_key_file) {
                     (_, Some(f)) => {
                         crate::keys::crypto::customer_fingerprint(&command::read_key_file(f)?)
@@ -374,19 +332,19 @@ impl Control {
 
     /// Forgets every customer key (at unmount); each is zeroized as it is dropped.
     pub fn clear_ring(&self) {
-        self.ring.write().unwrap_or_else(|p| p.into_inner()).clear();
+        self.ring.write_unpoisoned().clear();
     }
 
     // ----- inodes -----
 
     fn ino_of(&self, node: Node) -> u64 {
         {
-            let t = self.nodes.read().unwrap_or_else(|p| p.into_inner());
+            let t = self.nodes.read_unpoisoned();
             if let Some(i) = t.0.get(&node) {
                 return *i;
             }
         }
-        let mut t = self.nodes.write().unwrap_or_else(|p| p.into_inner());
+        let mut t = self.nodes.write_unpoisoned();
         if let Some(i) = t.0.get(&node) {
             return *i;
         }
@@ -400,12 +358,7 @@ impl Control {
     }
 
     fn node(&self, ino: u64) -> Option<Node> {
-        self.nodes
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .1
-            .get(&ino)
-            .cloned()
+        self.nodes.read_unpoisoned().1.get(&ino).cloned()
     }
 
     fn attr(&self, ino: u64, kind: Kind) -> Attr {
@@ -595,7 +548,7 @@ impl Control {
             self.render(ino)?
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(
+        self.open.lock_unpoisoned().insert(
             fh,
             Open {
                 content,
@@ -608,7 +561,7 @@ impl Control {
 
     /// Reads from a control handle: the result of the last command written, else the content.
     pub fn read(&self, _ino: u64, fh: u64, off: u64, size: u32, out: &mut Vec<u8>) -> Result<()> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = self.open.lock_unpoisoned();
         let o = open
             .get_mut(&fh)
             .ok_or_else(|| Error::io("read", std::io::Error::from_raw_os_error(libc::EBADF)))?;
@@ -676,22 +629,14 @@ impl Control {
 
     fn set_result(&self, fh: u64, res: &Result<Output>) {
         let bytes = reply_bytes(res);
-        if let Some(o) = self
-            .open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(&fh)
-        {
+        if let Some(o) = self.open.lock_unpoisoned().get_mut(&fh) {
             o.result = Some(bytes);
         }
     }
 
     /// Closes a control handle.
     pub fn release(&self, fh: u64) {
-        self.open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&fh);
+        self.open.lock_unpoisoned().remove(&fh);
     }
 }
 

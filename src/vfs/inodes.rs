@@ -14,6 +14,7 @@
 //! still holds it, the new inode gets a fresh id above [`SYNTH_BASE`], used until the kernel
 //! forgets it.
 
+use crate::sync::RwLockUnpoisoned;
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::sync::RwLock;
@@ -87,11 +88,11 @@ impl Default for InodeTable {
 
 impl InodeTable {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
-        self.t.read().unwrap_or_else(|p| p.into_inner())
+        self.t.read_unpoisoned()
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
-        self.t.write().unwrap_or_else(|p| p.into_inner())
+        self.t.write_unpoisoned()
     }
 
     /// The names from the root down to `ino` (empty for the root).

@@ -1,9 +1,44 @@
 //! Filesystem semantics over the store, not tied to the fuser bindings.
 //!
 //! Inodes are path-based (see [`inodes`]); an inode's number is the backing inode number
-//! plus [`INO_BASE`] (so hard links share one inode and numbers are stable across mounts). Open regular files share one [`ObjectIo`] per
-//! inode, whose DEK is unwrapped once at the first open. Locks are per table, never one lock
-//! for the whole filesystem; object I/O takes only the object's own lock.
+//! plus [`INO_BASE`] (so hard links share one inode and numbers are stable across mounts).
+//! Open regular files share one [`ObjectIo`] per inode, whose DEK is unwrapped once at the
+//! first open.
+//!
+//! # Locks
+//!
+//! The one list of the mount's locks and their order. No lock is held across backing I/O
+//! except the per-object ones (and the few exceptions named below); a lock may be taken
+//! while holding only locks above it in this list, never one above:
+//!
+//! 1. `Control::open_guard` (src/vfs/control.rs): held while the guard runs, so across a
+//!    rekey's [`Vfs::while_closed`] and its swap (a stat and a rename of the object), which
+//!    it serializes mount-wide. An exception: not on any FUSE request's path.
+//! 2. The per-object gate (`Entry::Opening`): held by the first open of an object across
+//!    the backing open, the header read, the unwrap and the truncate. A second open of the
+//!    object waits on it (with nothing else held); opens of other objects do not.
+//! 3. [`OpenObject`]`::io` (per-object RwLock): held across the object's I/O (read, write,
+//!    truncate, fsync, fstat, fchmod).
+//! 4. `Control::running`, then `Control::cancelled` (a cancel holds `running` while it
+//!    loads and saves the work request: an exception, not on any FUSE request's path).
+//! 5. `Store::keys` (src/store/mod.rs, RwLock): read by an unwrap (under a gate); written by
+//!    a key command, across persisting the keystore (so the file and the memory agree: an
+//!    exception, not on any FUSE request's path).
+//! 6. Leaves, held only for a lookup or a change of their table, taking nothing else: the
+//!    open-objects table [`Vfs`]`::open` (with its condvar `swapped`, which an open waits on
+//!    under its gate while a rekey swaps its file), `Vfs::buckets`, `Vfs::handles`,
+//!    `Vfs::dirs`, `Vfs::trashed`, the inode table ([`inodes`]), the control tree's `nodes`,
+//!    `open`, `work_tx`, `ring` (customer keys, read under a gate), `on_bucket_change` and
+//!    `on_path_change` (held while the hook runs: it takes `Vfs::buckets`, or tells the
+//!    kernel), the work-request receiver (held while a worker waits for the next request),
+//!    the journal's free slots (src/store/journal.rs; a change waits on its condvar for a
+//!    slot under its object's `io`), the trash queue (src/store/trash.rs; a write on a full
+//!    disk waits on its condvar for the trash to empty under its object's `io`; the trash
+//!    thread unlinks with it released) and the trash thread's handle, the log file
+//!    (src/logging.rs, across writing a log line).
+//!
+//! Every lock is taken through [`crate::sync`], which recovers it from poisoning (and says
+//! why that is right here).
 #![allow(unsafe_code)]
 
 pub mod control;
@@ -18,6 +53,7 @@ use crate::ops::rewrap::{self, Target};
 use crate::store::object::{self, ObjectIo};
 use crate::store::trash::Trash;
 use crate::store::{fsutil, read_bucket_record, xattr, Store, META_DIR};
+use crate::sync::{LockUnpoisoned, RwLockUnpoisoned, WaitUnpoisoned};
 pub use posix::{Attr, Kind, SetTime, StatFs};
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -26,7 +62,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirEntryExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
 
 /// The root inode.
 pub const ROOT: u64 = 1;
@@ -73,6 +109,83 @@ impl object::CustomerKeys for NoteCustomer<'_> {
     }
 }
 
+/// The open objects by node id, and the backing files a rekey is putting in place. Held only
+/// to look up, insert or replace an entry (never across I/O): see the lock order above.
+#[derive(Default)]
+struct OpenTable {
+    objects: HashMap<u64, Entry>,
+    /// Backing inode numbers that a [`Vfs::while_closed`] is running for now.
+    swapping: std::collections::HashSet<u64>,
+    /// How many [`Vfs::while_closed`] have ended. An open that sees this change between its
+    /// start and registering its backing file opens the file again: a rekey may have put
+    /// another file under the name meanwhile.
+    swaps: u64,
+}
+
+enum Entry {
+    /// Being opened. The opener holds `gate` across the backing open, the header read, the
+    /// unwrap and the truncate; another open of the node waits on `gate`, then looks again.
+    Opening {
+        gate: Arc<Mutex<()>>,
+        /// The backing file's inode number, once the opener has it open (a rekey of it is
+        /// then refused, as of an open object).
+        backing_ino: Option<u64>,
+        /// A chmod gave the file a set-id bit while it was being opened.
+        setid: bool,
+    },
+    Open(Weak<OpenObject>),
+}
+
+/// Ends a first open, also when it panics: the node's entry becomes the object, or goes if
+/// there is none (then a waiting open tries itself).
+struct Opening<'a> {
+    vfs: &'a Vfs,
+    ino: u64,
+    gate: &'a Arc<Mutex<()>>,
+    obj: Option<Arc<OpenObject>>,
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        let mut t = self.vfs.open_table();
+        // The chmod hint of this opener's entry (None if the entry is not ours any more).
+        let hint = match t.objects.get(&self.ino) {
+            Some(Entry::Opening { gate, setid, .. }) if Arc::ptr_eq(gate, self.gate) => {
+                Some(*setid)
+            }
+            _ => None,
+        };
+        match (self.obj.take(), hint) {
+            (Some(obj), hint) => {
+                if hint == Some(true) {
+                    obj.setid.store(true, Ordering::Relaxed);
+                }
+                t.objects
+                    .insert(self.ino, Entry::Open(Arc::downgrade(&obj)));
+            }
+            (None, Some(_)) => {
+                t.objects.remove(&self.ino);
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+/// Ends a [`Vfs::while_closed`], also when its closure panics: opens of the file go on.
+struct Swapping<'a> {
+    vfs: &'a Vfs,
+    backing_ino: u64,
+}
+
+impl Drop for Swapping<'_> {
+    fn drop(&mut self) {
+        let mut t = self.vfs.open_table();
+        t.swapping.remove(&self.backing_ino);
+        t.swaps = t.swaps.wrapping_add(1);
+        self.vfs.swapped.notify_all();
+    }
+}
+
 struct Handle {
     obj: Arc<OpenObject>,
     append: bool,
@@ -104,7 +217,9 @@ pub struct Vfs {
     nodes: inodes::InodeTable,
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
     dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
-    open: Mutex<HashMap<u64, Weak<OpenObject>>>,
+    open: Mutex<OpenTable>,
+    /// Signalled when a [`Vfs::while_closed`] ends.
+    swapped: Condvar,
     next_fh: AtomicU64,
     buckets: RwLock<HashMap<String, BucketRecord>>,
     /// The control tree (`.envelopefs/`).
@@ -148,7 +263,8 @@ impl Vfs {
             nodes: inodes::InodeTable::default(),
             handles: RwLock::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(OpenTable::default()),
+            swapped: Condvar::new(),
             next_fh: AtomicU64::new(1),
             buckets: RwLock::new(HashMap::new()),
             control,
@@ -216,10 +332,7 @@ impl Vfs {
     /// The kernel forgets `n` lookups of an inode.
     pub fn forget(&self, ino: u64, n: u64) {
         if ino >= INO_BASE && self.nodes.forget(ino, n) {
-            self.trashed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&ino);
+            self.trashed.lock_unpoisoned().remove(&ino);
         }
     }
 
@@ -227,13 +340,7 @@ impl Vfs {
     /// whose last name went to the trash (its backing file keeps one there for a moment).
     fn answer_attr(&self, ino: u64, mut a: Attr) -> Attr {
         a.ino = ino;
-        if a.kind == Kind::File
-            && self
-                .trashed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(&ino)
-        {
+        if a.kind == Kind::File && self.trashed.lock_unpoisoned().contains(&ino) {
             a.nlink = 0;
         }
         a
@@ -245,28 +352,19 @@ impl Vfs {
         let name = bucket
             .to_str()
             .ok_or_else(|| einval("bucket names are UTF-8"))?;
-        if let Some(r) = self
-            .buckets
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-        {
+        if let Some(r) = self.buckets.read_unpoisoned().get(name) {
             return Ok(r.clone());
         }
         let rec = read_bucket_record(&self.store.bucket_dir(name), name)?;
         self.buckets
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
+            .write_unpoisoned()
             .insert(name.to_string(), rec.clone());
         Ok(rec)
     }
 
     /// Drops cached bucket records (after a bucket changes).
     pub fn invalidate_buckets(&self) {
-        self.buckets
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.buckets.write_unpoisoned().clear();
     }
 
     // ----- attributes -----
@@ -326,7 +424,7 @@ impl Vfs {
 
     fn getattr_of(&self, ino: u64, fh: Option<u64>) -> Result<Attr> {
         if let Some(obj) = self.open_obj(ino, fh) {
-            let io = obj.io.read().unwrap_or_else(|p| p.into_inner());
+            let io = obj.io.read_unpoisoned();
             let m = io.file().metadata().ctx(|| "fstat".to_string())?;
             return Ok(self.attr_of_meta(&m));
         }
@@ -378,7 +476,7 @@ impl Vfs {
         // An open object is changed through its descriptor: that works after it was
         // renamed or unlinked too.
         if let Some(obj) = self.open_obj(ino, fh) {
-            let mut io = obj.io.write().unwrap_or_else(|p| p.into_inner());
+            let mut io = obj.io.write_unpoisoned();
             if let Some(size) = size {
                 truncate_io(&mut io, size)?;
                 if !self.opts.kernel_checks {
@@ -402,7 +500,7 @@ impl Vfs {
         let (path, _) = self.path_of(ino)?;
         if let Some(size) = size {
             let obj = self.open_object(ino, &path, false)?;
-            let mut io = obj.io.write().unwrap_or_else(|p| p.into_inner());
+            let mut io = obj.io.write_unpoisoned();
             truncate_io(&mut io, size)?;
             if !self.opts.kernel_checks {
                 clear_setid_after_truncate(&obj, io.file(), caller)?;
@@ -419,11 +517,18 @@ impl Vfs {
                     std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777),
                 )
                 .ctx(|| format!("chmod {}", path.display()))?;
-                // An object opened meanwhile read the mode before this chmod (open_object
-                // reads it and registers the object under this lock).
-                let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(obj) = open.get(&ino).and_then(Weak::upgrade) {
-                    obj.setid.store(has_setid(mode), Ordering::Relaxed);
+                // An object opened meanwhile may have read the mode before this chmod: an open
+                // object gets the new mode's flag, one being opened the hint that it may
+                // have a set-id bit (its opener reads it when it registers the object).
+                let mut t = self.open_table();
+                match t.objects.get_mut(&ino) {
+                    Some(Entry::Open(w)) => {
+                        if let Some(obj) = w.upgrade() {
+                            obj.setid.store(has_setid(mode), Ordering::Relaxed);
+                        }
+                    }
+                    Some(Entry::Opening { setid, .. }) => *setid |= has_setid(mode),
+                    None => {}
                 }
             }
         }
@@ -438,42 +543,137 @@ impl Vfs {
         if let Some(h) = fh.and_then(|fh| self.handle(fh).ok()) {
             return Some(h.obj.clone());
         }
-        self.open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&ino)
-            .and_then(Weak::upgrade)
+        match self.open_table().objects.get(&ino) {
+            Some(Entry::Open(w)) => w.upgrade(),
+            _ => None,
+        }
+    }
+
+    fn open_table(&self) -> MutexGuard<'_, OpenTable> {
+        self.open.lock_unpoisoned()
     }
 
     // ----- objects -----
 
+    /// The open object of node `ino` (backing file `path`), opened if it is not yet. The table
+    /// is locked only to find or insert the node's entry: a first open holds the entry's own
+    /// gate across its I/O, so opens of other objects go on meanwhile and a second open of
+    /// this one waits on the gate.
     fn open_object(&self, ino: u64, path: &Path, truncate: bool) -> Result<Arc<OpenObject>> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(obj) = open.get(&ino).and_then(Weak::upgrade) {
-            drop(open);
-            if let Some(fp) = &obj.customer {
-                self.check_customer_key(path, fp)?;
+        loop {
+            let mut t = self.open_table();
+            let busy = match t.objects.get(&ino) {
+                Some(Entry::Open(w)) => match w.upgrade() {
+                    Some(obj) => {
+                        drop(t);
+                        return self.share_object(obj, path, truncate);
+                    }
+                    None => None,
+                },
+                Some(Entry::Opening { gate, .. }) => Some(Arc::clone(gate)),
+                None => None,
+            };
+            if let Some(gate) = busy {
+                drop(t);
+                // Being opened by another thread: wait until it is done, then look again.
+                drop(gate.lock_unpoisoned());
+                continue;
             }
-            if truncate {
-                obj.io
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .set_len(0)?;
-            }
+            let gate = Arc::new(Mutex::new(()));
+            // Nobody else has the gate yet: this never waits.
+            let _held = gate.lock_unpoisoned();
+            t.objects
+                .retain(|_, e| !matches!(e, Entry::Open(w) if w.strong_count() == 0));
+            t.objects.insert(
+                ino,
+                Entry::Opening {
+                    gate: Arc::clone(&gate),
+                    backing_ino: None,
+                    setid: false,
+                },
+            );
+            let seen = t.swaps;
+            drop(t);
+            // Dropped before `_held`: the entry is final when the waiters look again.
+            let mut opening = Opening {
+                vfs: self,
+                ino,
+                gate: &gate,
+                obj: None,
+            };
+            let obj = self.first_open(ino, path, truncate, &gate, seen)?;
+            opening.obj = Some(Arc::clone(&obj));
             return Ok(obj);
         }
+    }
+
+    /// Another open of an object already open: it shares its DEK and its lock.
+    fn share_object(
+        &self,
+        obj: Arc<OpenObject>,
+        path: &Path,
+        truncate: bool,
+    ) -> Result<Arc<OpenObject>> {
+        if let Some(fp) = &obj.customer {
+            self.check_customer_key(path, fp)?;
+        }
+        if truncate {
+            obj.io.write_unpoisoned().set_len(0)?;
+        }
+        Ok(obj)
+    }
+
+    /// The first open of an object, under its gate (see [`Vfs::open_object`]); `seen` is
+    /// [`OpenTable::swaps`] when the gate went in.
+    fn first_open(
+        &self,
+        ino: u64,
+        path: &Path,
+        truncate: bool,
+        gate: &Arc<Mutex<()>>,
+        mut seen: u64,
+    ) -> Result<Arc<OpenObject>> {
         let comps = self.components(ino)?;
         let bucket_name = comps
             .first()
             .ok_or_else(|| os_err(libc::EISDIR, "the root is not an object"))?;
         let bucket = self.bucket_record(bucket_name)?;
-        let file = self.open_backing(path)?;
         let what = path
             .strip_prefix(self.store.root())
             .unwrap_or(path)
             .display()
             .to_string();
-        let md = file.metadata().ctx(|| format!("{what}: stat"))?;
+        // The backing file, registered before the header is read: a rekey either finds it
+        // registered (and refuses), or put its new file in place before (then this opens the
+        // new one, after waiting for the rekey to end if it runs now).
+        let (file, md) = loop {
+            let file = self.open_backing(path)?;
+            let md = file.metadata().ctx(|| format!("{what}: stat"))?;
+            let mut t = self.open_table();
+            if t.swapping.contains(&md.ino()) {
+                while t.swapping.contains(&md.ino()) {
+                    t = self.swapped.wait_unpoisoned(t);
+                }
+                seen = t.swaps;
+                continue;
+            }
+            if t.swaps != seen {
+                seen = t.swaps;
+                continue;
+            }
+            if let Some(Entry::Opening {
+                gate: g,
+                backing_ino,
+                ..
+            }) = t.objects.get_mut(&ino)
+            {
+                if Arc::ptr_eq(g, gate) {
+                    *backing_ino = Some(md.ino());
+                }
+            }
+            break (file, md);
+        };
+        crate::fault::stall_open(path);
         let ring = NoteCustomer {
             ring: &self.control,
             asked: std::cell::Cell::new(None),
@@ -482,15 +682,12 @@ impl Vfs {
         if truncate {
             io.set_len(0)?;
         }
-        let obj = Arc::new(OpenObject {
+        Ok(Arc::new(OpenObject {
             io: RwLock::new(io),
             backing_ino: md.ino(),
             customer: ring.asked.get(),
             setid: AtomicBool::new(has_setid(md.mode())),
-        });
-        open.retain(|_, w| w.strong_count() > 0);
-        open.insert(ino, Arc::downgrade(&obj));
-        Ok(obj)
+        }))
     }
 
     /// An SSE-C object already open shares its DEK with new opens only while its customer
@@ -513,19 +710,31 @@ impl Vfs {
     }
 
     /// Runs `f` while no object with backing inode number `backing_ino` is open in the
-    /// mount and none can be opened; EBUSY (and `f` not run) if one is open. Used by a rekey
+    /// mount and none can be opened; EBUSY (and `f` not run) if one is open, or being opened
+    /// and past its backing open. The table is not held across `f`: opens of this file wait
+    /// for it to end (on the condvar `swapped`), others go on. Used by a rekey
     /// to put the rewritten file in place.
     pub fn while_closed(&self, backing_ino: u64, f: &mut dyn FnMut() -> Result<()>) -> Result<()> {
-        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let busy = open
-            .values()
-            .filter_map(Weak::upgrade)
-            .any(|o| o.backing_ino == backing_ino);
+        let mut t = self.open_table();
+        while t.swapping.contains(&backing_ino) {
+            t = self.swapped.wait_unpoisoned(t);
+        }
+        let busy = t.objects.values().any(|e| match e {
+            Entry::Open(w) => w.upgrade().is_some_and(|o| o.backing_ino == backing_ino),
+            Entry::Opening { backing_ino: b, .. } => *b == Some(backing_ino),
+        });
         if busy {
             return Err(Error::Busy(
                 "the object is open in the mount; close it and try again".into(),
             ));
         }
+        // Opens of this file wait until `f` is done; the table is not held across it.
+        t.swapping.insert(backing_ino);
+        drop(t);
+        let _end = Swapping {
+            vfs: self,
+            backing_ino,
+        };
         f()
     }
 
@@ -554,8 +763,7 @@ impl Vfs {
 
     fn handle(&self, fh: u64) -> Result<Arc<Handle>> {
         self.handles
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .read_unpoisoned()
             .get(&fh)
             .cloned()
             .ok_or_else(|| os_err(libc::EBADF, "unknown file handle"))
@@ -565,8 +773,7 @@ impl Vfs {
         let fh = self.new_fh();
         let append = flags & libc::O_APPEND != 0 && !self.opts.writeback_cache;
         self.handles
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
+            .write_unpoisoned()
             .insert(fh, Arc::new(Handle { obj, append }));
         fh
     }
@@ -584,7 +791,7 @@ impl Vfs {
         let (path, _) = self.path_of(ino)?;
         let obj = self.open_object(ino, &path, trunc)?;
         if trunc && !self.opts.kernel_checks {
-            let io = obj.io.read().unwrap_or_else(|p| p.into_inner());
+            let io = obj.io.read_unpoisoned();
             clear_setid_after_truncate(&obj, io.file(), caller)?;
         }
         Ok(self.add_handle(obj, flags))
@@ -645,10 +852,9 @@ impl Vfs {
             customer: None,
             setid: AtomicBool::new(has_setid(m.mode())),
         });
-        {
-            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-            open.insert(a.ino, Arc::downgrade(&obj));
-        }
+        self.open_table()
+            .objects
+            .insert(a.ino, Entry::Open(Arc::downgrade(&obj)));
         let fh = self.add_handle(obj, flags);
         Ok((a, fh))
     }
@@ -672,7 +878,7 @@ impl Vfs {
             return self.control.read(ino, fh, off, size, out);
         }
         let h = self.handle(fh)?;
-        let io = h.obj.io.read().unwrap_or_else(|p| p.into_inner());
+        let io = h.obj.io.read_unpoisoned();
         out.resize(size as usize, 0);
         let n = io.read_at(off, out)?;
         out.truncate(n);
@@ -686,7 +892,7 @@ impl Vfs {
         }
         self.check_writable()?;
         let h = self.handle(fh)?;
-        let mut io = h.obj.io.write().unwrap_or_else(|p| p.into_inner());
+        let mut io = h.obj.io.write_unpoisoned();
         let off = if h.append { io.size() } else { off };
         self.retry_if_full(|| io.write_at(off, data))?;
         u32::try_from(data.len()).map_err(|_| einval("write too large"))
@@ -698,7 +904,7 @@ impl Vfs {
             return Ok(());
         }
         let h = self.handle(fh)?;
-        let io = h.obj.io.read().unwrap_or_else(|p| p.into_inner());
+        let io = h.obj.io.read_unpoisoned();
         io.sync(datasync)
     }
 
@@ -708,11 +914,7 @@ impl Vfs {
             self.control.release(fh);
             return;
         }
-        let h = self
-            .handles
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&fh);
+        let h = self.handles.write_unpoisoned().remove(&fh);
         drop(h);
     }
 
@@ -725,7 +927,7 @@ impl Vfs {
             ));
         }
         let h = self.handle(fh)?;
-        let mut io = h.obj.io.write().unwrap_or_else(|p| p.into_inner());
+        let mut io = h.obj.io.write_unpoisoned();
         let end = off
             .checked_add(len)
             .ok_or_else(|| os_err(libc::EFBIG, "fallocate past the largest offset"))?;
@@ -851,10 +1053,7 @@ impl Vfs {
         .ctx(|| format!("unlink {}", path.display()))?;
         if trashed {
             if let Some(ino) = self.nodes.ino_of(parent, name) {
-                self.trashed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(ino);
+                self.trashed.lock_unpoisoned().insert(ino);
             }
         }
         self.nodes.forget_name(parent, name);
@@ -1082,8 +1281,7 @@ impl Vfs {
         }
         let fh = self.new_fh();
         self.dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .lock_unpoisoned()
             .insert(fh, Arc::new(DirHandle { entries }));
         Ok(fh)
     }
@@ -1097,8 +1295,7 @@ impl Vfs {
     ) -> Result<()> {
         let d = self
             .dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .lock_unpoisoned()
             .get(&fh)
             .cloned()
             .ok_or_else(|| os_err(libc::EBADF, "unknown directory handle"))?;
@@ -1113,10 +1310,7 @@ impl Vfs {
 
     /// closedir(2)
     pub fn releasedir(&self, fh: u64) {
-        self.dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&fh);
+        self.dirs.lock_unpoisoned().remove(&fh);
     }
 
     /// statfs(2) of the backing filesystem.
@@ -1279,7 +1473,7 @@ impl Vfs {
         if !h.obj.setid.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let io = h.obj.io.read().unwrap_or_else(|p| p.into_inner());
+        let io = h.obj.io.read_unpoisoned();
         let f = io.file();
         let mode = f.metadata().ctx(|| "fstat".to_string())?.mode();
         let left = kill_setid(f, mode)?;
