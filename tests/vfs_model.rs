@@ -70,7 +70,7 @@ const TARGETS: [&str; 4] = [
 /// What the model test needs of a backend: a filesystem over one store, opened afresh as
 /// often as asked (the runner has dropped the previous one, after `Vfs::destroy`).
 trait Backend {
-    fn open_vfs(&mut self) -> Vfs;
+    fn open_vfs(&mut self) -> Arc<Vfs>;
     /// The owner new nodes are created with (the caller the kernel would name).
     fn caller(&self) -> (u32, u32);
 }
@@ -95,7 +95,7 @@ impl LocalDir {
 }
 
 impl Backend for LocalDir {
-    fn open_vfs(&mut self) -> Vfs {
+    fn open_vfs(&mut self) -> Arc<Vfs> {
         let lock = StoreLock::acquire(&self.root).expect("lock store");
         let store = Store::open(&self.root, lock, &secret()).expect("open store");
         Vfs::new(
@@ -759,7 +759,7 @@ struct Handle {
 /// What the kernel would hold: the vfs, lookup counts per node id, open handles.
 struct Kernel<'a> {
     backend: &'a mut dyn Backend,
-    vfs: Option<Vfs>,
+    vfs: Option<Arc<Vfs>>,
     lookups: HashMap<u64, u64>,
     handles: Vec<Handle>,
     caller: (u32, u32),

@@ -43,12 +43,13 @@ fn fsck(cli: &Cli, a: &FsckArgs) -> Result<()> {
         None => store_path(cli)?,
     };
     let report: Value = if let Some(mnt) = remote::live_mount(root) {
-        let mut words = vec!["fsck".to_string()];
-        if a.read_data {
-            words.push("--read-data".into());
-        }
+        // The mount checks its own store: no path goes with the command.
+        let cmd = StoreCommand::Fsck(FsckArgs {
+            path: None,
+            read_data: a.read_data,
+        });
         let b = bar(None);
-        let r = remote::call(&mnt, &words);
+        let r = remote::call(&mnt, &cmd);
         if let Some(b) = b {
             b.finish_and_clear();
         }
@@ -93,29 +94,16 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 
 fn headers(cli: &Cli, h: &HeadersCmd) -> Result<()> {
     let root = store_path(cli)?;
-    let (words, cmd) = match h {
-        HeadersCmd::Export { out } => {
-            let out = absolute(out)?;
-            let words = vec![
-                "headers".into(),
-                "export".into(),
-                "--out".into(),
-                out.display().to_string(),
-            ];
-            (words, HeadersCmd::Export { out })
-        }
-        HeadersCmd::Import { file } => {
-            let file = absolute(file)?;
-            let words = vec![
-                "headers".into(),
-                "import".into(),
-                file.display().to_string(),
-            ];
-            (words, HeadersCmd::Import { file })
-        }
+    let cmd = match h {
+        HeadersCmd::Export { out } => HeadersCmd::Export {
+            out: absolute(out)?,
+        },
+        HeadersCmd::Import { file } => HeadersCmd::Import {
+            file: absolute(file)?,
+        },
     };
     let out = match remote::live_mount(root) {
-        Some(mnt) => remote::call(&mnt, &words)?.take(),
+        Some(mnt) => remote::call(&mnt, &StoreCommand::Headers(cmd))?.take(),
         None => {
             let store = open_offline(cli, root)?;
             match &cmd {

@@ -1,9 +1,9 @@
 //! Carrying out store commands through a live mount's `.envelopefs/ctl` (no passphrase;
 //! the mount's caches stay coherent).
 //!
-//! The command line sent is the user's own argv minus the global options (`--store`,
-//! secrets, logging), with file arguments made absolute, so the mount parses exactly what
-//! the user typed with the same parser.
+//! The command sent is the one the CLI parsed, with its files made absolute, as one JSON
+//! line ([`command::to_json_line`]): the mount runs exactly that command, and nothing is
+//! turned back into words.
 
 use super::{check_wanted, print_json, Progress};
 use crate::command::{self, BucketCmd, ObjectCmd, Output, StoreCommand, WaitArgs, WorkRequestCmd};
@@ -40,65 +40,14 @@ pub fn live_mount(root: &Path) -> Option<PathBuf> {
     same.then_some(mnt)
 }
 
-const GLOBAL_WITH_VALUE: [&str; 5] = [
-    "--store",
-    "--password-file",
-    "--key-file",
-    "--log-level",
-    "--output",
-];
-const FILE_ARGS: [&str; 3] = [
-    "--file",
-    "--encryption-key-file",
-    "--source-encryption-key-file",
-];
-
-/// The user's command words as the mount should see them.
-pub fn command_words(argv: &[String]) -> Result<Vec<String>> {
+/// Sends a command to the mount and returns its JSON result. Files the command names are
+/// made absolute first. The reply is read into zeroizing buffers and the result wiped when
+/// dropped (it may carry a plaintext).
+pub fn call(mnt: &Path, cmd: &StoreCommand) -> Result<Output> {
+    let mut cmd = cmd.clone();
     let cwd = std::env::current_dir().ctx(|| "finding the current directory".to_string())?;
-    let mut out = Vec::new();
-    let mut it = argv.iter().skip(1).peekable();
-    while let Some(a) = it.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (a.as_str(), None),
-        };
-        if GLOBAL_WITH_VALUE.contains(&flag) {
-            if inline.is_none() {
-                it.next();
-            }
-            continue;
-        }
-        if FILE_ARGS.contains(&flag) {
-            let v = match inline {
-                Some(v) => v,
-                None => it.next().cloned().unwrap_or_default(),
-            };
-            out.push(flag.to_string());
-            out.push(cwd.join(v).display().to_string());
-            continue;
-        }
-        out.push(a.clone());
-    }
-    Ok(out)
-}
-
-/// Replaces the value of `flag` (`--flag V` or `--flag=V`) in a command line.
-fn set_flag_value(words: &mut [String], flag: &str, value: &str) {
-    let inline = format!("{flag}=");
-    for i in 0..words.len() {
-        if words[i] == flag && i + 1 < words.len() {
-            words[i + 1] = value.to_string();
-        } else if words[i].starts_with(&inline) {
-            words[i] = format!("{inline}{value}");
-        }
-    }
-}
-
-/// Sends one command line to the mount and returns its JSON result. The reply is read into
-/// zeroizing buffers and the result wiped when dropped (it may carry a plaintext).
-pub fn call(mnt: &Path, words: &[String]) -> Result<Output> {
-    let line = shell_words::join(words);
+    cmd.make_paths_absolute(&cwd);
+    let line = command::to_json_line(&cmd)?;
     let ctl = mnt.join(".envelopefs").join("ctl");
     let mut f = OpenOptions::new()
         .read(true)
@@ -141,12 +90,6 @@ pub fn call(mnt: &Path, words: &[String]) -> Result<Output> {
 
 /// Runs a store command through the mount at `mnt`.
 pub fn run(cmd: &StoreCommand, mnt: &Path) -> Result<()> {
-    let argv: Vec<String> = std::env::args().collect();
-    let mut words = command_words(&argv)?;
-    if let StoreCommand::Kms(command::KmsCmd::Encrypt { plaintext, .. }) = cmd {
-        // `--plaintext -` was read from standard input: the mount gets the value itself.
-        set_flag_value(&mut words, "--plaintext", plaintext);
-    }
     match cmd {
         StoreCommand::Object(ObjectCmd::Put {
             bucket_name,
@@ -163,14 +106,10 @@ pub fn run(cmd: &StoreCommand, mnt: &Path) -> Result<()> {
             std::io::copy(&mut std::io::stdin().lock(), &mut out)
                 .ctx(|| format!("writing {}", path.display()))?;
             out.sync_all().ctx(|| format!("fsync {}", path.display()))?;
-            let head = vec![
-                "object".into(),
-                "head".into(),
-                "--bucket-name".into(),
-                bucket_name.clone(),
-                "--name".into(),
-                name.clone(),
-            ];
+            let head = StoreCommand::Object(ObjectCmd::Head {
+                bucket_name: bucket_name.clone(),
+                name: name.clone(),
+            });
             print_json(&*call(mnt, &head)?);
             Ok(())
         }
@@ -189,7 +128,7 @@ pub fn run(cmd: &StoreCommand, mnt: &Path) -> Result<()> {
         StoreCommand::WorkRequest(WorkRequestCmd::Wait { id, wait }) => wait_through(mnt, id, wait),
         StoreCommand::Bucket(BucketCmd::Reencrypt { wait, .. }) => {
             command::wait_states(wait)?;
-            let out = call(mnt, &words)?;
+            let out = call(mnt, cmd)?;
             if wait.wait_for_state.is_empty() {
                 print_json(&out);
                 return Ok(());
@@ -198,7 +137,7 @@ pub fn run(cmd: &StoreCommand, mnt: &Path) -> Result<()> {
             wait_through(mnt, &id, wait)
         }
         _ => {
-            print_json(&*call(mnt, &words)?);
+            print_json(&*call(mnt, cmd)?);
             Ok(())
         }
     }
@@ -250,11 +189,7 @@ pub fn wait_for(
 
 /// [`wait_for`] through the mount at `mnt`.
 fn wait_through(mnt: &Path, id: &str, wait: &WaitArgs) -> Result<()> {
-    let get = vec![
-        "work-request".to_string(),
-        "get".to_string(),
-        id.to_string(),
-    ];
+    let get = StoreCommand::WorkRequest(WorkRequestCmd::Get { id: id.to_string() });
     wait_for(wait, &Progress::new(), &mut || {
         serde_json::from_value(call(mnt, &get)?.take())
             .map_err(|e| Error::Corrupt(format!("work request: {e}")))
@@ -279,31 +214,65 @@ mod tests {
     }
 
     #[test]
-    fn global_options_are_dropped_and_files_made_absolute() {
-        let argv: Vec<String> = [
-            "envelopefs",
-            "--store",
-            "s",
+    fn commands_go_as_json_with_absolute_files_and_parse_back_the_same() {
+        let argv = [
             "object",
             "put",
-            "--password-file=pw",
             "--bucket-name",
             "b",
             "--name",
-            "x",
+            "x y",
             "--file",
             "rel/f",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let w = command_words(&argv).unwrap();
-        assert_eq!(
-            &w[..6],
-            ["object", "put", "--bucket-name", "b", "--name", "x"]
-        );
-        assert_eq!(w[6], "--file");
-        assert!(Path::new(&w[7]).is_absolute());
-        assert!(w[7].ends_with("rel/f"));
+        ];
+        let mut cmd = command::parse_line(&shell_words::join(argv)).unwrap();
+        cmd.make_paths_absolute(Path::new("/home/u"));
+        let line = command::to_json_line(&cmd).unwrap();
+        let text = std::str::from_utf8(line.as_bytes()).unwrap();
+        assert!(text.starts_with('{') && !text.contains('\n'), "{text}");
+        let back = command::parse_line(text).unwrap();
+        let StoreCommand::Object(ObjectCmd::Put {
+            bucket_name,
+            name,
+            file: Some(file),
+        }) = &back
+        else {
+            panic!("{back:?}");
+        };
+        assert_eq!((bucket_name.as_str(), name.as_str()), ("b", "x y"));
+        assert_eq!(file, Path::new("/home/u/rel/f"));
+        // Every kind of command survives the trip unchanged, including `-` and quotes that
+        // the old re-tokenised line had to escape.
+        for l in [
+            "status",
+            "bucket list",
+            "kms encrypt --key-id k --plaintext 'a\"b c' --encryption-context a=b",
+            "bucket reencrypt --bucket-name b --rekey --wait-for-state SUCCEEDED",
+            "work-request wait wr-1 --max-wait-seconds 3",
+            "sse-c remove --fingerprint 0123456789abcdef",
+            "fsck --read-data",
+            "headers import h.json",
+        ] {
+            let mut c = command::parse_line(l).unwrap();
+            c.make_paths_absolute(Path::new("/d"));
+            let sent = command::to_json_line(&c).unwrap();
+            let got = command::parse_line(std::str::from_utf8(sent.as_bytes()).unwrap())
+                .unwrap_or_else(|e| panic!("{l}: {e}"));
+            assert_eq!(format!("{got:?}"), format!("{c:?}"), "{l}");
+        }
+    }
+
+    #[test]
+    fn malformed_json_commands_are_refused_with_einval() {
+        for l in [
+            "{",
+            "{\"command\": {\"bucket\": \"nope\"}}",
+            "{\"command\": \"status\", \"x\": 1}",
+        ] {
+            let e = command::parse_line(l).unwrap_err();
+            assert_eq!(e.errno(), libc::EINVAL, "{l}: {e}");
+        }
+        let ok = command::parse_line("{\"command\": \"status\"}").unwrap();
+        assert!(matches!(ok, StoreCommand::Status));
     }
 }

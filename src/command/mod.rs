@@ -10,13 +10,15 @@ use crate::ops::workreq::{self, State};
 use crate::store::object::{self, CustomerKeys};
 use crate::store::{fsutil, Store, BUCKET_DIR_MODE, OBJECT_FILE_MODE};
 use clap::{Args, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 mod reply;
 pub use reply::{wipe_strings, ObjectDataReply, ObjectReply, Output, Reply};
 
 /// Store commands: the same words on the command line and in `.envelopefs/ctl`.
-#[derive(Debug, Clone, Subcommand)]
+#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum StoreCommand {
     /// Master keys: create, list, get, rotate, disable, enable, update, usage,
     /// schedule-deletion, cancel-deletion.
@@ -57,7 +59,8 @@ pub enum StoreCommand {
 }
 
 /// `sse-c ...` (only through a mount: the ring is the mount's memory).
-#[derive(Debug, Clone, Subcommand)]
+#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum SseCCmd {
     /// Load a customer-provided key (base64 or raw 32-byte AES-256 key file) into the mount,
     /// so that objects wrapped under it open.
@@ -88,7 +91,7 @@ pub enum SseCCmd {
 }
 
 /// `fsck [STORE] [--read-data]`
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct FsckArgs {
     /// The store directory (default: --store).
     #[arg(value_name = "STORE")]
@@ -99,7 +102,8 @@ pub struct FsckArgs {
 }
 
 /// `headers ...`
-#[derive(Debug, Clone, Subcommand)]
+#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum HeadersCmd {
     /// Write every bucket record and object header to a file (safe to keep anywhere).
     /// Example: envelopefs --store ~/vault headers export --out headers.json
@@ -117,7 +121,8 @@ pub enum HeadersCmd {
 }
 
 /// `key ...`
-#[derive(Debug, Clone, Subcommand)]
+#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum KeyCmd {
     /// Create a master key (version 1).
     /// Example: envelopefs key create --alias photos-key
@@ -202,7 +207,8 @@ pub enum KeyCmd {
 }
 
 /// `kms ...`: standalone envelope blobs with an encryption context.
-#[derive(Debug, Clone, Subcommand)]
+#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum KmsCmd {
     /// Encrypt up to 4096 bytes (base64) under a key's current version.
     /// Example: envelopefs kms encrypt --key-id photos-key --plaintext aGVsbG8= --encryption-context app=web
@@ -267,7 +273,8 @@ pub enum KmsCmd {
 }
 
 /// `bucket ...`
-#[derive(Debug, Clone, Subcommand)]
+#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum BucketCmd {
     /// Create a bucket.
     /// Example: envelopefs bucket create --name photos --kms-key-id photos-key
@@ -333,7 +340,7 @@ pub enum BucketCmd {
 }
 
 /// Waiting for a work request.
-#[derive(Debug, Clone, Args, Default)]
+#[derive(Debug, Clone, Args, Default, Serialize, Deserialize)]
 pub struct WaitArgs {
     /// Return when the work request reaches this state (repeatable).
     #[arg(long = "wait-for-state")]
@@ -348,7 +355,8 @@ pub struct WaitArgs {
 }
 
 /// `object ...`
-#[derive(Debug, Clone, Subcommand)]
+#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ObjectCmd {
     /// Store a file (or standard input) as an object.
     /// Example: envelopefs object put --bucket-name photos --name 2024/cat.jpg --file cat.jpg
@@ -413,7 +421,8 @@ pub enum ObjectCmd {
 }
 
 /// `work-request ...`
-#[derive(Debug, Clone, Subcommand)]
+#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum WorkRequestCmd {
     /// Show one work request.
     /// Example: envelopefs work-request get wr-0123...
@@ -460,13 +469,79 @@ struct CtlLine {
 /// Largest control command accepted (bytes).
 pub const MAX_LINE: usize = 64 * 1024;
 
-/// Parses one control-file line (shell-style quoting) into a command.
+/// A command as the CLI sends it to a mount: one JSON object, `{"command": ...}` (see
+/// [`to_json_line`]). A control-file line that starts with `{` is read as one.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonLine<C> {
+    command: C,
+}
+
+/// The line that carries an already-parsed command to a mount's control file, built in a
+/// zeroizing buffer (a command may carry a plaintext: `kms encrypt`). Paths go as they are:
+/// the caller makes them absolute ([`StoreCommand::make_paths_absolute`]).
+pub fn to_json_line(cmd: &StoreCommand) -> Result<crate::hygiene::WipingBuf> {
+    let mut out = crate::hygiene::WipingBuf::new();
+    serde_json::to_writer(&mut out, &JsonLine { command: cmd })
+        .map_err(|e| Error::InvalidArgument(format!("cannot send the command: {e}")))?;
+    Ok(out)
+}
+
+impl StoreCommand {
+    /// Makes every file named by the command absolute, relative to `cwd` (before the command
+    /// goes to a mount, whose daemon has another working directory).
+    pub fn make_paths_absolute(&mut self, cwd: &std::path::Path) {
+        let mut abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = cwd.join(&*p);
+            }
+        };
+        match self {
+            StoreCommand::Object(ObjectCmd::Put { file, .. })
+            | StoreCommand::Object(ObjectCmd::Get { file, .. }) => file.iter_mut().for_each(abs),
+            StoreCommand::Object(ObjectCmd::Reencrypt {
+                encryption_key_file,
+                source_encryption_key_file,
+                ..
+            }) => {
+                encryption_key_file.iter_mut().for_each(&mut abs);
+                source_encryption_key_file.iter_mut().for_each(abs);
+            }
+            StoreCommand::SseC(SseCCmd::Add {
+                encryption_key_file,
+            }) => abs(encryption_key_file),
+            StoreCommand::SseC(SseCCmd::Remove {
+                encryption_key_file,
+                ..
+            }) => encryption_key_file.iter_mut().for_each(abs),
+            StoreCommand::Headers(HeadersCmd::Export { out: p })
+            | StoreCommand::Headers(HeadersCmd::Import { file: p }) => abs(p),
+            StoreCommand::Fsck(FsckArgs { path, .. }) => path.iter_mut().for_each(abs),
+            StoreCommand::Key(_)
+            | StoreCommand::Bucket(_)
+            | StoreCommand::Object(ObjectCmd::Head { .. })
+            | StoreCommand::WorkRequest(_)
+            | StoreCommand::Kms(_)
+            | StoreCommand::Status
+            | StoreCommand::SseC(SseCCmd::List) => {}
+        }
+    }
+}
+
+/// Parses one control-file line into a command: the CLI's words with shell-style quoting
+/// (`bucket list`), or, if it starts with `{`, a command as the CLI sends it
+/// ([`to_json_line`]).
 pub fn parse_line(line: &str) -> Result<StoreCommand> {
     if line.len() > MAX_LINE {
         return Err(Error::InvalidArgument(format!(
             "command is {} bytes; the limit is {MAX_LINE}",
             line.len()
         )));
+    }
+    if line.trim_start().starts_with('{') {
+        return serde_json::from_str::<JsonLine<StoreCommand>>(line)
+            .map(|j| j.command)
+            .map_err(|e| Error::InvalidArgument(format!("invalid JSON command: {e}")));
     }
     let words = shell_words::split(line.trim())
         .map_err(|e| Error::InvalidArgument(format!("cannot split command: {e}")))?;

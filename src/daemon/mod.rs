@@ -10,7 +10,6 @@ use crate::fuse::EnvelopeFuse;
 use crate::keys::keystore::Secret;
 use crate::store::lock::Patience;
 use crate::store::{Store, StoreLock, META_DIR};
-use crate::sync::LockUnpoisoned;
 use crate::vfs::{Vfs, VfsOptions};
 use fuser::{Config, MountOption, SessionACL};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -200,6 +199,15 @@ fn harden_process() {
     }
 }
 
+/// The session's notifier, as the vfs asks for it.
+struct KernelNotifier(fuser::Notifier);
+
+impl crate::vfs::Notify for KernelNotifier {
+    fn inval_entry(&self, parent: u64, name: &std::ffi::OsStr) {
+        let _ = self.0.inval_entry(fuser::INodeNo(parent), name);
+    }
+}
+
 /// Serves a mount until a signal or an external unmount.
 /// Mounts the store at `mnt` and serves it until it is unmounted or signalled (`daemon`: report
 /// READY or ERROR on stdout for [`spawn`]).
@@ -230,27 +238,9 @@ pub fn serve(
             || args.allow_other
             || unsafe { libc::geteuid() } != 0,
     };
-    let vfs = Arc::new(Vfs::new(store.clone(), opts));
-    {
-        let weak = Arc::downgrade(&vfs);
-        *vfs.control.on_bucket_change.lock_unpoisoned() = Some(Box::new(move || {
-            if let Some(v) = weak.upgrade() {
-                v.invalidate_buckets();
-            }
-        }));
-    }
-    {
-        // A rekey (ctl command or work request) puts a rewritten object in place only while
-        // the vfs has it closed and cannot open it.
-        let weak = Arc::downgrade(&vfs);
-        *vfs.control.open_guard.lock_unpoisoned() =
-            Some(Box::new(move |ino, f| match weak.upgrade() {
-                Some(v) => v.while_closed(ino, f),
-                None => Err(Error::Busy("the mount is going away".into())),
-            }));
-    }
+    let vfs = Vfs::new(store.clone(), opts);
     if !args.read_only {
-        vfs.control.start_workers()?;
+        vfs.start_workers()?;
     }
     let mut options = vec![
         MountOption::FSName(format!("envelopefs:{}", root.display())),
@@ -280,24 +270,9 @@ pub fn serve(
     config.clone_fd = true;
     let session = fuser::spawn_mount(EnvelopeFuse::new(vfs.clone()), mnt, &config)
         .map_err(|e| Error::io(format!("mounting at {}", mnt.display()), e))?;
-    {
-        // Commands through ctl that replace objects or add buckets tell the kernel to drop
-        // its cached entry for that name, so the mount shows the change at once.
-        let notifier = session.notifier();
-        // Weak: the hook lives in the vfs's own control tree.
-        let fs = Arc::downgrade(&vfs);
-        *vfs.control.on_path_change.lock_unpoisoned() = Some(Box::new(move |path: &Path| {
-            let (Some(parent), Some(name), Some(fs)) =
-                (path.parent(), path.file_name(), fs.upgrade())
-            else {
-                return;
-            };
-            let Some(parent_ino) = fs.node_id_of_store_dir(parent) else {
-                return;
-            };
-            let _ = notifier.inval_entry(fuser::INodeNo(parent_ino), name);
-        }));
-    }
+    // Commands through ctl that replace objects or add buckets tell the kernel to drop its
+    // cached entry for that name, so the mount shows the change at once.
+    vfs.set_notifier(Box::new(KernelNotifier(session.notifier())));
     crate::store::lock::write_mount_record(
         root,
         &crate::store::lock::MountRecord {
@@ -330,14 +305,14 @@ pub fn serve(
             last_sweep = Instant::now();
         }
     }
-    vfs.control.stop_workers();
+    vfs.stop_workers();
     let res = if signalled {
         session.umount_and_join()
     } else {
         session.join()
     };
     // Customer keys are zeroized as they are dropped.
-    vfs.control.clear_ring();
+    vfs.clear_ring();
     if let Err(e) = store.sync_all() {
         tracing::error!("final sync: {e}");
     }

@@ -3,7 +3,7 @@
 //! caught here and answered with EIO, so it never hangs the mount.
 
 use crate::error::Error;
-use crate::vfs::{Attr, Kind, SetTime, Vfs, INO_BASE, ROOT};
+use crate::vfs::{Attr, Kind, NodeKind, SetTime, Vfs};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
@@ -136,7 +136,7 @@ fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
 }
 
 fn is_control(ino: u64) -> bool {
-    ino < INO_BASE && ino != ROOT
+    NodeKind::of(ino) == NodeKind::Control
 }
 
 thread_local! {
@@ -168,7 +168,7 @@ impl fuser::Filesystem for EnvelopeFuse {
     }
 
     fn destroy(&mut self) {
-        self.vfs.control.stop_workers();
+        self.vfs.stop_workers();
         self.vfs.destroy();
     }
 

@@ -11,37 +11,36 @@
 //! except the per-object ones (and the few exceptions named below); a lock may be taken
 //! while holding only locks above it in this list, never one above:
 //!
-//! 1. `Control::open_guard` (src/vfs/control.rs): held while the guard runs, so across a
-//!    rekey's [`Vfs::while_closed`] and its swap (a stat and a rename of the object), which
-//!    it serializes mount-wide. An exception: not on any FUSE request's path.
-//! 2. The per-object gate (`Entry::Opening`): held by the first open of an object across
+//! 1. The per-object gate (`Entry::Opening`): held by the first open of an object across
 //!    the backing open, the header read, the unwrap and the truncate. A second open of the
 //!    object waits on it (with nothing else held); opens of other objects do not.
-//! 3. [`OpenObject`]`::io` (per-object RwLock): held across the object's I/O (read, write,
+//! 2. [`OpenObject`]`::io` (per-object RwLock): held across the object's I/O (read, write,
 //!    truncate, fsync, fstat, fchmod).
-//! 4. `Control::running`, then `Control::cancelled` (a cancel holds `running` while it
-//!    loads and saves the work request: an exception, not on any FUSE request's path).
-//! 5. `Store::keys` (src/store/mod.rs, RwLock): read by an unwrap (under a gate); written by
+//! 3. The work pool's `running`, then its `cancelled` (src/vfs/control/work.rs: a cancel
+//!    holds `running` while it loads and saves the work request: an exception, not on any
+//!    FUSE request's path).
+//! 4. `Store::keys` (src/store/mod.rs, RwLock): read by an unwrap (under a gate); written by
 //!    a key command, across persisting the keystore (so the file and the memory agree: an
 //!    exception, not on any FUSE request's path).
-//! 6. Leaves, held only for a lookup or a change of their table, taking nothing else: the
+//! 5. Leaves, held only for a lookup or a change of their table, taking nothing else: the
 //!    open-objects table [`Vfs`]`::open` (with its condvar `swapped`, which an open waits on
-//!    under its gate while a rekey swaps its file), `Vfs::buckets`, `Vfs::handles`,
-//!    `Vfs::dirs`, `Vfs::trashed`, the inode table ([`inodes`]), the control tree's `nodes`,
-//!    `open`, `work_tx`, `ring` (customer keys, read under a gate), `on_bucket_change` and
-//!    `on_path_change` (held while the hook runs: it takes `Vfs::buckets`, or tells the
-//!    kernel), the work-request receiver (held while a worker waits for the next request),
-//!    the journal's free slots (src/store/journal.rs; a change waits on its condvar for a
-//!    slot under its object's `io`), the trash queue (src/store/trash.rs; a write on a full
-//!    disk waits on its condvar for the trash to empty under its object's `io`; the trash
+//!    under its gate while a rekey swaps its file; a rekey's [`Vfs::while_closed`] marks the
+//!    file as being swapped and releases the table before the swap), `Vfs::buckets`,
+//!    `Vfs::handles`, `Vfs::dirs`, `Vfs::trashed`, the inode table ([`inodes`]), the control
+//!    tree's `nodes` and `open`, the SSE-C key ring (src/vfs/control/ring.rs; read under a
+//!    gate), the work pool's sender and its receiver (held while a worker waits for the next
+//!    request), the journal's free slots (src/store/journal.rs; a change waits on its condvar
+//!    for a slot under its object's `io`), the trash queue (src/store/trash.rs; a write on a
+//!    full disk waits on its condvar for the trash to empty under its object's `io`; the trash
 //!    thread unlinks with it released) and the trash thread's handle, the log file
-//!    (src/logging.rs, across writing a log line).
+//!    (src/logging.rs, across writing a log line). The kernel notifier is set once
+//!    (`OnceLock`) and read without a lock.
 //!
 //! Every lock is taken through [`crate::sync`], which recovers it from poisoning (and says
 //! why that is right here).
 #![allow(unsafe_code)]
 
-pub mod control;
+mod control;
 mod inodes;
 mod posix;
 
@@ -62,12 +61,36 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirEntryExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 
 /// The root inode.
 pub const ROOT: u64 = 1;
 /// Inode numbers below this are reserved for the root and the control tree.
 pub const INO_BASE: u64 = 1 << 20;
+
+/// What a node id names; every operation routes on it once. A bucket is an [`NodeKind::Entry`]
+/// whose parent is the root: nothing routes on a node being a bucket (only on a parent
+/// being the root), and telling one from its id alone would take a table lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    /// The mount's root: the buckets and `.envelopefs/`.
+    Root,
+    /// A node of the control tree (`.envelopefs/` and below).
+    Control,
+    /// A bucket or anything in one: a node of the backing store.
+    Entry,
+}
+
+impl NodeKind {
+    /// The kind of node id `ino`.
+    pub fn of(ino: u64) -> NodeKind {
+        match ino {
+            ROOT => NodeKind::Root,
+            i if i < INO_BASE => NodeKind::Control,
+            _ => NodeKind::Entry,
+        }
+    }
+}
 
 /// Read-only virtual xattrs of objects.
 pub const XATTR_KEY_ID: &str = "user.envelopefs.key-id";
@@ -195,6 +218,13 @@ struct DirHandle {
     entries: Vec<(u64, Kind, OsString)>,
 }
 
+/// The kernel's cache of names, as far as the filesystem tells it about changes it did not
+/// get through the kernel (a ctl command replacing an object, adding a bucket).
+pub trait Notify: Send + Sync {
+    /// Drops the kernel's cached entry `name` in directory node `parent`.
+    fn inval_entry(&self, parent: u64, name: &OsStr);
+}
+
 /// Options of a mounted filesystem.
 #[derive(Debug, Clone, Copy)]
 pub struct VfsOptions {
@@ -223,7 +253,9 @@ pub struct Vfs {
     next_fh: AtomicU64,
     buckets: RwLock<HashMap<String, BucketRecord>>,
     /// The control tree (`.envelopefs/`).
-    pub control: Arc<control::Control>,
+    control: Arc<control::Control>,
+    /// The kernel's entry cache, once the daemon's session exists ([`Vfs::set_notifier`]).
+    notify: OnceLock<Box<dyn Notify>>,
     am_root: bool,
     /// The daemon's effective group (what a new backing file gets outside set-group-id
     /// directories).
@@ -243,9 +275,18 @@ fn os_err(e: i32, what: &str) -> Error {
 }
 
 impl Vfs {
-    /// A filesystem over an open store.
-    pub fn new(store: Arc<Store>, opts: VfsOptions) -> Self {
-        let control = Arc::new(control::Control::new(store.clone()));
+    /// A filesystem over an open store. Shared: its control tree holds it weakly (to tell it
+    /// of changes that commands make).
+    pub fn new(store: Arc<Store>, opts: VfsOptions) -> Arc<Self> {
+        Arc::new_cyclic(|me: &Weak<Vfs>| {
+            let fs: Weak<dyn control::Filesystem> = me.clone();
+            let control = control::Control::new(store.clone(), fs);
+            Self::with_control(store, opts, control)
+        })
+    }
+
+    fn with_control(store: Arc<Store>, opts: VfsOptions, control: control::Control) -> Self {
+        let control = Arc::new(control);
         let trash = if opts.read_only {
             None
         } else {
@@ -268,6 +309,7 @@ impl Vfs {
             next_fh: AtomicU64::new(1),
             buckets: RwLock::new(HashMap::new()),
             control,
+            notify: OnceLock::new(),
             trash,
             trashed: Mutex::new(std::collections::HashSet::new()),
             // SAFETY: geteuid has no preconditions.
@@ -285,6 +327,28 @@ impl Vfs {
     /// Options.
     pub fn options(&self) -> VfsOptions {
         self.opts
+    }
+
+    /// Gives the filesystem the kernel's entry cache to invalidate. The daemon calls it once
+    /// its session exists (which is after the filesystem: the session is built around it); a
+    /// second call changes nothing.
+    pub fn set_notifier(&self, notify: Box<dyn Notify>) {
+        let _ = self.notify.set(notify);
+    }
+
+    /// Starts the control tree's work-request workers (resuming unfinished requests).
+    pub fn start_workers(&self) -> Result<()> {
+        self.control.start_workers()
+    }
+
+    /// Stops taking work requests (at unmount); running ones resume at the next mount.
+    pub fn stop_workers(&self) {
+        self.control.stop_workers();
+    }
+
+    /// Forgets every SSE-C customer key (each is zeroized).
+    pub fn clear_ring(&self) {
+        self.control.clear_ring();
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -331,7 +395,7 @@ impl Vfs {
 
     /// The kernel forgets `n` lookups of an inode.
     pub fn forget(&self, ino: u64, n: u64) {
-        if ino >= INO_BASE && self.nodes.forget(ino, n) {
+        if NodeKind::of(ino) == NodeKind::Entry && self.nodes.forget(ino, n) {
             self.trashed.lock_unpoisoned().remove(&ino);
         }
     }
@@ -400,11 +464,10 @@ impl Vfs {
 
     /// lookup(2)
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr> {
-        if parent == ROOT && name == META_DIR {
-            return Ok(self.control.root_attr());
-        }
-        if parent < INO_BASE && parent != ROOT {
-            return self.control.lookup(parent, name);
+        match NodeKind::of(parent) {
+            NodeKind::Control => return self.control.lookup(parent, name),
+            NodeKind::Root if name == META_DIR => return Ok(self.control.root_attr()),
+            NodeKind::Root | NodeKind::Entry => {}
         }
         let (path, _) = self.child_path(parent, name)?;
         let m = Self::lstat(&path)?;
@@ -415,11 +478,13 @@ impl Vfs {
 
     /// getattr(2)
     pub fn getattr(&self, ino: u64, fh: Option<u64>) -> Result<Attr> {
-        if ino < INO_BASE && ino != ROOT {
-            return self.control.getattr(ino);
+        match NodeKind::of(ino) {
+            NodeKind::Control => self.control.getattr(ino),
+            NodeKind::Root | NodeKind::Entry => {
+                let a = self.getattr_of(ino, fh)?;
+                Ok(self.answer_attr(ino, a))
+            }
         }
-        let a = self.getattr_of(ino, fh)?;
-        Ok(self.answer_attr(ino, a))
     }
 
     fn getattr_of(&self, ino: u64, fh: Option<u64>) -> Result<Attr> {
@@ -447,16 +512,18 @@ impl Vfs {
         fh: Option<u64>,
         caller: u32,
     ) -> Result<Attr> {
-        if ino < INO_BASE && ino != ROOT {
+        match NodeKind::of(ino) {
             // Truncation (O_TRUNC of a redirect) and time updates (the kernel flushes them
             // at close) are accepted and ignored; ownership and mode are fixed.
-            if mode.is_some() || uid.is_some() || gid.is_some() {
-                return Err(os_err(libc::EPERM, "control files have fixed attributes"));
+            NodeKind::Control if mode.is_some() || uid.is_some() || gid.is_some() => {
+                Err(os_err(libc::EPERM, "control files have fixed attributes"))
             }
-            return self.control.getattr(ino);
+            NodeKind::Control => self.control.getattr(ino),
+            NodeKind::Root | NodeKind::Entry => {
+                let a = self.setattr_of(ino, mode, uid, gid, size, atime, mtime, fh, caller)?;
+                Ok(self.answer_attr(ino, a))
+            }
         }
-        let a = self.setattr_of(ino, mode, uid, gid, size, atime, mtime, fh, caller)?;
-        Ok(self.answer_attr(ino, a))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -780,8 +847,9 @@ impl Vfs {
 
     /// open(2) of a regular file by the thread `caller`.
     pub fn open(&self, ino: u64, flags: i32, caller: u32) -> Result<u64> {
-        if ino < INO_BASE && ino != ROOT {
-            return self.control.open(ino, flags);
+        match NodeKind::of(ino) {
+            NodeKind::Control => return self.control.open(ino, flags),
+            NodeKind::Root | NodeKind::Entry => {}
         }
         let trunc = flags & libc::O_TRUNC != 0;
         let writes = flags & libc::O_ACCMODE != libc::O_RDONLY || trunc;
@@ -874,8 +942,9 @@ impl Vfs {
 
     /// read(2)
     pub fn read(&self, ino: u64, fh: u64, off: u64, size: u32, out: &mut Vec<u8>) -> Result<()> {
-        if ino < INO_BASE && ino != ROOT {
-            return self.control.read(ino, fh, off, size, out);
+        match NodeKind::of(ino) {
+            NodeKind::Control => return self.control.read(ino, fh, off, size, out),
+            NodeKind::Root | NodeKind::Entry => {}
         }
         let h = self.handle(fh)?;
         let io = h.obj.io.read_unpoisoned();
@@ -887,8 +956,9 @@ impl Vfs {
 
     /// write(2)
     pub fn write(&self, ino: u64, fh: u64, off: u64, data: &[u8]) -> Result<u32> {
-        if ino < INO_BASE && ino != ROOT {
-            return self.control.write(ino, fh, off, data);
+        match NodeKind::of(ino) {
+            NodeKind::Control => return self.control.write(ino, fh, off, data),
+            NodeKind::Root | NodeKind::Entry => {}
         }
         self.check_writable()?;
         let h = self.handle(fh)?;
@@ -900,22 +970,25 @@ impl Vfs {
 
     /// fsync(2) / fdatasync(2)
     pub fn fsync(&self, ino: u64, fh: u64, datasync: bool) -> Result<()> {
-        if ino < INO_BASE && ino != ROOT {
-            return Ok(());
+        match NodeKind::of(ino) {
+            NodeKind::Control => Ok(()),
+            NodeKind::Root | NodeKind::Entry => {
+                let h = self.handle(fh)?;
+                let io = h.obj.io.read_unpoisoned();
+                io.sync(datasync)
+            }
         }
-        let h = self.handle(fh)?;
-        let io = h.obj.io.read_unpoisoned();
-        io.sync(datasync)
     }
 
     /// close(2) of the last descriptor of an open file description.
     pub fn release(&self, ino: u64, fh: u64) {
-        if ino < INO_BASE && ino != ROOT {
-            self.control.release(fh);
-            return;
+        match NodeKind::of(ino) {
+            NodeKind::Control => self.control.release(fh),
+            NodeKind::Root | NodeKind::Entry => {
+                let h = self.handles.write_unpoisoned().remove(&fh);
+                drop(h);
+            }
         }
-        let h = self.handles.write_unpoisoned().remove(&fh);
-        drop(h);
     }
 
     /// fallocate(2): mode 0 extends the object; other modes are EOPNOTSUPP.
@@ -942,11 +1015,12 @@ impl Vfs {
     /// mkdir(2): at the root, a new bucket (default key).
     pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, uid: u32, gid: u32) -> Result<Attr> {
         self.check_writable()?;
-        if parent < INO_BASE && parent != ROOT {
+        let kind = NodeKind::of(parent);
+        if kind == NodeKind::Control {
             return Err(os_err(libc::EPERM, "the control tree is fixed"));
         }
         let (path, _) = self.child_path(parent, name)?;
-        if parent == ROOT {
+        if kind == NodeKind::Root {
             let n = name
                 .to_str()
                 .ok_or_else(|| einval("bucket names are UTF-8"))?;
@@ -1033,13 +1107,13 @@ impl Vfs {
     /// Refuses changes to the control tree and to the reserved name at the root.
     fn check_removable(&self, parent: u64, name: &OsStr) -> Result<()> {
         self.check_writable()?;
-        if parent < INO_BASE && parent != ROOT {
-            return Err(os_err(libc::EPERM, "the control tree is fixed"));
+        match NodeKind::of(parent) {
+            NodeKind::Control => Err(os_err(libc::EPERM, "the control tree is fixed")),
+            NodeKind::Root if name == META_DIR => {
+                Err(os_err(libc::EPERM, ".envelopefs is reserved"))
+            }
+            NodeKind::Root | NodeKind::Entry => Ok(()),
         }
-        if parent == ROOT && name == META_DIR {
-            return Err(os_err(libc::EPERM, ".envelopefs is reserved"));
-        }
-        Ok(())
     }
 
     /// unlink(2)
@@ -1075,7 +1149,7 @@ impl Vfs {
     /// link(2): within one bucket only (EXDEV across buckets).
     pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> Result<Attr> {
         self.check_writable()?;
-        if newparent < INO_BASE || ino < INO_BASE {
+        if NodeKind::of(newparent) != NodeKind::Entry || NodeKind::of(ino) != NodeKind::Entry {
             return Err(os_err(
                 libc::EPERM,
                 "no hard links at the root or in the control tree",
@@ -1103,23 +1177,26 @@ impl Vfs {
         flags: u32,
     ) -> Result<()> {
         self.check_writable()?;
-        if parent < INO_BASE && parent != ROOT || newparent < INO_BASE && newparent != ROOT {
+        let (kind, newkind) = (NodeKind::of(parent), NodeKind::of(newparent));
+        if kind == NodeKind::Control || newkind == NodeKind::Control {
             return Err(os_err(libc::EPERM, "the control tree is fixed"));
         }
-        if (parent == ROOT && name == META_DIR) || (newparent == ROOT && newname == META_DIR) {
+        if (kind == NodeKind::Root && name == META_DIR)
+            || (newkind == NodeKind::Root && newname == META_DIR)
+        {
             return Err(os_err(libc::EPERM, ".envelopefs is reserved"));
         }
         let (from, from_bucket) = self.child_path(parent, name)?;
         let (to, to_bucket) = self.child_path(newparent, newname)?;
         let fm = Self::lstat(&from)?;
-        if (parent == ROOT) != (newparent == ROOT) {
+        if (kind == NodeKind::Root) != (newkind == NodeKind::Root) {
             return Err(os_err(
                 libc::EPERM,
                 "buckets stay at the root and only buckets live there",
             ));
         }
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
-        if parent == ROOT {
+        if kind == NodeKind::Root {
             // Renaming a bucket: its id (bound into the keys) does not change.
             let n = newname
                 .to_str()
@@ -1256,24 +1333,26 @@ impl Vfs {
             (ino, Kind::Dir, OsString::from(".")),
             (ROOT, Kind::Dir, OsString::from("..")),
         ];
-        if ino < INO_BASE && ino != ROOT {
+        let node = NodeKind::of(ino);
+        if node == NodeKind::Control {
             entries.extend(self.control.readdir(ino)?);
         } else {
+            let at_root = node == NodeKind::Root;
             let (path, _) = self.path_of(ino)?;
-            if ino == ROOT {
+            if at_root {
                 entries.push((control::CTL_DIR_INO, Kind::Dir, OsString::from(META_DIR)));
             }
             for e in fs::read_dir(&path).ctx(|| format!("readdir {}", path.display()))? {
                 let e = e.ctx(|| format!("readdir {}", path.display()))?;
                 let name = e.file_name();
-                if ino == ROOT && name == META_DIR {
+                if at_root && name == META_DIR {
                     continue;
                 }
                 let kind = e
                     .file_type()
                     .map(|t| posix::kind_of(&t))
                     .unwrap_or(Kind::File);
-                if ino == ROOT && kind != Kind::Dir {
+                if at_root && kind != Kind::Dir {
                     continue;
                 }
                 entries.push((self.node_id_of_backing(e.ino()), kind, name));
@@ -1332,7 +1411,7 @@ impl Vfs {
 
     /// getxattr(2)
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
-        if ino < INO_BASE && ino != ROOT {
+        if NodeKind::of(ino) == NodeKind::Control {
             return Err(os_err(libc::ENODATA, "no xattrs on control files"));
         }
         let (path, _) = self.path_of(ino)?;
@@ -1370,7 +1449,7 @@ impl Vfs {
     /// copy every listed xattr (`rsync -X`, `tar --xattrs`, `cp -a`) would otherwise carry them
     /// to other files, or try to remove them here and fail. The header is never exposed.
     pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
-        if ino < INO_BASE && ino != ROOT {
+        if NodeKind::of(ino) == NodeKind::Control {
             return Ok(Vec::new());
         }
         let (path, _) = self.path_of(ino)?;
@@ -1388,7 +1467,7 @@ impl Vfs {
     /// setxattr(2): user xattrs; `user.envelopefs.reencrypt` rewraps the object.
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
         self.check_writable()?;
-        if ino < INO_BASE && ino != ROOT {
+        if NodeKind::of(ino) == NodeKind::Control {
             return Err(os_err(libc::EPERM, "no xattrs on control files"));
         }
         let (path, bucket) = self.path_of(ino)?;
@@ -1432,7 +1511,7 @@ impl Vfs {
     /// removexattr(2)
     pub fn removexattr(&self, ino: u64, name: &OsStr) -> Result<()> {
         self.check_writable()?;
-        if ino < INO_BASE && ino != ROOT {
+        if NodeKind::of(ino) == NodeKind::Control {
             return Err(os_err(libc::EPERM, "no xattrs on control files"));
         }
         let (path, _) = self.path_of(ino)?;
@@ -1508,9 +1587,32 @@ impl Vfs {
     }
 }
 
+impl control::Filesystem for Vfs {
+    /// Drops the kernel's cached entry for the name, if the daemon gave a notifier.
+    fn path_changed(&self, path: &Path) {
+        let Some(notify) = self.notify.get() else {
+            return;
+        };
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return;
+        };
+        if let Some(parent) = self.node_id_of_store_dir(parent) {
+            notify.inval_entry(parent, name);
+        }
+    }
+
+    fn buckets_changed(&self) {
+        self.invalidate_buckets();
+    }
+
+    fn while_closed(&self, backing_ino: u64, f: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        Vfs::while_closed(self, backing_ino, f)
+    }
+}
+
 /// Only buckets (directories) live at the root, and the control tree is fixed.
 fn check_in_bucket(parent: u64) -> Result<()> {
-    if parent < INO_BASE {
+    if NodeKind::of(parent) != NodeKind::Entry {
         return Err(os_err(
             libc::EPERM,
             "only buckets (directories) can be created at the root",
@@ -1583,5 +1685,20 @@ fn check_user_xattr(n: &[u8]) -> Result<()> {
         Err(Error::Unsupported(
             "only user.* extended attributes are supported".into(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_classify_by_range() {
+        assert_eq!(NodeKind::of(ROOT), NodeKind::Root);
+        assert_eq!(NodeKind::of(control::CTL_DIR_INO), NodeKind::Control);
+        assert_eq!(NodeKind::of(0), NodeKind::Control);
+        assert_eq!(NodeKind::of(INO_BASE - 1), NodeKind::Control);
+        assert_eq!(NodeKind::of(INO_BASE), NodeKind::Entry);
+        assert_eq!(NodeKind::of(u64::MAX), NodeKind::Entry);
     }
 }

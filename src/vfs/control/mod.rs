@@ -3,15 +3,17 @@
 //! `keys/KEY`. Contents are produced at open (reads see a snapshot) and use direct I/O, so
 //! `cat` shows the whole content although `stat` says 0 bytes.
 //!
-//! Work requests run on a small worker pool owned by this module; the filesystem keeps
-//! serving while they run.
+//! The tree is this module; the SSE-C key ring ([`ring`]) and the work-request pool
+//! ([`work`], whose workers run requests while the filesystem keeps serving) are its own.
+//! It talks to the filesystem it belongs to through [`Filesystem`], given at construction.
 
-use super::{Attr, Kind, ROOT};
-use crate::command::{
-    self, BucketCmd, DataStreams, Env, NoStreams, Output, SseCCmd, StoreCommand, WorkRequestCmd,
-};
+mod ring;
+mod work;
+
+use super::{Attr, Kind};
+use crate::command::WorkRequestCmd;
+use crate::command::{self, BucketCmd, DataStreams, Env, NoStreams, Output, StoreCommand};
 use crate::error::{Error, Result};
-use crate::format::{hex, unhex};
 use crate::hygiene::WipingBuf;
 use crate::keys::crypto::Key32;
 use crate::keys::keystore::key_id_text;
@@ -20,11 +22,11 @@ use crate::store::object::CustomerKeys;
 use crate::store::Store;
 use crate::sync::{LockUnpoisoned, RwLockUnpoisoned};
 use serde_json::json;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::SystemTime;
 use zeroize::Zeroizing;
 
@@ -35,9 +37,6 @@ const BUCKETS_INO: u64 = 4;
 const WRS_INO: u64 = 5;
 const KEYS_INO: u64 = 6;
 const FIRST_DYNAMIC: u64 = 16;
-
-/// Number of work-request workers.
-pub const WORKERS: usize = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Node {
@@ -58,17 +57,20 @@ struct Open {
     cursor: usize,
 }
 
-/// A callback told about a changed backing path.
-pub type PathHook = Box<dyn Fn(&std::path::Path) + Send + Sync>;
+/// What the control tree needs of the filesystem it belongs to.
+pub trait Filesystem: Send + Sync {
+    /// A command created or replaced the name at backing path `path` (the mount drops the
+    /// kernel's cached entry, so the change shows at once).
+    fn path_changed(&self, path: &Path);
+    /// A command changed buckets (the filesystem drops its cached bucket records).
+    fn buckets_changed(&self);
+    /// Runs `f` while the filesystem cannot open the object with backing inode number
+    /// `backing_ino`, or fails with EBUSY if it is open (a rekey puts a rewritten object in
+    /// place this way; see [`crate::store::object::Live::while_closed`]).
+    fn while_closed(&self, backing_ino: u64, f: &mut dyn FnMut() -> Result<()>) -> Result<()>;
+}
 
-/// Runs a closure while the mount cannot open the object with a backing inode number, or
-/// fails with EBUSY if it is open (see [`crate::store::object::Live::while_closed`]).
-pub type OpenGuard = Box<dyn Fn(u64, &mut dyn FnMut() -> Result<()>) -> Result<()> + Send + Sync>;
-
-/// Most customer keys a mount's ring holds.
-pub const MAX_RING_KEYS: usize = 1024;
-
-/// The control tree and the work-request pool.
+/// The control tree, with its key ring and work-request pool.
 pub struct Control {
     store: Arc<Store>,
     nodes: RwLock<(HashMap<Node, u64>, HashMap<u64, Node>)>,
@@ -77,27 +79,15 @@ pub struct Control {
     next_fh: AtomicU64,
     owner: (u32, u32),
     started: SystemTime,
-    work_tx: Mutex<Option<Sender<String>>>,
-    cancelled: Mutex<HashSet<String>>,
-    running: Mutex<HashSet<String>>,
-    /// The SSE-C key ring: fingerprint -> key. Boxed, so that the map's rehashing moves
-    /// pointers and never leaves copies of key bytes behind; a key is zeroized when removed.
-    ring: RwLock<HashMap<[u8; 32], Box<Key32>>>,
-    /// Called after a command changes buckets (to drop the vfs's cache).
-    pub on_bucket_change: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
-    /// Called with the backing path of a name a command created or replaced (the mount
-    /// uses it to invalidate the kernel's cached entry).
-    pub on_path_change: Mutex<Option<PathHook>>,
-    /// Set by the mount: keeps the vfs from opening an object while a rekey replaces it.
-    pub open_guard: Mutex<Option<OpenGuard>>,
+    ring: ring::KeyRing,
+    work: work::WorkPool,
+    /// The filesystem this tree belongs to (weak: the filesystem owns the tree).
+    fs: Weak<dyn Filesystem>,
 }
 
 impl CustomerKeys for Control {
     fn customer_key(&self, fingerprint: &[u8; 32]) -> Option<Key32> {
-        self.ring
-            .read_unpoisoned()
-            .get(fingerprint)
-            .map(|k| Key32::clone(k))
+        self.ring.get(fingerprint)
     }
 
     fn live(&self) -> Option<&dyn crate::store::object::Live> {
@@ -107,13 +97,13 @@ impl CustomerKeys for Control {
 
 impl crate::store::object::Live for Control {
     fn while_closed(&self, ino: u64, f: &mut dyn FnMut() -> Result<()>) -> Result<()> {
-        match self.open_guard.lock_unpoisoned().as_ref() {
-            Some(guard) => guard(ino, f),
-            None => f(),
+        match self.fs.upgrade() {
+            Some(fs) => fs.while_closed(ino, f),
+            None => Err(Error::Busy("the mount is going away".into())),
         }
     }
 
-    fn replaced(&self, path: &std::path::Path) {
+    fn replaced(&self, path: &Path) {
         self.path_changed(path);
     }
 }
@@ -123,103 +113,36 @@ fn eperm(m: &str) -> Error {
 }
 
 impl Control {
-    /// A control tree over a store (no workers until [`Control::start_workers`]).
-    pub fn new(store: Arc<Store>) -> Self {
+    /// The control tree of filesystem `fs` over a store (no workers until
+    /// [`Control::start_workers`]).
+    pub fn new(store: Arc<Store>, fs: Weak<dyn Filesystem>) -> Self {
         // SAFETY: getuid/getgid have no preconditions.
         let owner = unsafe { (libc::getuid(), libc::getgid()) };
         Control {
-            store,
             nodes: RwLock::new((HashMap::new(), HashMap::new())),
             next_ino: AtomicU64::new(FIRST_DYNAMIC),
             open: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1 << 62),
             owner,
             started: SystemTime::now(),
-            work_tx: Mutex::new(None),
-            cancelled: Mutex::new(HashSet::new()),
-            running: Mutex::new(HashSet::new()),
-            ring: RwLock::new(HashMap::new()),
-            on_bucket_change: Mutex::new(None),
-            on_path_change: Mutex::new(None),
-            open_guard: Mutex::new(None),
+            ring: ring::KeyRing::default(),
+            work: work::WorkPool::new(store.clone()),
+            store,
+            fs,
         }
     }
 
     /// Starts the worker pool and queues every unfinished work request (resume).
     pub fn start_workers(self: &Arc<Self>) -> Result<()> {
-        let (tx, rx) = channel::<String>();
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..WORKERS {
-            let me = Arc::clone(self);
-            let rx: Arc<Mutex<Receiver<String>>> = Arc::clone(&rx);
-            std::thread::Builder::new()
-                .name(format!("envelopefs-wr-{i}"))
-                .spawn(move || loop {
-                    let id = match rx.lock_unpoisoned().recv() {
-                        Ok(id) => id,
-                        Err(_) => return,
-                    };
-                    me.run_work_request(&id);
-                })
-                .map_err(|e| Error::io("starting work-request workers", e))?;
-        }
-        for wr in workreq::unfinished(&self.store)? {
-            tracing::info!("resuming work request {}", wr.id);
-            let _ = tx.send(wr.id);
-        }
-        *self.work_tx.lock_unpoisoned() = Some(tx);
-        Ok(())
+        let me = Arc::clone(self);
+        self.work
+            .start(Arc::new(move |id: &str| me.work.run(id, &*me)))
     }
 
     /// Stops taking work (at unmount); running requests stop at the next object and resume
     /// at the next mount.
     pub fn stop_workers(&self) {
-        self.work_tx.lock_unpoisoned().take();
-    }
-
-    fn run_work_request(&self, id: &str) {
-        // Registered as running before it is loaded: a cancel either saved its request
-        // before this load, or finds it running and only flags it (the worker is then the
-        // only writer of the record).
-        self.running.lock_unpoisoned().insert(id.to_string());
-        let res = workreq::load(&self.store, id).and_then(|mut wr| {
-            let stop = || {
-                if self.cancelled.lock_unpoisoned().contains(id) {
-                    workreq::Stop::Cancel
-                } else if self.work_tx.lock_unpoisoned().is_none() {
-                    workreq::Stop::Pause
-                } else {
-                    workreq::Stop::Continue
-                }
-            };
-            workreq::run_live(&self.store, &mut wr, &stop, &mut |_| {}, self)
-        });
-        if let Err(e) = res {
-            tracing::error!("work request {id}: {e}");
-        }
-        self.running.lock_unpoisoned().remove(id);
-    }
-
-    fn cancel(&self, id: &str) -> Result<serde_json::Value> {
-        let running = self.running.lock_unpoisoned();
-        self.cancelled.lock_unpoisoned().insert(id.to_string());
-        let mut wr = workreq::load(&self.store, id)?;
-        if running.contains(id) {
-            // The worker records the cancel itself at the next object.
-            if !wr.status.is_terminal() {
-                wr.status = workreq::State::Canceling;
-                wr.cancel_requested = true;
-            }
-        } else {
-            wr = workreq::request_cancel(&self.store, id)?;
-        }
-        Ok(serde_json::to_value(&wr).unwrap_or_default())
-    }
-
-    fn spawn_work(&self, wr: &WorkRequest) {
-        if let Some(tx) = self.work_tx.lock_unpoisoned().as_ref() {
-            let _ = tx.send(wr.id.clone());
-        }
+        self.work.stop();
     }
 
     /// Executes one command line as the mount (the ctl file's engine).
@@ -231,13 +154,13 @@ impl Control {
     /// Executes a parsed command as the mount.
     pub fn execute(&self, cmd: &StoreCommand) -> Result<Output> {
         if let StoreCommand::WorkRequest(WorkRequestCmd::Cancel { id }) = cmd {
-            return self.cancel(id).map(Output::new);
+            return self.work.cancel(id).map(Output::new);
         }
         if let StoreCommand::SseC(c) = cmd {
-            return self.sse_c(c).map(Output::new);
+            return self.ring.execute(c).map(Output::new);
         }
         let mut streams = NoStreams;
-        let spawn = |wr: &WorkRequest| self.spawn_work(wr);
+        let spawn = |wr: &WorkRequest| self.work.queue(wr);
         let mut progress = |_: &WorkRequest| {};
         let mut env = Env {
             customer: self,
@@ -259,80 +182,22 @@ impl Control {
             self.path_changed(&path);
         }
         if matches!(cmd, StoreCommand::Bucket(_)) {
-            if let Some(f) = self.on_bucket_change.lock_unpoisoned().as_ref() {
-                f();
+            if let Some(fs) = self.fs.upgrade() {
+                fs.buckets_changed();
             }
         }
         out
     }
 
-    fn path_changed(&self, path: &std::path::Path) {
-        if let Some(f) = self.on_path_change.lock_unpoisoned().as_ref() {
-            f(path);
-        }
-    }
-
-    // ----- the SSE-C key ring -----
-
-    fn sse_c(&self, cmd: &SseCCmd) -> Result<serde_json::Value> {
-        match cmd {
-            SseCCmd::Add {
-                encryption_key_file,
-            } => {
-                let key = command::read_key_file(encryption_key_file)?;
-                let fp = crate::keys::crypto::customer_fingerprint(&key);
-                let mut ring = self.ring.write_unpoisoned();
-                let added = !ring.contains_key(&fp);
-                if added && ring.len() >= MAX_RING_KEYS {
-                    return Err(Error::InvalidArgument(format!(
-                        "the key ring is full ({MAX_RING_KEYS} keys): remove one first"
-                    )));
-                }
-                ring.insert(fp, Box::new(key));
-                tracing::info!("customer key {} loaded", hex(&fp[..8]));
-                Ok(json!({"fingerprint": hex(&fp), "added": added, "keys": ring.len()}))
-            }
-            SseCCmd::List => {
-                let ring = self.ring.read_unpoisoned();
-                let mut fps: Vec<String> = ring.keys().map(|fp| hex(fp)).collect();
-                fps.sort();
-                Ok(json!(fps
-                    .into_iter()
-                    .map(|f| json!({ "fingerprint": f }))
-                    .collect::<Vec<_>>()))
-            }
-            SseCCmd::Remove {
-                fingerprint,
-                encryption_key_file,
-            } => {
-                let mut ring = self.ring.write_unpoisoned();
-                let fp = match (fingerprint, encryption_key_file) {
-                    (_, Some(f)) => {
-                        crate::keys::crypto::customer_fingerprint(&command::read_key_file(f)?)
-                    }
-                    (Some(p), None) => find_fingerprint(ring.keys(), p)?,
-                    (None, None) => {
-                        return Err(Error::InvalidArgument(
-                            "give --fingerprint or --encryption-key-file".into(),
-                        ))
-                    }
-                };
-                // Dropping the key zeroizes it.
-                if ring.remove(&fp).is_none() {
-                    return Err(Error::NotFound(format!(
-                        "no customer key with fingerprint {} is loaded",
-                        hex(&fp[..8])
-                    )));
-                }
-                tracing::info!("customer key {} removed", hex(&fp[..8]));
-                Ok(json!({"fingerprint": hex(&fp), "removed": true, "keys": ring.len()}))
-            }
+    fn path_changed(&self, path: &Path) {
+        if let Some(fs) = self.fs.upgrade() {
+            fs.path_changed(path);
         }
     }
 
     /// Forgets every customer key (at unmount); each is zeroized as it is dropped.
     pub fn clear_ring(&self) {
-        self.ring.write_unpoisoned().clear();
+        self.ring.clear();
     }
 
     // ----- inodes -----
@@ -349,7 +214,7 @@ impl Control {
             return *i;
         }
         let i = self.next_ino.fetch_add(1, Ordering::Relaxed);
-        if i >= super::INO_BASE {
+        if super::NodeKind::of(i) != super::NodeKind::Control {
             tracing::warn!("control inode space exhausted");
         }
         t.0.insert(node.clone(), i);
@@ -489,7 +354,6 @@ impl Control {
             }
             _ => return Err(Error::NotFound("not a control directory".into())),
         }
-        let _ = ROOT;
         Ok(out)
     }
 
@@ -672,37 +536,6 @@ fn reply_bytes(res: &Result<Output>) -> Zeroizing<Vec<u8>> {
     }
     out.extend_from_slice(b"\n");
     out.into_inner()
-}
-
-/// The loaded fingerprint that `text` names: all 64 hex digits, or a unique prefix of at
-/// least 8.
-fn find_fingerprint<'a>(
-    loaded: impl Iterator<Item = &'a [u8; 32]>,
-    text: &str,
-) -> Result<[u8; 32]> {
-    let t = text.trim().to_ascii_lowercase();
-    if let Some(fp) = unhex::<32>(&t) {
-        return Ok(fp);
-    }
-    if t.len() < 8 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::InvalidArgument(format!(
-            "{text:?} is not a key fingerprint (64 hex digits, or a prefix of at least 8)"
-        )));
-    }
-    let hits: Vec<[u8; 32]> = loaded
-        .filter(|fp| hex(*fp).starts_with(&t))
-        .copied()
-        .collect();
-    match hits.as_slice() {
-        [one] => Ok(*one),
-        [] => Err(Error::NotFound(format!(
-            "no customer key with fingerprint {t} is loaded"
-        ))),
-        _ => Err(Error::InvalidArgument(format!(
-            "fingerprint prefix {t} matches {} loaded keys: give more digits",
-            hits.len()
-        ))),
-    }
 }
 
 #[cfg(test)]
