@@ -123,10 +123,6 @@ fn einval(m: &str) -> Error {
     Error::InvalidArgument(m.into())
 }
 
-fn os_err(e: i32, what: &str) -> Error {
-    Error::io(what.to_string(), std::io::Error::from_raw_os_error(e))
-}
-
 impl Vfs {
     /// A filesystem over an open store.
     pub fn new(store: Arc<Store>, opts: VfsOptions) -> Self {
@@ -173,7 +169,7 @@ impl Vfs {
 
     fn check_writable(&self) -> Result<()> {
         if self.opts.read_only {
-            Err(os_err(libc::EROFS, "read-only mount"))
+            Err(Error::ReadOnly("read-only mount".into()))
         } else {
             Ok(())
         }
@@ -183,9 +179,9 @@ impl Vfs {
 
     fn components(&self, ino: u64) -> Result<Vec<OsString>> {
         self.nodes.components(ino).map_err(|e| match e {
-            inodes::PathError::Unknown => os_err(libc::ESTALE, "unknown inode"),
-            inodes::PathError::Unlinked => os_err(libc::ENOENT, "inode has no name left"),
-            inodes::PathError::Loop => os_err(libc::ELOOP, "inode table loop"),
+            inodes::PathError::Unknown => Error::Stale("unknown inode".into()),
+            inodes::PathError::Unlinked => Error::NotFound("inode has no name left".into()),
+            inodes::PathError::Loop => Error::Loop("inode table loop".into()),
         })
     }
 
@@ -353,7 +349,9 @@ impl Vfs {
             // Truncation (O_TRUNC of a redirect) and time updates (the kernel flushes them
             // at close) are accepted and ignored; ownership and mode are fixed.
             if mode.is_some() || uid.is_some() || gid.is_some() {
-                return Err(os_err(libc::EPERM, "control files have fixed attributes"));
+                return Err(Error::PermissionDenied(
+                    "control files have fixed attributes".into(),
+                ));
             }
             return self.control.getattr(ino);
         }
@@ -465,7 +463,7 @@ impl Vfs {
         let comps = self.components(ino)?;
         let bucket_name = comps
             .first()
-            .ok_or_else(|| os_err(libc::EISDIR, "the root is not an object"))?;
+            .ok_or_else(|| Error::IsDirectory("the root is not an object".into()))?;
         let bucket = self.bucket_record(bucket_name)?;
         let file = self.open_backing(path)?;
         let what = path
@@ -558,7 +556,7 @@ impl Vfs {
             .unwrap_or_else(|p| p.into_inner())
             .get(&fh)
             .cloned()
-            .ok_or_else(|| os_err(libc::EBADF, "unknown file handle"))
+            .ok_or_else(|| Error::BadHandle("unknown file handle".into()))
     }
 
     fn add_handle(&self, obj: Arc<OpenObject>, flags: i32) -> u64 {
@@ -728,7 +726,7 @@ impl Vfs {
         let mut io = h.obj.io.write().unwrap_or_else(|p| p.into_inner());
         let end = off
             .checked_add(len)
-            .ok_or_else(|| os_err(libc::EFBIG, "fallocate past the largest offset"))?;
+            .ok_or_else(|| Error::TooLarge("fallocate past the largest offset".into()))?;
         if mode & libc::FALLOC_FL_KEEP_SIZE == 0 && end > io.size() {
             io.set_len(end)?;
         }
@@ -741,7 +739,7 @@ impl Vfs {
     pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, uid: u32, gid: u32) -> Result<Attr> {
         self.check_writable()?;
         if parent < INO_BASE && parent != ROOT {
-            return Err(os_err(libc::EPERM, "the control tree is fixed"));
+            return Err(Error::PermissionDenied("the control tree is fixed".into()));
         }
         let (path, _) = self.child_path(parent, name)?;
         if parent == ROOT {
@@ -749,7 +747,7 @@ impl Vfs {
                 .to_str()
                 .ok_or_else(|| einval("bucket names are UTF-8"))?;
             if n == META_DIR {
-                return Err(os_err(libc::EEXIST, ".envelopefs is reserved"));
+                return Err(Error::AlreadyExists(".envelopefs is reserved".into()));
             }
             self.store.create_bucket(n, None, mode & 0o7777)?;
         } else {
@@ -832,10 +830,10 @@ impl Vfs {
     fn check_removable(&self, parent: u64, name: &OsStr) -> Result<()> {
         self.check_writable()?;
         if parent < INO_BASE && parent != ROOT {
-            return Err(os_err(libc::EPERM, "the control tree is fixed"));
+            return Err(Error::PermissionDenied("the control tree is fixed".into()));
         }
         if parent == ROOT && name == META_DIR {
-            return Err(os_err(libc::EPERM, ".envelopefs is reserved"));
+            return Err(Error::PermissionDenied(".envelopefs is reserved".into()));
         }
         Ok(())
     }
@@ -877,9 +875,8 @@ impl Vfs {
     pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> Result<Attr> {
         self.check_writable()?;
         if newparent < INO_BASE || ino < INO_BASE {
-            return Err(os_err(
-                libc::EPERM,
-                "no hard links at the root or in the control tree",
+            return Err(Error::PermissionDenied(
+                "no hard links at the root or in the control tree".into(),
             ));
         }
         let (from, from_bucket) = self.path_of(ino)?;
@@ -905,18 +902,17 @@ impl Vfs {
     ) -> Result<()> {
         self.check_writable()?;
         if parent < INO_BASE && parent != ROOT || newparent < INO_BASE && newparent != ROOT {
-            return Err(os_err(libc::EPERM, "the control tree is fixed"));
+            return Err(Error::PermissionDenied("the control tree is fixed".into()));
         }
         if (parent == ROOT && name == META_DIR) || (newparent == ROOT && newname == META_DIR) {
-            return Err(os_err(libc::EPERM, ".envelopefs is reserved"));
+            return Err(Error::PermissionDenied(".envelopefs is reserved".into()));
         }
         let (from, from_bucket) = self.child_path(parent, name)?;
         let (to, to_bucket) = self.child_path(newparent, newname)?;
         let fm = Self::lstat(&from)?;
         if (parent == ROOT) != (newparent == ROOT) {
-            return Err(os_err(
-                libc::EPERM,
-                "buckets stay at the root and only buckets live there",
+            return Err(Error::PermissionDenied(
+                "buckets stay at the root and only buckets live there".into(),
             ));
         }
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
@@ -1099,7 +1095,7 @@ impl Vfs {
             .unwrap_or_else(|p| p.into_inner())
             .get(&fh)
             .cloned()
-            .ok_or_else(|| os_err(libc::EBADF, "unknown directory handle"))?;
+            .ok_or_else(|| Error::BadHandle("unknown directory handle".into()))?;
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         for (i, (ino, kind, name)) in d.entries.iter().enumerate().skip(start) {
             if add(*ino, i as u64 + 1, *kind, name) {
@@ -1137,14 +1133,14 @@ impl Vfs {
     /// getxattr(2)
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
         if ino < INO_BASE && ino != ROOT {
-            return Err(os_err(libc::ENODATA, "no xattrs on control files"));
+            return Err(Error::NoAttribute("no xattrs on control files".into()));
         }
         let (path, _) = self.path_of(ino)?;
         let n = name.as_bytes();
         if n.starts_with(XATTR_PREFIX) {
             let m = Self::lstat(&path)?;
             if !m.is_file() {
-                return Err(os_err(libc::ENODATA, "no such attribute"));
+                return Err(Error::NoAttribute("no such attribute".into()));
             }
             let h = self.header_of(&path)?;
             let v = match (n, &h.wrapping) {
@@ -1158,14 +1154,14 @@ impl Vfs {
                 (b"user.envelopefs.key-id", Wrapping::Customer { fingerprint }) => {
                     format!("sse-c:{}", hex(fingerprint))
                 }
-                _ => return Err(os_err(libc::ENODATA, "no such attribute")),
+                _ => return Err(Error::NoAttribute("no such attribute".into())),
             };
             return Ok(v.into_bytes());
         }
         check_user_xattr(n)?;
         match xattr::get(&path, n).ctx(|| format!("getxattr {}", path.display()))? {
             Some(v) => Ok(v),
-            None => Err(os_err(libc::ENODATA, "no such attribute")),
+            None => Err(Error::NoAttribute("no such attribute".into())),
         }
     }
 
@@ -1193,7 +1189,7 @@ impl Vfs {
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
         self.check_writable()?;
         if ino < INO_BASE && ino != ROOT {
-            return Err(os_err(libc::EPERM, "no xattrs on control files"));
+            return Err(Error::PermissionDenied("no xattrs on control files".into()));
         }
         let (path, bucket) = self.path_of(ino)?;
         let n = name.as_bytes();
@@ -1244,7 +1240,7 @@ impl Vfs {
     pub fn removexattr(&self, ino: u64, name: &OsStr) -> Result<()> {
         self.check_writable()?;
         if ino < INO_BASE && ino != ROOT {
-            return Err(os_err(libc::EPERM, "no xattrs on control files"));
+            return Err(Error::PermissionDenied("no xattrs on control files".into()));
         }
         let (path, _) = self.path_of(ino)?;
         let n = name.as_bytes();
@@ -1257,7 +1253,7 @@ impl Vfs {
         check_user_xattr(n)?;
         xattr::remove(&path, n).map_err(|e| {
             if e.raw_os_error() == Some(libc::ENODATA) {
-                os_err(libc::ENODATA, "no such attribute")
+                Error::NoAttribute("no such attribute".into())
             } else {
                 Error::io(format!("removexattr {}", path.display()), e)
             }
@@ -1270,7 +1266,7 @@ impl Vfs {
     pub fn access(&self, ino: u64, mask: i32) -> Result<()> {
         let a = self.getattr(ino, None)?;
         if mask & libc::X_OK != 0 && a.kind != Kind::Dir && a.perm & 0o111 == 0 {
-            return Err(os_err(libc::EACCES, "no execute permission"));
+            return Err(Error::AccessDenied("no execute permission".into()));
         }
         Ok(())
     }
@@ -1322,9 +1318,8 @@ impl Vfs {
 /// Only buckets (directories) live at the root, and the control tree is fixed.
 fn check_in_bucket(parent: u64) -> Result<()> {
     if parent < INO_BASE {
-        return Err(os_err(
-            libc::EPERM,
-            "only buckets (directories) can be created at the root",
+        return Err(Error::PermissionDenied(
+            "only buckets (directories) can be created at the root".into(),
         ));
     }
     Ok(())
@@ -1382,7 +1377,7 @@ fn check_name(name: &OsStr) -> Result<()> {
         return Err(einval("invalid name"));
     }
     if b.len() > 255 {
-        return Err(os_err(libc::ENAMETOOLONG, "name too long"));
+        return Err(Error::NameTooLong("name too long".into()));
     }
     Ok(())
 }
