@@ -85,7 +85,8 @@ pub fn call(mnt: &Path, cmd: &StoreCommand) -> Result<Output> {
         .as_str()
         .unwrap_or("the mount refused the command")
         .to_string();
-    Err(Error::from_errno(errno, msg))
+    let kind = v["error"]["kind"].as_str().unwrap_or("Io");
+    Err(Error::from_kind(kind, errno, msg))
 }
 
 /// Runs a store command through the mount at `mnt`.

@@ -270,10 +270,6 @@ fn einval(m: &str) -> Error {
     Error::InvalidArgument(m.into())
 }
 
-fn os_err(e: i32, what: &str) -> Error {
-    Error::io(what.to_string(), std::io::Error::from_raw_os_error(e))
-}
-
 impl Vfs {
     /// A filesystem over an open store. Shared: its control tree holds it weakly (to tell it
     /// of changes that commands make).
@@ -353,7 +349,7 @@ impl Vfs {
 
     fn check_writable(&self) -> Result<()> {
         if self.opts.read_only {
-            Err(os_err(libc::EROFS, "read-only mount"))
+            Err(Error::ReadOnly("read-only mount".into()))
         } else {
             Ok(())
         }
@@ -363,9 +359,9 @@ impl Vfs {
 
     fn components(&self, ino: u64) -> Result<Vec<OsString>> {
         self.nodes.components(ino).map_err(|e| match e {
-            inodes::PathError::Unknown => os_err(libc::ESTALE, "unknown inode"),
-            inodes::PathError::Unlinked => os_err(libc::ENOENT, "inode has no name left"),
-            inodes::PathError::Loop => os_err(libc::ELOOP, "inode table loop"),
+            inodes::PathError::Unknown => Error::Stale("unknown inode".into()),
+            inodes::PathError::Unlinked => Error::NotFound("inode has no name left".into()),
+            inodes::PathError::Loop => Error::Loop("inode table loop".into()),
         })
     }
 
@@ -515,9 +511,9 @@ impl Vfs {
         match NodeKind::of(ino) {
             // Truncation (O_TRUNC of a redirect) and time updates (the kernel flushes them
             // at close) are accepted and ignored; ownership and mode are fixed.
-            NodeKind::Control if mode.is_some() || uid.is_some() || gid.is_some() => {
-                Err(os_err(libc::EPERM, "control files have fixed attributes"))
-            }
+            NodeKind::Control if mode.is_some() || uid.is_some() || gid.is_some() => Err(
+                Error::PermissionDenied("control files have fixed attributes".into()),
+            ),
             NodeKind::Control => self.control.getattr(ino),
             NodeKind::Root | NodeKind::Entry => {
                 let a = self.setattr_of(ino, mode, uid, gid, size, atime, mtime, fh, caller)?;
@@ -703,7 +699,7 @@ impl Vfs {
         let comps = self.components(ino)?;
         let bucket_name = comps
             .first()
-            .ok_or_else(|| os_err(libc::EISDIR, "the root is not an object"))?;
+            .ok_or_else(|| Error::IsDirectory("the root is not an object".into()))?;
         let bucket = self.bucket_record(bucket_name)?;
         let what = path
             .strip_prefix(self.store.root())
@@ -833,7 +829,7 @@ impl Vfs {
             .read_unpoisoned()
             .get(&fh)
             .cloned()
-            .ok_or_else(|| os_err(libc::EBADF, "unknown file handle"))
+            .ok_or_else(|| Error::BadHandle("unknown file handle".into()))
     }
 
     fn add_handle(&self, obj: Arc<OpenObject>, flags: i32) -> u64 {
@@ -1003,7 +999,7 @@ impl Vfs {
         let mut io = h.obj.io.write_unpoisoned();
         let end = off
             .checked_add(len)
-            .ok_or_else(|| os_err(libc::EFBIG, "fallocate past the largest offset"))?;
+            .ok_or_else(|| Error::TooLarge("fallocate past the largest offset".into()))?;
         if mode & libc::FALLOC_FL_KEEP_SIZE == 0 && end > io.size() {
             io.set_len(end)?;
         }
@@ -1017,7 +1013,7 @@ impl Vfs {
         self.check_writable()?;
         let kind = NodeKind::of(parent);
         if kind == NodeKind::Control {
-            return Err(os_err(libc::EPERM, "the control tree is fixed"));
+            return Err(Error::PermissionDenied("the control tree is fixed".into()));
         }
         let (path, _) = self.child_path(parent, name)?;
         if kind == NodeKind::Root {
@@ -1025,7 +1021,7 @@ impl Vfs {
                 .to_str()
                 .ok_or_else(|| einval("bucket names are UTF-8"))?;
             if n == META_DIR {
-                return Err(os_err(libc::EEXIST, ".envelopefs is reserved"));
+                return Err(Error::AlreadyExists(".envelopefs is reserved".into()));
             }
             self.store.create_bucket(n, None, mode & 0o7777)?;
         } else {
@@ -1108,9 +1104,9 @@ impl Vfs {
     fn check_removable(&self, parent: u64, name: &OsStr) -> Result<()> {
         self.check_writable()?;
         match NodeKind::of(parent) {
-            NodeKind::Control => Err(os_err(libc::EPERM, "the control tree is fixed")),
+            NodeKind::Control => Err(Error::PermissionDenied("the control tree is fixed".into())),
             NodeKind::Root if name == META_DIR => {
-                Err(os_err(libc::EPERM, ".envelopefs is reserved"))
+                Err(Error::PermissionDenied(".envelopefs is reserved".into()))
             }
             NodeKind::Root | NodeKind::Entry => Ok(()),
         }
@@ -1150,9 +1146,8 @@ impl Vfs {
     pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> Result<Attr> {
         self.check_writable()?;
         if NodeKind::of(newparent) != NodeKind::Entry || NodeKind::of(ino) != NodeKind::Entry {
-            return Err(os_err(
-                libc::EPERM,
-                "no hard links at the root or in the control tree",
+            return Err(Error::PermissionDenied(
+                "no hard links at the root or in the control tree".into(),
             ));
         }
         let (from, from_bucket) = self.path_of(ino)?;
@@ -1179,20 +1174,19 @@ impl Vfs {
         self.check_writable()?;
         let (kind, newkind) = (NodeKind::of(parent), NodeKind::of(newparent));
         if kind == NodeKind::Control || newkind == NodeKind::Control {
-            return Err(os_err(libc::EPERM, "the control tree is fixed"));
+            return Err(Error::PermissionDenied("the control tree is fixed".into()));
         }
         if (kind == NodeKind::Root && name == META_DIR)
             || (newkind == NodeKind::Root && newname == META_DIR)
         {
-            return Err(os_err(libc::EPERM, ".envelopefs is reserved"));
+            return Err(Error::PermissionDenied(".envelopefs is reserved".into()));
         }
         let (from, from_bucket) = self.child_path(parent, name)?;
         let (to, to_bucket) = self.child_path(newparent, newname)?;
         let fm = Self::lstat(&from)?;
         if (kind == NodeKind::Root) != (newkind == NodeKind::Root) {
-            return Err(os_err(
-                libc::EPERM,
-                "buckets stay at the root and only buckets live there",
+            return Err(Error::PermissionDenied(
+                "buckets stay at the root and only buckets live there".into(),
             ));
         }
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
@@ -1377,7 +1371,7 @@ impl Vfs {
             .lock_unpoisoned()
             .get(&fh)
             .cloned()
-            .ok_or_else(|| os_err(libc::EBADF, "unknown directory handle"))?;
+            .ok_or_else(|| Error::BadHandle("unknown directory handle".into()))?;
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         for (i, (ino, kind, name)) in d.entries.iter().enumerate().skip(start) {
             if add(*ino, i as u64 + 1, *kind, name) {
@@ -1412,14 +1406,14 @@ impl Vfs {
     /// getxattr(2)
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
         if NodeKind::of(ino) == NodeKind::Control {
-            return Err(os_err(libc::ENODATA, "no xattrs on control files"));
+            return Err(Error::NoAttribute("no xattrs on control files".into()));
         }
         let (path, _) = self.path_of(ino)?;
         let n = name.as_bytes();
         if n.starts_with(XATTR_PREFIX) {
             let m = Self::lstat(&path)?;
             if !m.is_file() {
-                return Err(os_err(libc::ENODATA, "no such attribute"));
+                return Err(Error::NoAttribute("no such attribute".into()));
             }
             let h = self.header_of(&path)?;
             let v = match (n, &h.wrapping) {
@@ -1433,14 +1427,14 @@ impl Vfs {
                 (b"user.envelopefs.key-id", Wrapping::Customer { fingerprint }) => {
                     format!("sse-c:{}", hex(fingerprint))
                 }
-                _ => return Err(os_err(libc::ENODATA, "no such attribute")),
+                _ => return Err(Error::NoAttribute("no such attribute".into())),
             };
             return Ok(v.into_bytes());
         }
         check_user_xattr(n)?;
         match xattr::get(&path, n).ctx(|| format!("getxattr {}", path.display()))? {
             Some(v) => Ok(v),
-            None => Err(os_err(libc::ENODATA, "no such attribute")),
+            None => Err(Error::NoAttribute("no such attribute".into())),
         }
     }
 
@@ -1468,7 +1462,7 @@ impl Vfs {
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
         self.check_writable()?;
         if NodeKind::of(ino) == NodeKind::Control {
-            return Err(os_err(libc::EPERM, "no xattrs on control files"));
+            return Err(Error::PermissionDenied("no xattrs on control files".into()));
         }
         let (path, bucket) = self.path_of(ino)?;
         let n = name.as_bytes();
@@ -1512,7 +1506,7 @@ impl Vfs {
     pub fn removexattr(&self, ino: u64, name: &OsStr) -> Result<()> {
         self.check_writable()?;
         if NodeKind::of(ino) == NodeKind::Control {
-            return Err(os_err(libc::EPERM, "no xattrs on control files"));
+            return Err(Error::PermissionDenied("no xattrs on control files".into()));
         }
         let (path, _) = self.path_of(ino)?;
         let n = name.as_bytes();
@@ -1525,7 +1519,7 @@ impl Vfs {
         check_user_xattr(n)?;
         xattr::remove(&path, n).map_err(|e| {
             if e.raw_os_error() == Some(libc::ENODATA) {
-                os_err(libc::ENODATA, "no such attribute")
+                Error::NoAttribute("no such attribute".into())
             } else {
                 Error::io(format!("removexattr {}", path.display()), e)
             }
@@ -1538,7 +1532,7 @@ impl Vfs {
     pub fn access(&self, ino: u64, mask: i32) -> Result<()> {
         let a = self.getattr(ino, None)?;
         if mask & libc::X_OK != 0 && a.kind != Kind::Dir && a.perm & 0o111 == 0 {
-            return Err(os_err(libc::EACCES, "no execute permission"));
+            return Err(Error::AccessDenied("no execute permission".into()));
         }
         Ok(())
     }
@@ -1613,9 +1607,8 @@ impl control::Filesystem for Vfs {
 /// Only buckets (directories) live at the root, and the control tree is fixed.
 fn check_in_bucket(parent: u64) -> Result<()> {
     if NodeKind::of(parent) != NodeKind::Entry {
-        return Err(os_err(
-            libc::EPERM,
-            "only buckets (directories) can be created at the root",
+        return Err(Error::PermissionDenied(
+            "only buckets (directories) can be created at the root".into(),
         ));
     }
     Ok(())
@@ -1673,7 +1666,7 @@ fn check_name(name: &OsStr) -> Result<()> {
         return Err(einval("invalid name"));
     }
     if b.len() > 255 {
-        return Err(os_err(libc::ENAMETOOLONG, "name too long"));
+        return Err(Error::NameTooLong("name too long".into()));
     }
     Ok(())
 }

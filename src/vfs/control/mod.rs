@@ -393,10 +393,7 @@ impl Control {
     pub fn open(&self, ino: u64, flags: i32) -> Result<u64> {
         let kind = self.getattr(ino)?.kind;
         if kind == Kind::Dir {
-            return Err(Error::io(
-                "open",
-                std::io::Error::from_raw_os_error(libc::EISDIR),
-            ));
+            return Err(Error::IsDirectory("open of a control directory".into()));
         }
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let read_only_node = matches!(
@@ -428,7 +425,7 @@ impl Control {
         let mut open = self.open.lock_unpoisoned();
         let o = open
             .get_mut(&fh)
-            .ok_or_else(|| Error::io("read", std::io::Error::from_raw_os_error(libc::EBADF)))?;
+            .ok_or_else(|| Error::BadHandle("unknown control file handle".into()))?;
         out.clear();
         match &o.result {
             Some(r) => {
