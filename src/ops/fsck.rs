@@ -786,18 +786,7 @@ mod tests {
 
     #[test]
     fn problem_kinds_serialize_as_they_always_have() {
-        assert_eq!(
-            TODAY.map(|(k, _)| k),
-            ProblemKind::ALL,
-            "every variant, once"
-        );
-        for (k, text) in TODAY {
-            assert_eq!(serde_json::to_value(k).unwrap(), serde_json::json!(text));
-            assert_eq!(
-                serde_json::from_value::<ProblemKind>(serde_json::json!(text)).unwrap(),
-                k
-            );
-        }
+        crate::ops::test_support::assert_strings_as_today(&TODAY, ProblemKind::ALL);
         let p = problem("b/o", ProblemKind::ObjectIdMismatch, "d");
         assert_eq!(
             serde_json::to_value(&p).unwrap(),
@@ -809,16 +798,7 @@ mod tests {
     /// is a problem, and the detail says what was not understood.
     #[test]
     fn a_work_request_this_version_does_not_parse_is_a_problem_that_says_why() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("s");
-        let secret = Secret::KeyFile(Key32::from_bytes([5u8; 32]));
-        Store::init(&root, 4096, &secret).unwrap();
-        let store = Store::open(
-            &root,
-            crate::store::StoreLock::acquire(&root).unwrap(),
-            &secret,
-        )
-        .unwrap();
+        let (_dir, root, store) = crate::ops::test_support::temp_store(5);
         store.create_bucket("b", Some("default"), 0o755).unwrap();
         let wr = crate::ops::workreq::accept(&store, "b", None).unwrap();
         assert!(check_store(&store, false, &mut |_, _| {}).unwrap().ok);

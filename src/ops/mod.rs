@@ -60,3 +60,44 @@ pub mod rekey;
 pub mod rewrap;
 pub mod status;
 pub mod workreq;
+
+/// What the unit tests of the operations share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use crate::keys::crypto::Key32;
+    use crate::keys::keystore::Secret;
+    use crate::store::{Store, StoreLock};
+    use std::path::PathBuf;
+
+    /// A new store in a temporary directory (kept while the first value lives), opened with a
+    /// key file of `seed` bytes: (the directory, the store's root, the store).
+    pub fn temp_store(seed: u8) -> (tempfile::TempDir, PathBuf, Store) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("s");
+        let secret = Secret::KeyFile(Key32::from_bytes([seed; 32]));
+        Store::init(&root, 4096, &secret).expect("init");
+        let lock = StoreLock::acquire(&root).expect("lock");
+        let store = Store::open(&root, lock, &secret).expect("open");
+        (dir, root, store)
+    }
+
+    /// A string enum (see `string_enum!`) is persisted and printed as it always was: `today`
+    /// lists every variant once, in declaration order, with its string.
+    pub fn assert_strings_as_today<T>(today: &[(T, &str)], all: &[T])
+    where
+        T: Copy + PartialEq + std::fmt::Debug + std::fmt::Display,
+        T: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let variants: Vec<T> = today.iter().map(|(v, _)| *v).collect();
+        assert_eq!(variants, all, "every variant, once");
+        for (v, text) in today {
+            assert_eq!(
+                serde_json::to_value(v).expect("to JSON"),
+                serde_json::json!(text)
+            );
+            let back: T = serde_json::from_value(serde_json::json!(text)).expect("from JSON");
+            assert_eq!(back, *v);
+            assert_eq!(v.to_string(), *text);
+        }
+    }
+}

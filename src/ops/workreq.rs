@@ -704,17 +704,7 @@ mod tests {
 
     #[test]
     fn list_orders_requests_accepted_in_one_second_by_acceptance() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("s");
-        let key = crate::keys::crypto::Key32::from_bytes([3u8; 32]);
-        let secret = crate::keys::keystore::Secret::KeyFile(key);
-        Store::init(&root, 4096, &secret).unwrap();
-        let store = Store::open(
-            &root,
-            crate::store::StoreLock::acquire(&root).unwrap(),
-            &secret,
-        )
-        .unwrap();
+        let (_dir, _root, store) = crate::ops::test_support::temp_store(3);
         store.create_bucket("b", Some("default"), 0o755).unwrap();
         let mut ids = Vec::new();
         for _ in 0..20 {
@@ -732,17 +722,7 @@ mod tests {
 
     #[test]
     fn a_rekey_asking_for_a_longer_wait_than_allowed_is_refused_and_changes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("s");
-        let key = crate::keys::crypto::Key32::from_bytes([4u8; 32]);
-        let secret = crate::keys::keystore::Secret::KeyFile(key);
-        Store::init(&root, 4096, &secret).unwrap();
-        let store = Store::open(
-            &root,
-            crate::store::StoreLock::acquire(&root).unwrap(),
-            &secret,
-        )
-        .unwrap();
+        let (_dir, _root, store) = crate::ops::test_support::temp_store(4);
         store.create_bucket("b", None, 0o755).unwrap();
         let too_long = Job::Rekey {
             open_wait_seconds: MAX_OPEN_WAIT_SECONDS + 1,
@@ -774,18 +754,7 @@ mod tests {
             (Operation::ReencryptBucket, "REENCRYPT_BUCKET"),
             (Operation::RekeyBucket, "REKEY_BUCKET"),
         ];
-        assert_eq!(
-            today.map(|(op, _)| op),
-            Operation::ALL,
-            "every variant, once"
-        );
-        for (op, text) in today {
-            assert_eq!(serde_json::to_value(op).unwrap(), serde_json::json!(text));
-            assert_eq!(
-                serde_json::from_value::<Operation>(serde_json::json!(text)).unwrap(),
-                op
-            );
-        }
+        crate::ops::test_support::assert_strings_as_today(&today, Operation::ALL);
     }
 
     #[test]
@@ -804,19 +773,8 @@ mod tests {
             (SkipReason::OpenInMount, "open in the mount"),
             (SkipReason::RemovedMeanwhile, "removed meanwhile"),
         ];
-        assert_eq!(
-            today.map(|(r, _)| r),
-            SkipReason::ALL,
-            "every variant, once"
-        );
-        for (r, text) in today {
-            assert_eq!(serde_json::to_value(r).unwrap(), serde_json::json!(text));
-            assert_eq!(
-                serde_json::from_value::<SkipReason>(serde_json::json!(text)).unwrap(),
-                r
-            );
-            assert_eq!(r.to_string(), text, "as `object reencrypt` prints it");
-        }
+        // Also as `object reencrypt` prints it (Display).
+        crate::ops::test_support::assert_strings_as_today(&today, SkipReason::ALL);
         // As map keys: the same text, in the same (string) order as the string keys had.
         let typed: BTreeMap<SkipReason, u64> = today.iter().map(|(r, _)| (*r, 1)).collect();
         let strings: BTreeMap<String, u64> =
