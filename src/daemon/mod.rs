@@ -208,7 +208,6 @@ impl crate::vfs::Notify for KernelNotifier {
     }
 }
 
-/// Serves a mount until a signal or an external unmount.
 /// Mounts the store at `mnt` and serves it until it is unmounted or signalled (`daemon`: report
 /// READY or ERROR on stdout for [`spawn`]).
 pub fn serve(
