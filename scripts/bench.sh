@@ -25,7 +25,9 @@
 #   BENCH_CPU [0]              the vCPU to pin to
 #   BENCH_DIR [target/bench-data]  backing directory: must be on the real disk, not tmpfs
 #   BENCH_RESULTS [target/bench-results]
-#   BENCH_SYSTEMS [envelopefs,gocryptfs,securefs,bindfs-bw,raw]
+#   BENCH_SYSTEMS [envelopefs,gocryptfs,securefs,bindfs-bw,raw]; may add envelopefs-base
+#   BENCH_BASE_BIN             with envelopefs-base: the envelopefs binary to compare with
+#                              (say the previous commit's release build), in the same run
 #   BENCH_PARTS [fs,rewrap]    which parts to run
 #   BENCH_PRETOUCH_MB [3072]   memory written and freed before each sequential step
 #   BENCH_SEQ_MB [1024] BENCH_FIO_MB [256] BENCH_FIO_SECS [10] BENCH_FILES [10000]

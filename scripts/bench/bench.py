@@ -54,6 +54,20 @@ PEERS = [s for s in SYSTEMS if s != "envelopefs"]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("ENVELOPEFS_BIN") or os.path.join(REPO, "target/release/envelopefs")
+# BENCH_SYSTEMS may add "envelopefs-base": another envelopefs binary (BENCH_BASE_BIN, say the
+# release binary of the previous commit), measured in the same run on the same workloads, so
+# a change is compared with what it changed (the "env / envelopefs-base" column).
+BASE_BIN = os.environ.get("BENCH_BASE_BIN", "")
+ENVELOPEFS_KINDS = ("envelopefs", "envelopefs-base")
+
+
+def bin_of(system):
+    """The binary of an envelopefs system."""
+    if system == "envelopefs-base":
+        if not BASE_BIN:
+            raise ValueError("envelopefs-base needs BENCH_BASE_BIN (the binary to compare with)")
+        return BASE_BIN
+    return BIN
 DATA = os.path.abspath(os.environ.get("BENCH_DIR") or os.path.join(REPO, "target/bench-data"))
 RESULTS_ROOT = os.path.abspath(os.environ.get("BENCH_RESULTS") or os.path.join(REPO, "target/bench-results"))
 STAMP = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -248,9 +262,10 @@ class Mounts:
         logpath = os.path.join(LOGS, f"{os.path.basename(os.path.dirname(mnt))}-{system}.log")
         logf = open(logpath, "ab")
         proc = None
-        if system == "envelopefs":
+        if system in ENVELOPEFS_KINDS:
             self.active[mnt] = (system, None)
-            run([BIN, "mount", backing, mnt, "--key-file", secret], stdout=logf, stderr=logf)
+            run([bin_of(system), "mount", backing, mnt, "--key-file", secret],
+                stdout=logf, stderr=logf)
         elif system == "gocryptfs":
             proc = subprocess.Popen(
                 ["gocryptfs", "-fg", "-q", "-nosyslog", "-passfile", secret, backing, mnt],
@@ -287,8 +302,8 @@ class Mounts:
     def unmount(self, mnt):
         kind, proc = self.active.get(mnt, (None, None))
         if mounted(mnt):
-            if kind == "envelopefs":
-                run([BIN, "unmount", mnt])
+            if kind in ENVELOPEFS_KINDS:
+                run([bin_of(kind), "unmount", mnt])
             else:
                 for attempt in range(50):
                     p = subprocess.run(["umount", mnt], stdout=subprocess.DEVNULL,
@@ -342,8 +357,8 @@ def setup_system(system, base):
     backing = os.path.join(base, "backing")
     mnt = os.path.join(base, "mnt")
     os.makedirs(mnt)
-    if system == "envelopefs":
-        run([BIN, "init", backing, "--key-file", secret])
+    if system in ENVELOPEFS_KINDS:
+        run([bin_of(system), "init", backing, "--key-file", secret])
     elif system == "gocryptfs":
         os.makedirs(backing)
         run(["gocryptfs", "-init", "-q", "-passfile", secret, backing])
