@@ -19,14 +19,7 @@ const FAULTS: bool = cfg!(feature = "fault-injection");
 /// An offline store command with `ENVELOPEFS_FAULT_INJECTION=faults`, set directly (not
 /// through `fault_env`, which refuses builds without faults: here both builds are tested).
 fn cli_with_faults(m: &TestMount, faults: &str, args: &[&str]) -> CmdOut {
-    let mut c = envelopefs_cmd();
-    c.env(FAULT_ENV, faults)
-        .arg("--store")
-        .arg(&m.store)
-        .arg("--key-file")
-        .arg(&m.key)
-        .args(args);
-    run_cmd(&mut c, CMD_TIMEOUT)
+    m.cli_store_env(&[(FAULT_ENV, faults)], args)
 }
 
 /// The state of version `n` in `key get` output.

@@ -24,15 +24,8 @@ const CLOCK_AHEAD: &str = "deletion-clock-ahead";
 
 /// The CLI offline with the deletion clock a year ahead.
 fn cli_clock_ahead(m: &TestMount, args: &[&str]) -> CmdOut {
-    let mut c = envelopefs_cmd();
-    c.arg("--store")
-        .arg(&m.store)
-        .arg("--key-file")
-        .arg(&m.key)
-        .args(args);
     let (k, v) = fault_env(CLOCK_AHEAD);
-    c.env(k, v);
-    run_cmd(&mut c, CMD_TIMEOUT)
+    m.cli_store_env(&[(&k, &v)], args)
 }
 
 /// State and material of a key version as persisted in STORE/.envelopefs/keystore (read

@@ -46,15 +46,8 @@ fn tmp_entries(m: &TestMount) -> Vec<String> {
 
 /// Runs an offline store command with a fault switched on (the process aborts at it).
 fn cli_with_fault(m: &TestMount, fault: &str, args: &[&str]) -> CmdOut {
-    let mut c = envelopefs_cmd();
     let (k, v) = fault_env(fault);
-    c.env(k, v)
-        .arg("--store")
-        .arg(&m.store)
-        .arg("--key-file")
-        .arg(&m.key)
-        .args(args);
-    run_cmd(&mut c, CMD_TIMEOUT)
+    m.cli_store_env(&[(&k, &v)], args)
 }
 
 /// `object get`, asserting success: the object's bytes.

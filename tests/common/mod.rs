@@ -767,8 +767,16 @@ impl TestMount {
     /// Runs a store command of the CLI offline (`--store S --key-file K ARGS`).
     #[track_caller]
     pub fn cli_store(&self, args: &[&str]) -> CmdOut {
+        self.cli_store_env(&[], args)
+    }
+
+    /// [`TestMount::cli_store`] with environment variables set (say a fault from
+    /// [`fault_env`]).
+    #[track_caller]
+    pub fn cli_store_env(&self, env: &[(&str, &str)], args: &[&str]) -> CmdOut {
         let mut c = envelopefs_cmd();
-        c.arg("--store")
+        c.envs(env.iter().copied())
+            .arg("--store")
             .arg(&self.store)
             .arg("--key-file")
             .arg(&self.key)
