@@ -96,12 +96,15 @@ done
 if [ ${#need[@]} -gt 0 ]; then
     mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
     note "installing ${need[*]}"
+    # grep reads all of apt-cache's output (no -q): under pipefail, a grep that quits at the
+    # first match makes apt-cache die of SIGPIPE and the test fail at random.
+    candidate() { apt-cache policy "$1" 2>/dev/null | grep 'Candidate: [0-9]' >/dev/null; }
     updated=0
     for pkg in "${need[@]}"; do
-        if ! apt-cache policy "$pkg" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+        if ! candidate "$pkg"; then
             [ $updated = 1 ] || { apt-get update -qq; updated=1; }
         fi
-        apt-cache policy "$pkg" | grep -q 'Candidate: [0-9]' || die "no Debian package $pkg"
+        candidate "$pkg" || die "no Debian package $pkg"
     done
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
