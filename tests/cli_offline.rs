@@ -2,6 +2,8 @@
 //! work-request commands, JSON on stdout, one-line errors on stderr, the exit codes of
 //! docs/ERRORS.md (0 success, 1 error, 2 a wait timed out).
 
+mod common;
+
 use base64::Engine;
 use envelopefs::keys::crypto::Key32;
 use envelopefs::keys::keystore::{KeyStore, Secret};
@@ -13,7 +15,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_envelopefs");
 const KEY: [u8; 32] = [0x2a; 32];
 
 /// What a run of the binary gave.
@@ -79,19 +80,6 @@ impl Run {
     }
 }
 
-fn bin() -> Command {
-    let mut c = Command::new(BIN);
-    for v in [
-        "ENVELOPEFS_STORE",
-        "ENVELOPEFS_PASSWORD_FILE",
-        "ENVELOPEFS_KEY_FILE",
-        "RUST_LOG",
-    ] {
-        c.env_remove(v);
-    }
-    c
-}
-
 fn run(mut c: Command, stdin: Option<Vec<u8>>) -> Run {
     let what = format!("{c:?}");
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -131,7 +119,7 @@ fn fixture() -> Fx {
     let key = dir.path().join("kf");
     fs::write(&key, KEY).expect("key file");
     let store = dir.path().join("s");
-    let mut c = bin();
+    let mut c = common::envelopefs_cmd();
     c.arg("init").arg(&store).arg("--key-file").arg(&key);
     let v = run(c, None).ok().json();
     assert_eq!(v["key_source"], "keyfile");
@@ -140,7 +128,7 @@ fn fixture() -> Fx {
 
 impl Fx {
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = bin();
+        let mut c = common::envelopefs_cmd();
         c.arg("--store")
             .arg(&self.store)
             .arg("--key-file")
@@ -192,7 +180,7 @@ fn init_with_a_key_file_and_refusals() {
     assert_eq!(cfg.chunk_size, 4096, "default chunk size");
     let before = snapshot(&fx.store);
 
-    let mut c = bin();
+    let mut c = common::envelopefs_cmd();
     c.arg("init").arg(&fx.store).arg("--key-file").arg(&fx.key);
     run(c, None).fails_with("already an envelopefs store");
     assert_eq!(
@@ -204,7 +192,7 @@ fn init_with_a_key_file_and_refusals() {
     let busy = fx.dir.path().join("busy");
     fs::create_dir(&busy).expect("mkdir");
     fs::write(busy.join("file"), b"keep me").expect("write");
-    let mut c = bin();
+    let mut c = common::envelopefs_cmd();
     c.arg("init").arg(&busy).arg("--key-file").arg(&fx.key);
     run(c, None).fails_with("not empty");
     assert_eq!(
@@ -220,21 +208,21 @@ fn init_with_a_key_file_and_refusals() {
         base64::engine::general_purpose::STANDARD.encode([7u8; 32]) + "\n",
     )
     .expect("b64 key");
-    let mut c = bin();
+    let mut c = common::envelopefs_cmd();
     c.arg("init")
         .arg(fx.dir.path().join("s4k"))
         .arg("--key-file")
         .arg(&b64)
         .args(["--chunk-size", "4096"]);
     assert_eq!(run(c, None).ok().json()["chunk_size"], 4096);
-    let mut c = bin();
+    let mut c = common::envelopefs_cmd();
     c.arg("init")
         .arg(fx.dir.path().join("sbad"))
         .arg("--key-file")
         .arg(&b64)
         .args(["--chunk-size", "5000"]);
     run(c, None).fails_with("chunk size");
-    let mut c = bin();
+    let mut c = common::envelopefs_cmd();
     let pw = password_file(fx.dir.path(), "pw", "x");
     c.arg("init")
         .arg(fx.dir.path().join("sboth"))
@@ -245,7 +233,7 @@ fn init_with_a_key_file_and_refusals() {
     run(c, None).fails_with("not both");
     let short = fx.dir.path().join("short.key");
     fs::write(&short, [1u8; 31]).expect("short key");
-    let mut c = bin();
+    let mut c = common::envelopefs_cmd();
     c.arg("init")
         .arg(fx.dir.path().join("sshort"))
         .arg("--key-file")
@@ -258,14 +246,14 @@ fn passphrase_store_with_password_file_and_wrong_passphrase() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = dir.path().join("s");
     let pw = password_file(dir.path(), "pw", "correct horse battery staple");
-    let mut c = bin();
+    let mut c = common::envelopefs_cmd();
     c.arg("init").arg(&store).arg("--password-file").arg(&pw);
     let v = run(c, None).ok().json();
     assert_eq!(v["key_source"], "passphrase");
     let before = snapshot(&store);
 
     let wrong = password_file(dir.path(), "wrong", "correct horse battery stapler");
-    let mut c = bin();
+    let mut c = common::envelopefs_cmd();
     c.arg("--store")
         .arg(&store)
         .arg("--password-file")
@@ -284,7 +272,7 @@ fn passphrase_store_with_password_file_and_wrong_passphrase() {
     // A key file for a passphrase store: a one-line hint.
     let key = dir.path().join("kf");
     fs::write(&key, KEY).expect("key");
-    let mut c = bin();
+    let mut c = common::envelopefs_cmd();
     c.arg("--store")
         .arg(&store)
         .arg("--key-file")
@@ -292,7 +280,7 @@ fn passphrase_store_with_password_file_and_wrong_passphrase() {
         .args(["key", "list"]);
     run(c, None).fails_with("passphrase");
     // No passphrase at all and no terminal: a clear error, not a hang.
-    let mut c = bin();
+    let mut c = common::envelopefs_cmd();
     c.arg("--store").arg(&store).args(["key", "list"]);
     run(c, None).fails_with("--password-file");
 }
@@ -301,12 +289,12 @@ fn passphrase_store_with_password_file_and_wrong_passphrase() {
 fn password_file_from_the_environment() {
     let dir = tempfile::tempdir().expect("temp dir");
     let pw = password_file(dir.path(), "pw", "from the environment");
-    let mut c = bin();
+    let mut c = common::envelopefs_cmd();
     c.env("ENVELOPEFS_PASSWORD_FILE", &pw)
         .arg("init")
         .arg(dir.path().join("s"));
     assert_eq!(run(c, None).ok().json()["key_source"], "passphrase");
-    let mut c = bin();
+    let mut c = common::envelopefs_cmd();
     c.env("ENVELOPEFS_PASSWORD_FILE", &pw)
         .env("ENVELOPEFS_STORE", dir.path().join("s"))
         .args(["key", "list"]);
@@ -318,18 +306,18 @@ fn password_file_from_the_environment() {
 #[test]
 fn store_argument_errors() {
     let fx = fixture();
-    let mut c = bin();
+    let mut c = common::envelopefs_cmd();
     c.args(["key", "list"]);
     run(c, None).fails_with("no store given");
-    let mut c = bin();
+    let mut c = common::envelopefs_cmd();
     c.arg("--store").arg(fx.dir.path()).args(["key", "list"]);
     run(c, None).fails_with("not an envelopefs store");
-    let mut c = bin();
+    let mut c = common::envelopefs_cmd();
     c.arg("--store").arg(&fx.store).args(["key", "list"]);
     run(c, None).fails_with("--key-file");
     let other = fx.dir.path().join("other.key");
     fs::write(&other, [0x2b; 32]).expect("key");
-    let mut c = bin();
+    let mut c = common::envelopefs_cmd();
     c.arg("--store")
         .arg(&fx.store)
         .arg("--key-file")
@@ -337,7 +325,7 @@ fn store_argument_errors() {
         .args(["key", "list"]);
     run(c, None).fails_with("wrong passphrase or key file");
     // ENVELOPEFS_STORE and ENVELOPEFS_KEY_FILE are honoured.
-    let mut c = bin();
+    let mut c = common::envelopefs_cmd();
     c.env("ENVELOPEFS_STORE", &fx.store)
         .env("ENVELOPEFS_KEY_FILE", &fx.key)
         .args(["bucket", "list"]);

@@ -9,13 +9,14 @@
 //! review the diff.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_envelopefs");
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/reply_abi.txt");
 
 /// Fields whose values differ from run to run (times, random ids and blobs).
@@ -47,22 +48,9 @@ struct Fx {
 }
 
 impl Fx {
-    fn bin(&self) -> Command {
-        let mut c = Command::new(BIN);
-        for v in [
-            "ENVELOPEFS_STORE",
-            "ENVELOPEFS_PASSWORD_FILE",
-            "ENVELOPEFS_KEY_FILE",
-            "RUST_LOG",
-        ] {
-            c.env_remove(v);
-        }
-        c
-    }
-
     /// Runs `envelopefs --store S --key-file K ARGS`, records its stdout, returns it.
     fn run(&mut self, args: &[&str], stdin: Option<&[u8]>) -> String {
-        let mut c = self.bin();
+        let mut c = common::envelopefs_cmd();
         c.arg("--store")
             .arg(&self.store)
             .arg("--key-file")
@@ -195,7 +183,7 @@ fn every_command_prints_the_json_it_always_printed() {
         names: HashMap::new(),
         subst: Vec::new(),
     };
-    let mut c = fx.bin();
+    let mut c = common::envelopefs_cmd();
     c.arg("init")
         .arg(&fx.store)
         .arg("--key-file")
@@ -339,7 +327,7 @@ fn every_command_prints_the_json_it_always_printed() {
         None,
     );
     let blob = {
-        let mut c = fx.bin();
+        let mut c = common::envelopefs_cmd();
         c.arg("--store")
             .arg(&fx.store)
             .arg("--key-file")
