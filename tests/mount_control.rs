@@ -214,6 +214,21 @@ fn empty_writes_to_control_files_are_einval_and_change_nothing() {
         .fails();
     m.sh("echo \"$UNSET_KEY\" > \"$M/.envelopefs/buckets/b/reencrypt\"")
         .fails();
+    // A command sent as JSON (the CLI's form) obeys the same rules: an update with neither a
+    // key nor --remove-kms-key removes nothing.
+    let update = |key: Option<&str>, remove: bool| {
+        let cmd =
+            envelopefs::command::StoreCommand::Bucket(envelopefs::command::BucketCmd::Update {
+                name: "b".into(),
+                kms_key_id: key.map(str::to_string),
+                remove_kms_key: remove,
+            });
+        serde_json::json!({ "command": cmd }).to_string()
+    };
+    for line in [update(None, false), update(Some("k2"), true)] {
+        let msg = m.ctl(&line).err(libc::EINVAL);
+        assert!(msg.contains("exactly one of"), "{line}: {msg}");
+    }
     // Nothing changed: the key is still assigned, no work request started, no rewrap.
     assert_eq!(m.read_ctl_file("buckets/b/kms-key-id").trim(), k2);
     assert_eq!(m.read_ctl_file("buckets/b/reencrypt"), "");

@@ -817,10 +817,18 @@ fn execute_bucket(store: &Store, cmd: &BucketCmd, env: &mut Env<'_>) -> Result<R
             kms_key_id,
             remove_kms_key,
         } => {
-            let key = if *remove_kms_key {
-                None
-            } else {
-                optional_key_or_word(kms_key_id.as_deref(), KeyWord::NoKey)?
+            // The rules clap enforces on the command line hold for a command sent as JSON
+            // too: exactly one of the two, so a missing key never removes one.
+            let key = match (kms_key_id.as_deref(), *remove_kms_key) {
+                (None, true) => None,
+                (Some(k), false) => key_or_word(k, KeyWord::NoKey)?,
+                (None, false) | (Some(_), true) => {
+                    return Err(Error::InvalidArgument(
+                        "bucket update takes exactly one of --kms-key-id K (or `none`) and \
+                         --remove-kms-key"
+                            .into(),
+                    ))
+                }
             };
             let rec = store.update_bucket(name, key)?;
             Ok(Reply::Bucket(store.describe_bucket(name, &rec)))

@@ -68,11 +68,12 @@ impl KeyRing {
             } => {
                 let mut ring = self.keys.write_unpoisoned();
                 let fp = match (fingerprint, encryption_key_file) {
-                    (_, Some(f)) => customer_fingerprint(&command::read_key_file(f)?),
+                    (None, Some(f)) => customer_fingerprint(&command::read_key_file(f)?),
                     (Some(p), None) => find_fingerprint(ring.keys(), p)?,
-                    (None, None) => {
+                    // Also for a command sent as JSON, which clap's rules did not check.
+                    (None, None) | (Some(_), Some(_)) => {
                         return Err(Error::InvalidArgument(
-                            "give --fingerprint or --encryption-key-file".into(),
+                            "give one of --fingerprint and --encryption-key-file".into(),
                         ))
                     }
                 };
