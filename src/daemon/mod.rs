@@ -188,7 +188,6 @@ fn harden_process() {
     // SAFETY: plain system calls with valid arguments; failures are ignored on purpose
     // (best effort: not every environment allows them).
     unsafe {
-        libc::umask(0);
         // No core dumps of a process holding keys.
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
         let mut lim: libc::rlimit = std::mem::zeroed();
@@ -220,6 +219,13 @@ pub fn serve(
     // Before any thread exists, so every thread inherits the mask and only the main thread
     // (in sigtimedwait) receives SIGINT/SIGTERM/SIGHUP.
     let set = block_signals();
+    // Callers' modes reach the backing files as asked, and the store's own files get theirs
+    // without a chmod: cleared before the store is opened, so that the umask the store layer
+    // reads once (store::fsutil::process_umask) is this one.
+    // SAFETY: umask has no preconditions.
+    unsafe {
+        libc::umask(0);
+    }
     let lock = StoreLock::acquire(root)?;
     let store = Arc::new(Store::open(root, lock, secret)?);
     // Key versions whose deletion date passed while the store was closed go now.
