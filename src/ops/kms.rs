@@ -361,12 +361,11 @@ pub fn key_usage(store: &Store, id: &Id16) -> Result<Usage> {
         let mut seen = HashSet::new();
         for rel in crate::ops::workreq::walk_objects(&dir)? {
             let what = format!("{bucket}/{}", rel.display());
-            let header =
-                crate::ops::rewrap::open_for_rewrap(&dir.join(&rel), &what).and_then(|f| {
-                    let ino = f.metadata().map(|m| m.ino()).unwrap_or(0);
-                    let first = ino == 0 || seen.insert(ino);
-                    first.then(|| object::read_header(&f, &what)).transpose()
-                });
+            let header = crate::store::open_backing(&dir.join(&rel), &what).and_then(|f| {
+                let ino = f.metadata().map(|m| m.ino()).unwrap_or(0);
+                let first = ino == 0 || seen.insert(ino);
+                first.then(|| object::read_header(&f, &what)).transpose()
+            });
             match header {
                 Ok(Some(h)) => {
                     if let Wrapping::Master { key_id, version } = h.wrapping {

@@ -73,7 +73,7 @@ pub fn rekey_path(
     opts: &Options<'_>,
 ) -> Result<Rekeyed> {
     let job = opts.job_scope.is_some();
-    let src = rewrap::open_for_rewrap(path, what)?;
+    let src = crate::store::open_backing(path, what)?;
     let meta = src.metadata().ctx(|| format!("{what}: stat"))?;
     if !meta.is_file() {
         return Err(Error::InvalidArgument(format!("{what} is not an object")));

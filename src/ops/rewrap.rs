@@ -279,9 +279,6 @@ pub fn replace_header(file: &File, header: &ObjectHeader, what: &str) -> Result<
     .ctx(|| format!("{what}: replacing the object header"))
 }
 
-/// Opens a backing file for a rewrap: [`crate::store::open_backing`].
-pub use crate::store::open_backing as open_for_rewrap;
-
 /// Rewraps the object at `bucket/name` ([`Mode::Single`]).
 pub fn rewrap_object(
     store: &Store,

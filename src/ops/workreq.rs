@@ -558,7 +558,7 @@ pub fn run_live(
                 },
             );
         }
-        let f = rewrap::open_for_rewrap(&bucket_dir.join(name), &what)?;
+        let f = crate::store::open_backing(&bucket_dir.join(name), &what)?;
         rewrap::rewrap(
             store,
             &rewrap::Request::job(&f, &what, &bucket, &target, scope),

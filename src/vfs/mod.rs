@@ -1252,7 +1252,7 @@ impl Vfs {
                     .unwrap_or(p)
                     .display()
                     .to_string();
-                let f = rewrap::open_for_rewrap(p, &what)?;
+                let f = crate::store::open_backing(p, &what)?;
                 let target = self.move_target(&f, &what)?;
                 rewrap::rewrap(
                     &self.store,
@@ -1274,7 +1274,7 @@ impl Vfs {
             // Put the moved headers back under the source bucket.
             for p in done {
                 let what = p.display().to_string();
-                if let Ok(f) = rewrap::open_for_rewrap(p, &what) {
+                if let Ok(f) = crate::store::open_backing(p, &what) {
                     let Ok(target) = self.move_target(&f, &what) else {
                         continue;
                     };
@@ -1399,7 +1399,7 @@ impl Vfs {
             .unwrap_or(path)
             .display()
             .to_string();
-        let f = rewrap::open_for_rewrap(path, &what)?;
+        let f = crate::store::open_backing(path, &what)?;
         object::read_header(&f, &what)
     }
 
@@ -1494,7 +1494,7 @@ impl Vfs {
             .unwrap_or(path)
             .display()
             .to_string();
-        let f = rewrap::open_for_rewrap(path, &what)?;
+        let f = crate::store::open_backing(path, &what)?;
         rewrap::rewrap(
             &self.store,
             &rewrap::Request::single(&f, &what, &rec, &target, &*self.control),
