@@ -10,6 +10,7 @@ pub mod fsutil;
 pub mod journal;
 pub mod lock;
 pub mod object;
+pub mod s3;
 pub mod trash;
 pub mod xattr;
 

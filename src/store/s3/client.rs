@@ -1,0 +1,910 @@
+//! A blocking S3 client: the few calls the object-store backend needs, on top of aws-sdk-s3.
+//!
+//! The rest of envelopefs is synchronous, so [`S3Client`] owns a small tokio runtime and
+//! blocks on it. One client (and its clones) shares one runtime and one connection pool.
+//!
+//! Choices that matter for Garage (docs/DECISIONS.md, "dependency: aws-sdk-s3"):
+//! - path-style addressing (`http://host:3900/bucket/key`);
+//! - checksums only when an operation requires them, on requests and responses: a multipart
+//!   upload with checksums is re-copied by Garage on its first copy, which a rewrap must not do;
+//! - bounded time: a connect timeout of [`CONNECT_TIMEOUT`], per-attempt and per-operation
+//!   timeouts, and the SDK's standard retries ([`MAX_ATTEMPTS`] attempts in all);
+//! - on plain-http endpoints a transport that sets `TCP_QUICKACK` before each read (the
+//!   40 ms Nagle stall of servers without `TCP_NODELAY`); https keeps the SDK's own client.
+//!
+//! User metadata: callers pass bare keys (`envelopefs-header`); the SDK sends them as
+//! `x-amz-meta-<key>` and servers hand them back lowercased. Keys must be lowercase ASCII
+//! (`a-z0-9-`) and values must be ASCII without control characters: they travel as HTTP
+//! headers, so callers base64 binary values. AWS S3 allows 2 KB of user metadata in all.
+//!
+//! Every error message starts `s3 ENDPOINT BUCKET/KEY:` and never contains a secret.
+
+use crate::error::{Error, Result};
+use aws_config::meta::credentials::CredentialsProviderChain;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Objects up to this size go up in one PUT; larger ones in parts of [`PART_SIZE`].
+pub const MULTIPART_THRESHOLD: u64 = 8 << 20;
+/// Size of the parts of a multipart upload (the last one may be shorter).
+pub const PART_SIZE: u64 = 8 << 20;
+/// Parts of one upload in flight at once (memory: this many parts plus the one being read).
+pub const UPLOAD_PARALLELISM: usize = 4;
+/// Longest wait for a TCP connection to the endpoint.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest one attempt of one request may take (an 8 MiB part included).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest one operation may take, retries included.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(150);
+/// Attempts per request (the first one included), with the SDK's standard backoff.
+pub const MAX_ATTEMPTS: u32 = 3;
+/// Region when none is given and none is configured anywhere.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// Where and how to connect. `None` fields come from the environment, as S3 tools do:
+/// `AWS_ENDPOINT_URL_S3`/`AWS_ENDPOINT_URL`, `AWS_REGION`/`AWS_DEFAULT_REGION`,
+/// `AWS_PROFILE`, `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`(/`AWS_SESSION_TOKEN`), then the
+/// shared config and credentials files (`~/.aws/config`, `~/.aws/credentials`, or
+/// `AWS_CONFIG_FILE`/`AWS_SHARED_CREDENTIALS_FILE`). Nothing is asked of instance metadata
+/// services. The region defaults to [`DEFAULT_REGION`].
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    /// e.g. `http://127.0.0.1:3900`.
+    pub endpoint_url: Option<String>,
+    /// Signing region (Garage: its `s3_region`, often `garage`).
+    pub region: Option<String>,
+    /// Profile of the shared config and credentials files.
+    pub profile: Option<String>,
+}
+
+/// Which HTTP transport the client uses (see the module doc). [`S3Client::connect`] picks
+/// [`Transport::Auto`]; the others exist to measure the difference (examples/s3_latency.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// [`Transport::QuickAck`] for `http://` endpoints, [`Transport::SdkDefault`] otherwise.
+    Auto,
+    /// The SDK's default hyper client (rustls; sets `TCP_NODELAY`).
+    SdkDefault,
+    /// Plain http with `TCP_QUICKACK` before each read.
+    QuickAck,
+}
+
+/// What HEAD (or GET) says of an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag without the quotes (`hex` or, after a multipart upload, `hex-N`).
+    pub etag: String,
+    /// User metadata, bare lowercase keys (no `x-amz-meta-`).
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Full key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag without the quotes.
+    pub etag: String,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListPage {
+    /// Objects, in key order.
+    pub objects: Vec<Listed>,
+    /// Common prefixes (with a delimiter), each ending in the delimiter.
+    pub prefixes: Vec<String>,
+    /// `Some` when there is more: pass it as `start_after` of the next call. It is a key (or,
+    /// after a common prefix `P`, `P` followed by U+10FFFF), not an opaque token.
+    pub next: Option<String>,
+}
+
+/// The blocking S3 client. Cheap to clone; `Send + Sync`.
+#[derive(Clone)]
+pub struct S3Client {
+    rt: Arc<tokio::runtime::Runtime>,
+    sdk: aws_sdk_s3::Client,
+    bucket: String,
+    endpoint: String,
+}
+
+impl std::fmt::Debug for S3Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Client")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Takes the first of these environment variables that is set and not empty.
+fn env_first(names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .filter_map(|n| std::env::var(n).ok())
+        .find(|v| !v.trim().is_empty())
+}
+
+impl S3Client {
+    /// A client for `bucket`, with the transport chosen by [`Transport::Auto`]. Does no
+    /// network I/O: an unreachable endpoint or refused credentials show on the first call.
+    pub fn connect(bucket: &str, opts: &S3Options) -> Result<S3Client> {
+        S3Client::connect_with(bucket, opts, Transport::Auto)
+    }
+
+    /// [`S3Client::connect`] with a chosen transport.
+    pub fn connect_with(bucket: &str, opts: &S3Options, transport: Transport) -> Result<S3Client> {
+        if bucket.is_empty() {
+            return Err(Error::InvalidArgument("s3: empty bucket name".into()));
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("envelopefs-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("s3: starting the client's runtime", e))?;
+        let profile = opts.profile.clone().or_else(|| env_first(&["AWS_PROFILE"]));
+        let endpoint_opt = opts
+            .endpoint_url
+            .clone()
+            .or_else(|| env_first(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]));
+        let sdk_config = rt.block_on(async {
+            let mut region_profile = aws_config::profile::ProfileFileRegionProvider::builder();
+            let mut creds_profile = aws_config::profile::ProfileFileCredentialsProvider::builder();
+            if let Some(p) = &profile {
+                region_profile = region_profile.profile_name(p);
+                creds_profile = creds_profile.profile_name(p);
+            }
+            let region = RegionProviderChain::first_try(
+                opts.region.clone().map(aws_sdk_s3::config::Region::new),
+            )
+            .or_else(aws_config::environment::EnvironmentVariableRegionProvider::new())
+            .or_else(region_profile.build())
+            .or_else(aws_sdk_s3::config::Region::new(DEFAULT_REGION));
+            let creds = CredentialsProviderChain::first_try(
+                "Environment",
+                aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
+            )
+            .or_else("Profile", creds_profile.build());
+            let mut loader = aws_config::defaults(BehaviorVersion::latest())
+                .region(region)
+                .credentials_provider(creds)
+                .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
+                .timeout_config(
+                    TimeoutConfig::builder()
+                        .connect_timeout(CONNECT_TIMEOUT)
+                        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                        .operation_timeout(OPERATION_TIMEOUT)
+                        .build(),
+                )
+                .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+                .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+            if let Some(p) = &profile {
+                loader = loader.profile_name(p);
+            }
+            if let Some(e) = &endpoint_opt {
+                loader = loader.endpoint_url(e);
+            }
+            loader.load().await
+        });
+        let region = sdk_config
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| DEFAULT_REGION.to_string());
+        let endpoint = endpoint_opt
+            .or_else(|| sdk_config.endpoint_url().map(str::to_string))
+            .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
+        let endpoint = endpoint.trim_end_matches('/').to_string();
+        let quickack = match transport {
+            Transport::Auto => endpoint.starts_with("http://"),
+            Transport::SdkDefault => false,
+            Transport::QuickAck => true,
+        };
+        let mut conf = aws_sdk_s3::config::Builder::from(&sdk_config)
+            .force_path_style(true)
+            .endpoint_url(&endpoint);
+        if quickack {
+            conf = conf.http_client(super::quickack::http_client(CONNECT_TIMEOUT));
+        }
+        let sdk = aws_sdk_s3::Client::from_conf(conf.build());
+        Ok(S3Client {
+            rt: Arc::new(rt),
+            sdk,
+            bucket: bucket.to_string(),
+            endpoint,
+        })
+    }
+
+    /// The endpoint URL, for messages.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The bucket name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The prefix of every message about `key`.
+    fn at(&self, key: &str) -> String {
+        format!("s3 {} {}/{}", self.endpoint, self.bucket, key)
+    }
+
+    /// Size, ETag and metadata of `key`; `None` when there is no such object.
+    pub fn head(&self, key: &str) -> Result<Option<Head>> {
+        let r = self
+            .rt
+            .block_on(self.sdk.head_object().bucket(&self.bucket).key(key).send());
+        match r {
+            Ok(o) => Ok(Some(Head {
+                size: size_of(o.content_length()),
+                etag: unquote(o.e_tag()),
+                metadata: meta_of(o.metadata()),
+            })),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(self.error(key, "HEAD", e)),
+        }
+    }
+
+    /// The whole object, with its head; `None` when there is no such object.
+    pub fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Head)>> {
+        self.rt.block_on(async {
+            let r = self
+                .sdk
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await;
+            let o = match r {
+                Ok(o) => o,
+                Err(e) if status_of(&e) == Some(404) => return Ok(None),
+                Err(e) => return Err(self.error(key, "GET", e)),
+            };
+            let head = Head {
+                size: size_of(o.content_length()),
+                etag: unquote(o.e_tag()),
+                metadata: meta_of(o.metadata()),
+            };
+            let body = o
+                .body
+                .collect()
+                .await
+                .map_err(|e| self.body_error(key, "GET", e))?
+                .into_bytes()
+                .to_vec();
+            Ok(Some((body, head)))
+        })
+    }
+
+    /// Bytes `[off, off + len)` of `key`: fewer at the end of the object, none past it.
+    /// `len == 0` returns nothing without a request. No such object: [`Error::NotFound`].
+    pub fn get_range(&self, key: &str, off: u64, len: u64) -> Result<Vec<u8>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let last = off.checked_add(len - 1).ok_or_else(|| {
+            Error::InvalidArgument(format!("{}: range {off}+{len} overflows", self.at(key)))
+        })?;
+        self.rt.block_on(async {
+            let r = self
+                .sdk
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .range(format!("bytes={off}-{last}"))
+                .send()
+                .await;
+            let o = match r {
+                Ok(o) => o,
+                // Range not satisfiable: the offset is at or past the end.
+                Err(e) if status_of(&e) == Some(416) => return Ok(Vec::new()),
+                Err(e) => return Err(self.error(key, "GET range", e)),
+            };
+            let ranged = o.content_range().is_some();
+            let body = o
+                .body
+                .collect()
+                .await
+                .map_err(|e| self.body_error(key, "GET range", e))?
+                .into_bytes();
+            // A server that ignores Range sends 200 and the whole object.
+            let body = if !ranged && body.len() as u64 > len {
+                let start = usize::try_from(off).unwrap_or(usize::MAX).min(body.len());
+                let end = usize::try_from(off.saturating_add(len))
+                    .unwrap_or(usize::MAX)
+                    .min(body.len());
+                body.slice(start..end).to_vec()
+            } else {
+                body.to_vec()
+            };
+            Ok(body)
+        })
+    }
+
+    /// Puts `body` at `key` with user `metadata` (see the module doc) in one request;
+    /// returns the new ETag.
+    pub fn put(&self, key: &str, body: Vec<u8>, metadata: &[(String, String)]) -> Result<String> {
+        self.rt.block_on(self.put_async(key, body, metadata))
+    }
+
+    async fn put_async(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        metadata: &[(String, String)],
+    ) -> Result<String> {
+        let len = body.len() as i64;
+        let o = self
+            .sdk
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(len)
+            .body(ByteStream::from(body))
+            .set_metadata(meta_map(metadata))
+            .send()
+            .await
+            .map_err(|e| self.error(key, "PUT", e))?;
+        Ok(unquote(o.e_tag()))
+    }
+
+    /// Puts the first `len` bytes of `file` (read with positioned reads: the file offset is
+    /// left alone) at `key`: one PUT up to [`MULTIPART_THRESHOLD`], a multipart upload of
+    /// [`PART_SIZE`] parts above, [`UPLOAD_PARALLELISM`] parts in flight, no checksums. On any
+    /// failure the upload is aborted: no object (nor a changed one) and no upload is left.
+    pub fn put_file(
+        &self,
+        key: &str,
+        file: &File,
+        len: u64,
+        metadata: &[(String, String)],
+    ) -> Result<String> {
+        let mut pos = 0u64;
+        let mut read = |buf: &mut [u8]| -> io::Result<()> {
+            file.read_exact_at(buf, pos)?;
+            pos += buf.len() as u64;
+            Ok(())
+        };
+        self.put_from(key, &mut read, len, metadata)
+    }
+
+    /// [`S3Client::put_file`] from any reader, which must yield `len` bytes; a reader error
+    /// (or too few bytes) aborts the upload and is returned.
+    pub fn put_reader(
+        &self,
+        key: &str,
+        reader: &mut dyn Read,
+        len: u64,
+        metadata: &[(String, String)],
+    ) -> Result<String> {
+        let mut read = |buf: &mut [u8]| reader.read_exact(buf);
+        self.put_from(key, &mut read, len, metadata)
+    }
+
+    fn put_from(
+        &self,
+        key: &str,
+        read: &mut dyn FnMut(&mut [u8]) -> io::Result<()>,
+        len: u64,
+        metadata: &[(String, String)],
+    ) -> Result<String> {
+        let read_err =
+            |e: io::Error| Error::io(format!("{}: reading the data to upload", self.at(key)), e);
+        if len <= MULTIPART_THRESHOLD {
+            let mut body = vec![0u8; len as usize];
+            read(&mut body).map_err(read_err)?;
+            return self.put(key, body, metadata);
+        }
+        let created = self
+            .rt
+            .block_on(
+                self.sdk
+                    .create_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .set_metadata(meta_map(metadata))
+                    .send(),
+            )
+            .map_err(|e| self.error(key, "CreateMultipartUpload", e))?;
+        let Some(upload_id) = created.upload_id().map(str::to_string) else {
+            return Err(Error::io(
+                format!("{}: CreateMultipartUpload", self.at(key)),
+                io::Error::other("the server returned no upload id"),
+            ));
+        };
+        let r = self.upload_parts(key, &upload_id, read, len);
+        let r = match r {
+            Ok(parts) => self
+                .rt
+                .block_on(
+                    self.sdk
+                        .complete_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .upload_id(&upload_id)
+                        .multipart_upload(
+                            CompletedMultipartUpload::builder()
+                                .set_parts(Some(parts))
+                                .build(),
+                        )
+                        .send(),
+                )
+                .map(|o| unquote(o.e_tag()))
+                .map_err(|e| self.error(key, "CompleteMultipartUpload", e)),
+            Err(e) => Err(e),
+        };
+        if r.is_err() {
+            // Best effort: the error that made us abort is the one to report.
+            let _ = self.rt.block_on(
+                self.sdk
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .send(),
+            );
+        }
+        r
+    }
+
+    /// Reads the parts on this thread and uploads them on the runtime, at most
+    /// [`UPLOAD_PARALLELISM`] at once; the parts in order, or the first error.
+    fn upload_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        read: &mut dyn FnMut(&mut [u8]) -> io::Result<()>,
+        len: u64,
+    ) -> Result<Vec<CompletedPart>> {
+        let mut tasks: tokio::task::JoinSet<Result<CompletedPart>> = tokio::task::JoinSet::new();
+        let mut parts = Vec::new();
+        let mut off = 0u64;
+        let mut number = 0i32;
+        let mut result = Ok(());
+        while off < len && result.is_ok() {
+            while tasks.len() >= UPLOAD_PARALLELISM {
+                result = self.join_one(&mut tasks, &mut parts);
+                if result.is_err() {
+                    break;
+                }
+            }
+            if result.is_err() {
+                break;
+            }
+            let n = PART_SIZE.min(len - off);
+            let mut buf = vec![0u8; n as usize];
+            if let Err(e) = read(&mut buf) {
+                result = Err(Error::io(
+                    format!("{}: reading the data to upload", self.at(key)),
+                    e,
+                ));
+                break;
+            }
+            number += 1;
+            off += n;
+            let sdk = self.sdk.clone();
+            let (bucket, k, id) = (self.bucket.clone(), key.to_string(), upload_id.to_string());
+            let at = self.clone();
+            let _guard = self.rt.enter();
+            tasks.spawn(async move {
+                let o = sdk
+                    .upload_part()
+                    .bucket(bucket)
+                    .key(&k)
+                    .upload_id(id)
+                    .part_number(number)
+                    .content_length(n as i64)
+                    .body(ByteStream::from(buf))
+                    .send()
+                    .await
+                    .map_err(|e| at.error(&k, &format!("UploadPart {number}"), e))?;
+                Ok(CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(o.e_tag().map(str::to_string))
+                    .build())
+            });
+        }
+        while result.is_ok() && !tasks.is_empty() {
+            result = self.join_one(&mut tasks, &mut parts);
+        }
+        if result.is_err() {
+            tasks.abort_all();
+            self.rt
+                .block_on(async { while tasks.join_next().await.is_some() {} });
+        }
+        result?;
+        parts.sort_by_key(|p| p.part_number());
+        Ok(parts)
+    }
+
+    fn join_one(
+        &self,
+        tasks: &mut tokio::task::JoinSet<Result<CompletedPart>>,
+        parts: &mut Vec<CompletedPart>,
+    ) -> Result<()> {
+        match self.rt.block_on(tasks.join_next()) {
+            Some(Ok(Ok(p))) => {
+                parts.push(p);
+                Ok(())
+            }
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(e)) => Err(Error::io(
+                format!(
+                    "s3 {} {}: an upload task failed",
+                    self.endpoint, self.bucket
+                ),
+                io::Error::other(e.to_string()),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Server-side copy of `src_key` to `dst_key` with the user metadata replaced by
+    /// `metadata` (metadata directive REPLACE; onto itself this is a metadata-only rewrite
+    /// that keeps data and ETag on Garage). With `if_match`, the copy happens only if the
+    /// source's ETag is still that (copy-source-if-match): otherwise [`Error::Stale`] and
+    /// nothing changes. Returns the new ETag.
+    pub fn copy(
+        &self,
+        src_key: &str,
+        dst_key: &str,
+        metadata: &[(String, String)],
+        if_match: Option<&str>,
+    ) -> Result<String> {
+        let mut req = self
+            .sdk
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(dst_key)
+            .copy_source(format!("{}/{}", self.bucket, encode_key(src_key)))
+            .metadata_directive(MetadataDirective::Replace)
+            .set_metadata(meta_map(metadata).or_else(|| Some(HashMap::new())));
+        if let Some(tag) = if_match {
+            req = req.copy_source_if_match(quote(tag));
+        }
+        let what = if src_key == dst_key {
+            "COPY onto itself".to_string()
+        } else {
+            format!("COPY from {src_key}")
+        };
+        match self.rt.block_on(req.send()) {
+            Ok(o) => Ok(unquote(o.copy_object_result().and_then(|r| r.e_tag()))),
+            Err(e) if status_of(&e) == Some(412) => Err(Error::Stale(format!(
+                "{}: {what}: the source changed (its ETag is no longer {})",
+                self.at(dst_key),
+                if_match.unwrap_or("the one expected")
+            ))),
+            Err(e) if status_of(&e) == Some(404) => Err(Error::NotFound(format!(
+                "{}: {what}: no such object {}",
+                self.at(dst_key),
+                src_key
+            ))),
+            Err(e) => Err(self.error(dst_key, &what, e)),
+        }
+    }
+
+    /// Deletes `key`; no such object is not an error.
+    pub fn delete(&self, key: &str) -> Result<()> {
+        let r = self.rt.block_on(
+            self.sdk
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send(),
+        );
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if status_of(&e) == Some(404) => Ok(()),
+            Err(e) => Err(self.error(key, "DELETE", e)),
+        }
+    }
+
+    /// One page (ListObjectsV2) of at most `max_keys` entries under `prefix`, after the key
+    /// `start_after` (exclusive). Continue with `start_after = page.next` (see
+    /// [`ListPage::next`]): the cursor is a key, not a continuation token, so it can be stored
+    /// and reused.
+    pub fn list(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        start_after: Option<&str>,
+        max_keys: i32,
+    ) -> Result<ListPage> {
+        let mut req = self
+            .sdk
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .max_keys(max_keys.max(1));
+        if let Some(d) = delimiter {
+            req = req.delimiter(d);
+        }
+        if let Some(s) = start_after {
+            req = req.start_after(s);
+        }
+        let o = self
+            .rt
+            .block_on(req.send())
+            .map_err(|e| self.error(prefix, "LIST", e))?;
+        let objects: Vec<Listed> = o
+            .contents()
+            .iter()
+            .map(|c| Listed {
+                key: c.key().unwrap_or_default().to_string(),
+                size: size_of(c.size()),
+                etag: unquote(c.e_tag()),
+            })
+            .collect();
+        // Resuming after a common prefix P starts after P + U+10FFFF; a server may still roll
+        // a key of P up into P again: never report P twice.
+        let prefixes: Vec<String> = o
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| p.prefix().map(str::to_string))
+            .filter(|p| start_after.is_none_or(|s| p.as_str() > s || !s.starts_with(p.as_str())))
+            .collect();
+        let next = if o.is_truncated() == Some(true) {
+            let last_key = objects.last().map(|l| l.key.clone());
+            let last_prefix = prefixes.last().map(|p| format!("{p}\u{10FFFF}"));
+            match (last_key, last_prefix) {
+                (Some(k), Some(p)) => Some(if p > k { p } else { k }),
+                (k, p) => k.or(p).or_else(|| start_after.map(str::to_string)),
+            }
+        } else {
+            None
+        };
+        Ok(ListPage {
+            objects,
+            prefixes,
+            next,
+        })
+    }
+
+    /// Aborts every unfinished multipart upload under `prefix`; returns how many.
+    pub fn abort_uploads(&self, prefix: &str) -> Result<usize> {
+        let mut n = 0;
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let o = self
+                .rt
+                .block_on(
+                    self.sdk
+                        .list_multipart_uploads()
+                        .bucket(&self.bucket)
+                        .prefix(prefix)
+                        .set_key_marker(key_marker.clone())
+                        .set_upload_id_marker(id_marker.clone())
+                        .send(),
+                )
+                .map_err(|e| self.error(prefix, "ListMultipartUploads", e))?;
+            for u in o.uploads() {
+                let (Some(k), Some(id)) = (u.key(), u.upload_id()) else {
+                    continue;
+                };
+                let r = self.rt.block_on(
+                    self.sdk
+                        .abort_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(k)
+                        .upload_id(id)
+                        .send(),
+                );
+                match r {
+                    Ok(_) => n += 1,
+                    Err(e) if status_of(&e) == Some(404) => {}
+                    Err(e) => return Err(self.error(k, "AbortMultipartUpload", e)),
+                }
+            }
+            if o.is_truncated() != Some(true) {
+                return Ok(n);
+            }
+            let next = (
+                o.next_key_marker().map(str::to_string),
+                o.next_upload_id_marker().map(str::to_string),
+            );
+            if next.0.is_none() || (next.0 == key_marker && next.1 == id_marker) {
+                return Ok(n);
+            }
+            (key_marker, id_marker) = next;
+        }
+    }
+
+    /// Maps an SDK error to the project's error, naming the endpoint, bucket and key.
+    fn error<E, R>(&self, key: &str, what: &str, e: SdkError<E, R>) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: HasStatus + std::fmt::Debug,
+    {
+        let at = format!("{}: {what}", self.at(key));
+        match &e {
+            SdkError::ServiceError(se) => {
+                let status = se.raw().status_u16();
+                let code = se.err().code().unwrap_or("");
+                let msg = se.err().message().unwrap_or("");
+                let detail = if code.is_empty() && msg.is_empty() {
+                    format!("HTTP {status}")
+                } else {
+                    format!("HTTP {status} {code}: {msg}")
+                };
+                match (status, code) {
+                    (403, "InvalidAccessKeyId" | "SignatureDoesNotMatch") => {
+                        Error::PermissionDenied(format!(
+                            "{at}: the credentials were refused by {} ({detail})",
+                            self.endpoint
+                        ))
+                    }
+                    (403, "") => Error::AccessDenied(format!(
+                        "{at}: refused by {} (wrong credentials, or no access to the bucket; {detail})",
+                        self.endpoint
+                    )),
+                    (403, _) => Error::AccessDenied(format!(
+                        "{at}: access refused by {} ({detail})",
+                        self.endpoint
+                    )),
+                    (404, _) => Error::NotFound(format!("{at}: not found ({detail})")),
+                    (412, _) => Error::Stale(format!("{at}: precondition failed ({detail})")),
+                    (400 | 411 | 413 | 416, _) => {
+                        Error::InvalidArgument(format!("{at}: refused ({detail})"))
+                    }
+                    (409, _) => Error::Busy(format!("{at}: conflict ({detail})")),
+                    _ => Error::io(at, io::Error::other(detail)),
+                }
+            }
+            SdkError::TimeoutError(_) => Error::TimedOut(format!(
+                "{at}: no answer from {} in time ({} attempts, at most {} s)",
+                self.endpoint,
+                MAX_ATTEMPTS,
+                OPERATION_TIMEOUT.as_secs()
+            )),
+            SdkError::DispatchFailure(d) => {
+                let chain = error_chain(&e);
+                if d.is_timeout() {
+                    Error::TimedOut(format!(
+                        "{at}: {} did not answer in time: {chain}",
+                        self.endpoint
+                    ))
+                } else if d.is_io() {
+                    Error::io(
+                        at,
+                        io::Error::other(format!("cannot reach {}: {chain}", self.endpoint)),
+                    )
+                } else {
+                    Error::io(
+                        at,
+                        io::Error::other(format!("request to {} failed: {chain}", self.endpoint)),
+                    )
+                }
+            }
+            SdkError::ResponseError(_) => Error::io(
+                at,
+                io::Error::other(format!(
+                    "unreadable response from {}: {}",
+                    self.endpoint,
+                    error_chain(&e)
+                )),
+            ),
+            SdkError::ConstructionFailure(_) => Error::InvalidArgument(format!(
+                "{at}: the request could not be made (credentials? region?): {}",
+                error_chain(&e)
+            )),
+            _ => Error::io(at, io::Error::other(error_chain(&e))),
+        }
+    }
+
+    fn body_error(&self, key: &str, what: &str, e: impl std::error::Error) -> Error {
+        Error::io(
+            format!("{}: {what}: reading the body", self.at(key)),
+            io::Error::other(format!("from {}: {e}", self.endpoint)),
+        )
+    }
+}
+
+/// The HTTP status of a raw response, for the error mapping.
+trait HasStatus {
+    fn status_u16(&self) -> u16;
+}
+
+impl HasStatus for aws_smithy_runtime_api::http::Response {
+    fn status_u16(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+/// The HTTP status of a service error, if the server answered.
+fn status_of<E, R: HasStatus>(e: &SdkError<E, R>) -> Option<u16> {
+    match e {
+        SdkError::ServiceError(se) => Some(se.raw().status_u16()),
+        _ => None,
+    }
+}
+
+/// An error and its sources on one line (the SDK's `Display` alone says little).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = c.source();
+    }
+    s
+}
+
+fn size_of(n: Option<i64>) -> u64 {
+    n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0)
+}
+
+fn unquote(etag: Option<&str>) -> String {
+    etag.unwrap_or_default().trim_matches('"').to_string()
+}
+
+fn quote(etag: &str) -> String {
+    format!("\"{}\"", etag.trim_matches('"'))
+}
+
+fn meta_of(m: Option<&HashMap<String, String>>) -> BTreeMap<String, String> {
+    m.map(|m| {
+        m.iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn meta_map(metadata: &[(String, String)]) -> Option<HashMap<String, String>> {
+    if metadata.is_empty() {
+        None
+    } else {
+        Some(metadata.iter().cloned().collect())
+    }
+}
+
+/// Percent-encodes a key for `x-amz-copy-source` (`/` kept).
+fn encode_key(key: &str) -> String {
+    let mut s = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_source_keys_are_percent_encoded() {
+        assert_eq!(encode_key("a/b c+d%é"), "a/b%20c%2Bd%25%C3%A9");
+    }
+
+    #[test]
+    fn etags_lose_and_gain_their_quotes() {
+        assert_eq!(unquote(Some("\"abc-2\"")), "abc-2");
+        assert_eq!(quote("abc"), "\"abc\"");
+        assert_eq!(quote("\"abc\""), "\"abc\"");
+    }
+}
