@@ -9,8 +9,9 @@
 //!   upload with checksums is re-copied by Garage on its first copy, which a rewrap must not do;
 //! - bounded time: a connect timeout of [`CONNECT_TIMEOUT`], per-attempt and per-operation
 //!   timeouts, and the SDK's standard retries ([`MAX_ATTEMPTS`] attempts in all);
-//! - on plain-http endpoints a transport that sets `TCP_QUICKACK` before each read (the
-//!   40 ms Nagle stall of servers without `TCP_NODELAY`); https keeps the SDK's own client.
+//! - the SDK's own HTTP client, which sets `TCP_NODELAY`: the ~40 ms stalls of small writes
+//!   on a Garage cluster happen between its nodes, not on our connection (measured; see
+//!   DECISIONS.md), so no client-side socket option removes them.
 //!
 //! User metadata: callers pass bare keys (`envelopefs-header`); the SDK sends them as
 //! `x-amz-meta-<key>` and servers hand them back lowercased. Keys must be lowercase ASCII
@@ -67,18 +68,6 @@ pub struct S3Options {
     pub region: Option<String>,
     /// Profile of the shared config and credentials files.
     pub profile: Option<String>,
-}
-
-/// Which HTTP transport the client uses (see the module doc). [`S3Client::connect`] picks
-/// [`Transport::Auto`]; the others exist to measure the difference (examples/s3_latency.rs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// [`Transport::QuickAck`] for `http://` endpoints, [`Transport::SdkDefault`] otherwise.
-    Auto,
-    /// The SDK's default hyper client (rustls; sets `TCP_NODELAY`).
-    SdkDefault,
-    /// Plain http with `TCP_QUICKACK` before each read.
-    QuickAck,
 }
 
 /// What HEAD (or GET) says of an object.
@@ -142,14 +131,9 @@ fn env_first(names: &[&str]) -> Option<String> {
 }
 
 impl S3Client {
-    /// A client for `bucket`, with the transport chosen by [`Transport::Auto`]. Does no
-    /// network I/O: an unreachable endpoint or refused credentials show on the first call.
+    /// A client for `bucket`. Does no network I/O: an unreachable endpoint or refused
+    /// credentials show on the first call.
     pub fn connect(bucket: &str, opts: &S3Options) -> Result<S3Client> {
-        S3Client::connect_with(bucket, opts, Transport::Auto)
-    }
-
-    /// [`S3Client::connect`] with a chosen transport.
-    pub fn connect_with(bucket: &str, opts: &S3Options, transport: Transport) -> Result<S3Client> {
         if bucket.is_empty() {
             return Err(Error::InvalidArgument("s3: empty bucket name".into()));
         }
@@ -211,17 +195,9 @@ impl S3Client {
             .or_else(|| sdk_config.endpoint_url().map(str::to_string))
             .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
         let endpoint = endpoint.trim_end_matches('/').to_string();
-        let quickack = match transport {
-            Transport::Auto => endpoint.starts_with("http://"),
-            Transport::SdkDefault => false,
-            Transport::QuickAck => true,
-        };
-        let mut conf = aws_sdk_s3::config::Builder::from(&sdk_config)
+        let conf = aws_sdk_s3::config::Builder::from(&sdk_config)
             .force_path_style(true)
             .endpoint_url(&endpoint);
-        if quickack {
-            conf = conf.http_client(super::quickack::http_client(CONNECT_TIMEOUT));
-        }
         let sdk = aws_sdk_s3::Client::from_conf(conf.build());
         Ok(S3Client {
             rt: Arc::new(rt),
@@ -821,7 +797,7 @@ trait HasStatus {
     fn status_u16(&self) -> u16;
 }
 
-impl HasStatus for aws_smithy_runtime_api::http::Response {
+impl HasStatus for aws_sdk_s3::config::http::HttpResponse {
     fn status_u16(&self) -> u16 {
         self.status().as_u16()
     }

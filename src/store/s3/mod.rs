@@ -3,4 +3,3 @@
 //! [`client`] is the blocking S3 client layer the object-store backend calls.
 
 pub mod client;
-mod quickack;
