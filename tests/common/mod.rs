@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used)]
 
+pub mod garage;
 pub mod snapshot;
 pub mod workreq;
 
