@@ -23,8 +23,11 @@
 #       AWS_REGION, AWS_DEFAULT_REGION, GARAGE_TEST_BUCKET; mode 0600) and DIR/endpoints (the
 #       S3 endpoint of each node, one per line). On failure it stops what it started.
 #   scripts/garage.sh stop DIR               stop every node of the cluster (idempotent)
-#   scripts/garage.sh stop-node DIR I        stop node I (1-based), keeping its data
-#   scripts/garage.sh start-node DIR I       restart node I with its config and data
+#   scripts/garage.sh stop-node DIR I        stop node I (1-based), keeping its data; the
+#                                            other nodes notice within about 10 s
+#   scripts/garage.sh wait-up DIR N          wait until every running node sees N nodes up
+#   scripts/garage.sh start-node DIR I       restart node I with its config and data; returns
+#                                            when every running node sees it up
 #   scripts/garage.sh bucket DIR NAME        create bucket NAME for the cluster's key
 #   scripts/garage.sh status DIR             `garage status` as seen from a running node
 #
@@ -434,7 +437,7 @@ spawn_node() {
     cfg="$(cfg_of "$d" "$i")"
     # The server must not keep the caller's stdout/stderr open (a test reading them would
     # wait for the cluster to stop): everything goes to the node's log.
-    RUST_LOG="${GARAGE_LOG:-netapp=info,garage=info}" \
+    NO_COLOR=1 RUST_LOG="${GARAGE_LOG:-netapp=info,garage=info}" \
         "$bin" -c "$cfg" server </dev/null >>"$d/node$i/garage.log" 2>&1 &
     set_pid "$d" "$i" "$!"
 }
@@ -662,6 +665,36 @@ cmd_stop_node() {
     set_pid "$d" "$i" ""
 }
 
+# Waits until every running node sees WANT storage nodes up (the others notice a stopped
+# node only after several seconds).
+cmd_wait_up() {
+    [ $# -eq 2 ] || usage
+    local d want="$2" j
+    d="$(cd "$1" && pwd -P)" || die "no directory $1"
+    [[ "$want" =~ ^[0-9]+$ ]] || die "not a node count: $want"
+    BIN="$(cluster_bin "$d")"
+    for j in $(seq "$(node_count "$d")"); do
+        [ -n "$(node_pid "$d" "$j")" ] || continue
+        wait_up_count "$d" "$j" "$want" ||
+            die "node $j sees $(up_count "$d" "$j") storage nodes up, not $want, after $HEALTH_TIMEOUT s"
+    done
+}
+
+# Storage nodes up as node I sees them (empty if it does not answer).
+up_count() {
+    "$BIN" -c "$(cfg_of "$1" "$2")" json-api GetClusterHealth 2>/dev/null | tr -d '\n' |
+        json_field storageNodesUp || true
+}
+
+# Waits until node I sees WANT storage nodes up.
+wait_up_count() {
+    local d="$1" i="$2" want="$3" deadline=$((SECONDS + HEALTH_TIMEOUT))
+    while [ "$(up_count "$d" "$i")" != "$want" ]; do
+        [ "$SECONDS" -lt "$deadline" ] || return 1
+        sleep 0.05
+    done
+}
+
 cmd_start_node() {
     [ $# -eq 2 ] || usage
     local d i="$2" n r up j
@@ -686,21 +719,31 @@ cmd_start_node() {
         set_pid "$d" "$i" ""
         exit 1
     fi
-    # Back in the cluster: the node sees every running node as up.
+    # Back in the cluster. The restarted node does not always call the others by itself,
+    # and they retry with growing delays (30 s and more were seen): connect it to them.
+    # Both ways: a node that saw node I fail counts it up again only once it has called it.
+    local id id_i
+    id_i="$("$BIN" -c "$(cfg_of "$d" "$i")" node id -q 2>>"$d/setup.log")" || die "cannot read the id of node $i"
+    for j in $(seq "$n"); do
+        if [ "$j" = "$i" ] || [ -z "$(node_pid "$d" "$j")" ]; then
+            continue
+        fi
+        id="$("$BIN" -c "$(cfg_of "$d" "$j")" node id -q 2>>"$d/setup.log")" || continue
+        g_retry "$d" "$i" node connect "$id" || note "node $i could not connect to node $j (yet)"
+        g_retry "$d" "$j" node connect "$id_i" || note "node $j could not connect to node $i (yet)"
+    done
+    # Every running node sees every running node.
     up=0
     for j in $(seq "$n"); do
         [ -z "$(node_pid "$d" "$j")" ] || up=$((up + 1))
     done
-    local deadline=$((SECONDS + HEALTH_TIMEOUT)) out
-    while :; do
-        out="$("$BIN" -c "$(cfg_of "$d" "$i")" json-api GetClusterHealth 2>/dev/null | tr -d '\n' || true)"
-        [ "$(json_field storageNodesUp <<<"$out")" = "$up" ] && break
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            echo "garage.sh: error: node $i of $d is up but does not see the $up running nodes within $HEALTH_TIMEOUT s" >&2
+    for j in $(seq "$n"); do
+        [ -n "$(node_pid "$d" "$j")" ] || continue
+        if ! wait_up_count "$d" "$j" "$up"; then
+            echo "garage.sh: error: node $j of $d does not see the $up running nodes within $HEALTH_TIMEOUT s of restarting node $i" >&2
             log_tails "$d"
             exit 1
         fi
-        sleep 0.05
     done
 }
 
@@ -750,6 +793,7 @@ case "$sub" in
     stop) cmd_stop "$@" ;;
     stop-node) cmd_stop_node "$@" ;;
     start-node) cmd_start_node "$@" ;;
+    wait-up) cmd_wait_up "$@" ;;
     bucket) cmd_bucket "$@" ;;
     status) cmd_status "$@" ;;
     -h | --help | help) usage ;;

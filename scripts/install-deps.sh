@@ -3,9 +3,12 @@
 # envelopefs mount (see docs/EXTERNAL-SUITES.md):
 #
 #   * Debian packages: fuse3 (fusermount3, /etc/fuse.conf), attr
-#     (getfattr/setfattr), fio; when the crates must be built also gcc and
+#     (getfattr/setfattr), fio, rsync, curl (signed S3 requests in
+#     tests/garage_cluster.rs); when crates must be built also gcc and
 #     libacl1-dev, and "mount" if mount(8) is missing
 #   * Rust crates:     pjdfstest, fsx (installed with `cargo install --locked`)
+#   * Garage 2.5.0, the object store of the S3 tests (scripts/garage.sh
+#     install: `cargo install garage --locked`, 11-20 minutes on 2 cores)
 #
 # Idempotent: nothing is installed when everything is already present, and
 # then the script prints nothing.  `apt-get update` runs at most once, and
@@ -16,9 +19,17 @@
 # Environment:
 #   PJDFSTEST_VERSION  crate version to install (default: 0.2.2)
 #   FSX_VERSION        crate version to install (default: 0.3.2)
+#   GARAGE_BIN         a garage 2.5.0 binary to use instead of looking for one
+#   GARAGE_INSTALL_LOG when set and Garage must be built, the build runs in
+#                      the background (output in this file) and the script
+#                      does not wait for it: `scripts/garage.sh wait-install
+#                      LOG` does (scripts/test.sh, to overlap it with the
+#                      project's own build). Unset: built here, in the
+#                      foreground.
 #   CARGO_HOME, CARGO_INSTALL_ROOT  honoured as by cargo itself
 #   INSTALL_DEPS_SKIP_APT=1    do not touch Debian packages
-#   INSTALL_DEPS_SKIP_CARGO=1  do not install the Rust tools
+#   INSTALL_DEPS_SKIP_CARGO=1  do not install the Rust tools (Garage included)
+#   INSTALL_DEPS_SKIP_GARAGE=1 do not install Garage
 set -euo pipefail
 
 PJDFSTEST_VERSION="${PJDFSTEST_VERSION:-0.2.2}"
@@ -27,7 +38,8 @@ CARGO_HOME_DIR="${CARGO_HOME:-$HOME/.cargo}"
 # Where `cargo install` puts binaries (it honours CARGO_INSTALL_ROOT).
 CARGO_BIN_DIR="${CARGO_INSTALL_ROOT:-$CARGO_HOME_DIR}/bin"
 
-APT_PACKAGES=(fuse3 attr fio rsync)
+APT_PACKAGES=(fuse3 attr fio rsync curl)
+GARAGE_SH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/garage.sh"
 
 die() {
     echo "install-deps: error: $*" >&2
@@ -93,6 +105,10 @@ if [ "${INSTALL_DEPS_SKIP_CARGO:-0}" != 1 ]; then
     [ -n "$(find_bin pjdfstest)" ] || crates+=("pjdfstest@$PJDFSTEST_VERSION")
     [ -n "$(find_bin fsx)" ] || crates+=("fsx@$FSX_VERSION")
 fi
+need_garage=0
+if [ "${INSTALL_DEPS_SKIP_CARGO:-0}" != 1 ] && [ "${INSTALL_DEPS_SKIP_GARAGE:-0}" != 1 ]; then
+    "$GARAGE_SH" path >/dev/null 2>&1 || need_garage=1
+fi
 
 missing_pkgs=()
 if [ "${INSTALL_DEPS_SKIP_APT:-0}" != 1 ]; then
@@ -108,6 +124,9 @@ if [ "${INSTALL_DEPS_SKIP_APT:-0}" != 1 ]; then
         # build requirement.
         command -v cc >/dev/null 2>&1 || wanted+=(gcc libc6-dev)
         wanted+=(libacl1-dev)
+    elif [ "$need_garage" = 1 ]; then
+        # Garage builds its bundled C libraries (LMDB, SQLite, zstd).
+        command -v cc >/dev/null 2>&1 || wanted+=(gcc libc6-dev)
     fi
     for p in "${wanted[@]}"; do
         pkg_installed "$p" || missing_pkgs+=("$p")
@@ -124,6 +143,21 @@ if [ "${#missing_pkgs[@]}" -gt 0 ]; then
     run_quiet "apt-get update" "${ROOT[@]}" apt-get -qq update
     run_quiet "apt-get install" "${ROOT[@]}" env DEBIAN_FRONTEND=noninteractive \
         apt-get -qq install -y --no-install-recommends "${missing_pkgs[@]}"
+fi
+
+# ---------------------------------------------------------------------------
+# Garage (first: in the background it overlaps the builds below and the
+# caller's).
+# ---------------------------------------------------------------------------
+if [ "$need_garage" = 1 ]; then
+    [ -n "$(find_cargo)" ] || die "cargo not found in PATH or $CARGO_HOME_DIR/bin (install Rust with rustup first)"
+    if [ -n "${GARAGE_INSTALL_LOG:-}" ]; then
+        note "building garage 2.5.0 in the background (log: $GARAGE_INSTALL_LOG)"
+        "$GARAGE_SH" install --background "$GARAGE_INSTALL_LOG"
+    else
+        note "building garage 2.5.0 with cargo install --locked (11-20 minutes on 2 cores)"
+        run_quiet "scripts/garage.sh install" "$GARAGE_SH" install
+    fi
 fi
 
 # ---------------------------------------------------------------------------
@@ -147,6 +181,9 @@ if [ "${INSTALL_DEPS_SKIP_CARGO:-0}" != 1 ]; then
     done
     command -v pjdfstest >/dev/null 2>&1 ||
         note "note: $CARGO_BIN_DIR is not in PATH (scripts/pjdfstest.sh and scripts/fsx.sh look there too)"
+    if [ "${INSTALL_DEPS_SKIP_GARAGE:-0}" != 1 ] && [ -z "${GARAGE_INSTALL_LOG:-}" ]; then
+        "$GARAGE_SH" path >/dev/null || die "garage 2.5.0 is still missing after installation"
+    fi
 fi
 if [ "${INSTALL_DEPS_SKIP_APT:-0}" != 1 ]; then
     command -v fusermount3 >/dev/null 2>&1 || die "fusermount3 not found although fuse3 is installed"

@@ -8,7 +8,13 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 step() { printf '\n== %s\n' "$*"; }
 results="$(mktemp)"
-trap 'rm -f "$results"' EXIT
+# Garage (the object store of the S3 tests) takes 11-20 minutes to build on 2 cores: when it
+# is missing, install-deps.sh starts its build in the background (output in this log) and
+# the step before `cargo test` waits for it, so it overlaps fmt, clippy and the build.
+mkdir -p target
+export GARAGE_INSTALL_LOG="$PWD/target/garage-install.log"
+rm -f "$GARAGE_INSTALL_LOG" "$GARAGE_INSTALL_LOG".*
+trap 'rm -f "$results"; scripts/garage.sh cancel-install "$GARAGE_INSTALL_LOG"' EXIT
 
 # Mounts of envelopefs that were there before (a user's own): not this run's to clean up.
 mounts_before="$(grep -F envelopefs /proc/self/mounts | sort || true)"
@@ -28,6 +34,11 @@ cargo clippy --all-targets -- -D warnings
 
 step "cargo test --features fault-injection (unit, property, CLI and mounted tests)"
 cargo build --all-targets --features fault-injection
+# The tests that start Garage clusters (tests/common/garage.rs) need it now; they find it
+# through GARAGE_BIN. A failed build stops the run here, with its log's tail.
+GARAGE_BIN="$(scripts/garage.sh wait-install "$GARAGE_INSTALL_LOG")"
+export GARAGE_BIN
+echo "garage: $GARAGE_BIN"
 cargo test --all-targets --features fault-injection 2>&1 | tee "$results"
 
 step "the build without faults ignores ENVELOPEFS_FAULT_INJECTION (tests/fault_switch.rs)"

@@ -156,7 +156,8 @@ impl Cluster {
         script_ok(&["bucket", &self.path.display().to_string(), name]);
     }
 
-    /// Stops node `i` (1-based), keeping its data.
+    /// Stops node `i` (1-based), keeping its data; returns when its process is gone (see
+    /// [`Cluster::wait_up`]).
     #[track_caller]
     pub fn stop_node(&self, i: usize) {
         self.check_node(i);
@@ -167,8 +168,15 @@ impl Cluster {
         ]);
     }
 
+    /// Waits until every running node sees `n` storage nodes up (after [`Cluster::stop_node`]
+    /// the others notice within about 10 s; requests work meanwhile).
+    #[track_caller]
+    pub fn wait_up(&self, n: usize) {
+        script_ok(&["wait-up", &self.path.display().to_string(), &n.to_string()]);
+    }
+
     /// Restarts node `i` (1-based) with its config and data; returns when it is back in the
-    /// cluster (it sees every running node).
+    /// cluster (every running node sees every running node).
     #[track_caller]
     pub fn start_node(&self, i: usize) {
         self.check_node(i);
