@@ -23,7 +23,7 @@
 #   IR_FIO_MB [16] IR_FIO_IOS [2000]   random 4 KiB read and write: file size, I/Os per run
 #   IR_FILES [2000] IR_DIRS [20]       create / ls -lR / rm -rf: 4 KiB files in IR_DIRS dirs
 #   IR_UNTAR_FILES [2000]      untar: files of 64 B to 16 KiB (fixed sizes and bytes)
-#   IR_WORKLOADS [idle,seq_write,seq_read_cold,seq_read_warm,rand_read,rand_write,create,ls_lR,rm_rf,untar]
+#   IR_WORKLOADS [idle,seq_write,seq_read_cold,seq_read_warm,rand_read,rand_write,create,ls_lR_cold,ls_lR_warm,rm_rf,untar]
 #   IR_KEEP [0]                1: keep the stores and callgrind files
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,7 +46,7 @@ FIO_IOS="${IR_FIO_IOS:-2000}"
 FILES="${IR_FILES:-2000}"
 DIRS="${IR_DIRS:-20}"
 UNTAR_FILES="${IR_UNTAR_FILES:-2000}"
-WORKLOADS="${IR_WORKLOADS:-idle,seq_write,seq_read_cold,seq_read_warm,rand_read,rand_write,create,ls_lR,rm_rf,untar}"
+WORKLOADS="${IR_WORKLOADS:-idle,seq_write,seq_read_cold,seq_read_warm,rand_read,rand_write,create,ls_lR_cold,ls_lR_warm,rm_rf,untar}"
 mkdir -p "$IR_DIR"
 IR_DIR="$(realpath "$IR_DIR")"
 case "$(stat -f -c %T "$IR_DIR")" in
@@ -135,7 +135,7 @@ prepare() { # WORKLOAD WORK
         rand_read|rand_write)
             [ -e "$2/fio.dat" ] ||
                 dd if=/dev/zero of="$2/fio.dat" bs=1M count="$FIO_MB" conv=fsync status=none ;;
-        ls_lR|rm_rf) [ -e "$2/create" ] || create_files "$2/create" ;;
+        ls_lR_cold|ls_lR_warm|rm_rf) [ -e "$2/create" ] || create_files "$2/create" ;;
         create) rm -rf "$2/create" ;;
         untar) rm -rf "$2/untar" ;;
         seq_write) rm -f "$2/seq.dat" ;;
@@ -151,18 +151,19 @@ workload() { # WORKLOAD WORK
         rand_read) fio_run "$2/fio.dat" randread ;;
         rand_write) fio_run "$2/fio.dat" randwrite ;;
         create) create_files "$2/create"; sync ;;
-        ls_lR) ls -lR "$2/create" >/dev/null ;;
+        ls_lR_cold|ls_lR_warm) ls -lR "$2/create" >/dev/null ;;
         rm_rf) rm -rf "$2/create" ;;
         untar) mkdir "$2/untar"; tar -xf "$IR_DIR/tree.tar" -C "$2/untar"; sync ;;
         *) die "unknown workload $1" ;;
     esac
 }
 
-# Caches before a workload: cold reads and ls -lR start from nothing, the others from a
-# warm backing store (as in bench.py).
+# Caches before a workload: the cold ones start from nothing, the others from a warm backing
+# store (the daemon is new either way, so the kernel's caches of the mount are empty).
 caches() { # WORKLOAD BACKING
     case "$1" in
-        seq_read_cold|ls_lR) drop_caches ;;
+        seq_read_cold|ls_lR_cold) drop_caches ;;
+        ls_lR_warm) drop_caches; ls -lR "$2/bench/create" >/dev/null 2>&1 || true ;;
         seq_read_warm) drop_caches; cat "$2"/bench/* >/dev/null 2>&1 || true ;;
         *) sync ;;
     esac
