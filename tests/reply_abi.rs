@@ -216,9 +216,18 @@ fn through_a_mount(fx: &mut Fx) {
 
     // The SSE-C key ring.
     fx.ctl(&m, "sse-c list");
-    fx.ctl(&m, &format!("sse-c add --encryption-key-file {}", path(&c1)));
-    fx.ctl(&m, &format!("sse-c add --encryption-key-file {}", path(&c1)));
-    let added = fx.ctl(&m, &format!("sse-c add --encryption-key-file {}", path(&c2)));
+    fx.ctl(
+        &m,
+        &format!("sse-c add --encryption-key-file {}", path(&c1)),
+    );
+    fx.ctl(
+        &m,
+        &format!("sse-c add --encryption-key-file {}", path(&c1)),
+    );
+    let added = fx.ctl(
+        &m,
+        &format!("sse-c add --encryption-key-file {}", path(&c2)),
+    );
     let v: serde_json::Value = serde_json::from_str(&added).expect("sse-c add JSON");
     let fp2 = v["result"]["fingerprint"]
         .as_str()
@@ -226,7 +235,10 @@ fn through_a_mount(fx: &mut Fx) {
         .to_string();
     fx.ctl(&m, "sse-c list");
     fx.ctl(&m, &format!("sse-c remove --fingerprint {}", &fp2[..12]));
-    fx.ctl(&m, &format!("sse-c remove --encryption-key-file {}", path(&c1)));
+    fx.ctl(
+        &m,
+        &format!("sse-c remove --encryption-key-file {}", path(&c1)),
+    );
     fx.ctl(&m, &format!("sse-c remove --fingerprint {fp2}"));
     fx.ctl(&m, "sse-c remove --fingerprint zz");
     let mut c = common::envelopefs_cmd();
@@ -240,12 +252,27 @@ fn through_a_mount(fx: &mut Fx) {
 
     // work-request cancel as the mount runs it (a finished request is left as it is).
     fx.ctl(&m, &format!("work-request cancel {id}"));
-    fx.ctl(&m, "work-request cancel wr-0123456789abcdef0123456789abcdef");
+    fx.ctl(
+        &m,
+        "work-request cancel wr-0123456789abcdef0123456789abcdef",
+    );
     let mut c = common::envelopefs_cmd();
     c.arg("--store")
         .arg(&m.store)
         .args(["work-request", "cancel", &id]);
-    fx.record("work-request cancel (CLI through the mount)".into(), c, None);
+    fx.record(
+        "work-request cancel (CLI through the mount)".into(),
+        c,
+        None,
+    );
+
+    // The control files that show a record (the same JSON as `work-request get`, `key get`).
+    for rel in [format!("work-requests/{id}"), "keys/k".to_string()] {
+        let text = m.read_ctl_file(&rel);
+        let title = fx.normalise(&format!("cat .envelopefs/{rel}"));
+        let body = fx.normalise(&text);
+        fx.log.push_str(&format!("$ {title}\n{body}\n"));
+    }
     m.unmount();
 }
 
