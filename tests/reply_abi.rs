@@ -4,6 +4,10 @@
 //! bytes it prints, with ids, times and random material replaced by placeholders (the same
 //! value always by the same placeholder), to `tests/vectors/reply_abi.txt`.
 //!
+//! The replies only a mount gives (the SSE-C key ring, `work-request cancel` as the mount
+//! runs it, error replies) are recorded the same way through a real mount: the raw bytes
+//! read back from `.envelopefs/ctl`, and what the CLI prints when it goes through the mount.
+//!
 //! After a deliberate change of the ABI, regenerate the file with
 //! `ENVELOPEFS_BLESS_REPLY_ABI=1 cargo test --features fault-injection --test reply_abi` and
 //! review the diff.
@@ -16,6 +20,8 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use common::TestMount;
 
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/reply_abi.txt");
 
@@ -84,6 +90,28 @@ impl Fx {
             String::from_utf8_lossy(&out.stderr)
         );
         stdout
+    }
+
+    /// Writes `line` to `.envelopefs/ctl` of `m` and records the write's errno and the raw
+    /// bytes read back on the same fd.
+    fn ctl(&mut self, m: &TestMount, line: &str) -> String {
+        let path = m.p(".envelopefs/ctl");
+        let mut f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("open ctl");
+        let errno = match f.write(format!("{line}\n").as_bytes()) {
+            Ok(_) => "0".to_string(),
+            Err(e) => common::errno_name(e.raw_os_error().unwrap_or(-1)),
+        };
+        let bytes = common::pread_all(&f).expect("reading the ctl reply");
+        let reply = String::from_utf8(bytes).expect("utf-8 reply");
+        let title = self.normalise(&format!("ctl {line}"));
+        let body = self.normalise(&reply);
+        self.log
+            .push_str(&format!("$ {title}\nwrite {errno}\n{body}\n"));
+        reply
     }
 
     fn placeholder(&mut self, kind: &str, value: &str) -> String {
@@ -161,6 +189,91 @@ impl Fx {
         }
         out
     }
+}
+
+/// The replies the mount builds itself: the SSE-C key ring, `work-request cancel`, errors.
+fn through_a_mount(fx: &mut Fx) {
+    let mut m = TestMount::init_only(Some(4096));
+    let root = m.store.parent().expect("the mount's temp dir");
+    fx.subst
+        .push((root.display().to_string(), "<mount-dir>".into()));
+    let c1 = m.scratch.join("c1.key");
+    fs::write(&c1, [0x17; 32]).expect("customer key file");
+    let c2 = m.scratch.join("c2.key");
+    fs::write(&c2, [0x71; 32]).expect("customer key file");
+    m.cli_store(&["key", "create", "--alias", "k"]).ok();
+    m.cli_store(&["bucket", "create", "--name", "b", "--kms-key-id", "k"])
+        .ok();
+    m.put_object("b", "a", &[5u8; 10_000]);
+    m.cli_store(&["key", "rotate", "k"]).ok();
+    let wr = m
+        .cli_store(&["bucket", "reencrypt", "--bucket-name", "b"])
+        .ok()
+        .json();
+    let id = wr["id"].as_str().expect("work request id").to_string();
+    m.cli_store(&["work-request", "wait", &id]).ok();
+    m.mount();
+
+    // The SSE-C key ring.
+    fx.ctl(&m, "sse-c list");
+    fx.ctl(
+        &m,
+        &format!("sse-c add --encryption-key-file {}", path(&c1)),
+    );
+    fx.ctl(
+        &m,
+        &format!("sse-c add --encryption-key-file {}", path(&c1)),
+    );
+    let added = fx.ctl(
+        &m,
+        &format!("sse-c add --encryption-key-file {}", path(&c2)),
+    );
+    let v: serde_json::Value = serde_json::from_str(&added).expect("sse-c add JSON");
+    let fp2 = v["result"]["fingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_string();
+    fx.ctl(&m, "sse-c list");
+    fx.ctl(&m, &format!("sse-c remove --fingerprint {}", &fp2[..12]));
+    fx.ctl(
+        &m,
+        &format!("sse-c remove --encryption-key-file {}", path(&c1)),
+    );
+    fx.ctl(&m, &format!("sse-c remove --fingerprint {fp2}"));
+    fx.ctl(&m, "sse-c remove --fingerprint zz");
+    let mut c = common::envelopefs_cmd();
+    c.arg("--store")
+        .arg(&m.store)
+        .args(["sse-c", "add", "--encryption-key-file", path(&c2)]);
+    fx.record("sse-c add (CLI through the mount)".into(), c, None);
+    let mut c = common::envelopefs_cmd();
+    c.arg("--store").arg(&m.store).args(["sse-c", "list"]);
+    fx.record("sse-c list (CLI through the mount)".into(), c, None);
+
+    // work-request cancel as the mount runs it (a finished request is left as it is).
+    fx.ctl(&m, &format!("work-request cancel {id}"));
+    fx.ctl(
+        &m,
+        "work-request cancel wr-0123456789abcdef0123456789abcdef",
+    );
+    let mut c = common::envelopefs_cmd();
+    c.arg("--store")
+        .arg(&m.store)
+        .args(["work-request", "cancel", &id]);
+    fx.record(
+        "work-request cancel (CLI through the mount)".into(),
+        c,
+        None,
+    );
+
+    // The control files that show a record (the same JSON as `work-request get`, `key get`).
+    for rel in [format!("work-requests/{id}"), "keys/k".to_string()] {
+        let text = m.read_ctl_file(&rel);
+        let title = fx.normalise(&format!("cat .envelopefs/{rel}"));
+        let body = fx.normalise(&text);
+        fx.log.push_str(&format!("$ {title}\n{body}\n"));
+    }
+    m.unmount();
 }
 
 fn path(p: &Path) -> &str {
@@ -383,6 +496,8 @@ fn every_command_prints_the_json_it_always_printed() {
     fx.run(&["headers", "export", "--out", path(&backup)], None);
     fs::remove_file(fx.store.join("b").join("dir").join("e")).ok();
     fx.run(&["headers", "import", path(&backup)], None);
+
+    through_a_mount(&mut fx);
 
     let got = std::mem::take(&mut fx.log);
     if std::env::var_os("ENVELOPEFS_BLESS_REPLY_ABI").is_some() {

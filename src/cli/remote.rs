@@ -180,7 +180,7 @@ pub fn wait_for(
         let now = Instant::now();
         if wanted.contains(&wr.status) || wr.status.is_terminal() || now >= deadline {
             bar.finish();
-            print_json(&serde_json::to_value(&wr).unwrap_or(Value::Null));
+            print_json(&Output::of(&wr)?.take());
             return check_wanted(&wr, wait);
         }
         let pause = pauses.next().unwrap_or(FIRST_PAUSE);

@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 mod reply;
-pub use reply::{wipe_strings, ObjectDataReply, ObjectReply, Output, Reply};
+pub use reply::{
+    wipe_strings, ErrorBody, ErrorReply, ObjectDataReply, ObjectReply, OkReply, Output, Reply,
+    SseCAdded, SseCKey, SseCRemoved,
+};
 
 /// Store commands: the same words on the command line and in `.envelopefs/ctl`.
 #[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]

@@ -58,6 +58,84 @@ pub enum Reply {
     HeadersExport(ExportSummary),
     /// `headers import`.
     HeadersImport(ImportSummary),
+    /// `sse-c add` (a mount's key ring).
+    SseCAdded(SseCAdded),
+    /// `sse-c remove` (a mount's key ring).
+    SseCRemoved(SseCRemoved),
+    /// `sse-c list` (a mount's key ring), sorted by fingerprint.
+    SseCKeys(Vec<SseCKey>),
+}
+
+/// What `sse-c add` did to a mount's key ring.
+#[derive(Debug, Clone, Serialize)]
+pub struct SseCAdded {
+    /// False if the key was loaded already.
+    pub added: bool,
+    /// The key's fingerprint (64 hex digits).
+    pub fingerprint: String,
+    /// Keys in the ring now.
+    pub keys: usize,
+}
+
+/// What `sse-c remove` did to a mount's key ring.
+#[derive(Debug, Clone, Serialize)]
+pub struct SseCRemoved {
+    /// The removed key's fingerprint (64 hex digits).
+    pub fingerprint: String,
+    /// Keys in the ring now.
+    pub keys: usize,
+    /// Always true (a key that is not loaded is an error).
+    pub removed: bool,
+}
+
+/// One key of `sse-c list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SseCKey {
+    /// The key's fingerprint (64 hex digits).
+    pub fingerprint: String,
+}
+
+/// The reply of a control write that failed: `{"error": {...}, "ok": false}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorReply {
+    /// Why.
+    pub error: ErrorBody,
+    /// Always false.
+    pub ok: bool,
+}
+
+/// The error of an [`ErrorReply`] (docs/ERRORS.md).
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorBody {
+    /// The errno the write failed with.
+    pub errno: i32,
+    /// The error's kind ([`Error::kind`]).
+    pub kind: &'static str,
+    /// The message.
+    pub message: String,
+}
+
+impl ErrorReply {
+    /// The reply of an error.
+    pub fn of(e: &Error) -> Self {
+        ErrorReply {
+            error: ErrorBody {
+                errno: e.errno(),
+                kind: e.kind(),
+                message: e.to_string(),
+            },
+            ok: false,
+        }
+    }
+}
+
+/// The reply of a control write that succeeded: `{"ok": true, "result": ...}`.
+#[derive(Debug, Serialize)]
+pub struct OkReply<'a> {
+    /// Always true.
+    pub ok: bool,
+    /// The command's result.
+    pub result: &'a Output,
 }
 
 /// An object's metadata (`object put|head|reencrypt`).

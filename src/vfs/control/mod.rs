@@ -12,7 +12,9 @@ mod work;
 
 use super::{Attr, Kind};
 use crate::command::WorkRequestCmd;
-use crate::command::{self, BucketCmd, DataStreams, Env, NoStreams, Output, StoreCommand};
+use crate::command::{
+    self, BucketCmd, DataStreams, Env, ErrorReply, NoStreams, OkReply, Output, StoreCommand,
+};
 use crate::error::{Error, Result};
 use crate::hygiene::WipingBuf;
 use crate::keys::crypto::Key32;
@@ -21,7 +23,6 @@ use crate::ops::workreq::{self, WorkRequest};
 use crate::store::object::CustomerKeys;
 use crate::store::Store;
 use crate::sync::{LockUnpoisoned, RwLockUnpoisoned};
-use serde_json::json;
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
@@ -154,10 +155,10 @@ impl Control {
     /// Executes a parsed command as the mount.
     pub fn execute(&self, cmd: &StoreCommand) -> Result<Output> {
         if let StoreCommand::WorkRequest(WorkRequestCmd::Cancel { id }) = cmd {
-            return self.work.cancel(id).map(Output::new);
+            return self.work.cancel(id).and_then(|r| Output::of(&r));
         }
         if let StoreCommand::SseC(c) = cmd {
-            return self.ring.execute(c).map(Output::new);
+            return self.ring.execute(c).and_then(|r| Output::of(&r));
         }
         let mut streams = NoStreams;
         let spawn = |wr: &WorkRequest| self.work.queue(wr);
@@ -358,7 +359,7 @@ impl Control {
     }
 
     fn render(&self, ino: u64) -> Result<Vec<u8>> {
-        let pretty = |v: serde_json::Value| {
+        let pretty = |v: Output| {
             let mut s = serde_json::to_vec_pretty(&v).unwrap_or_default();
             s.push(b'\n');
             s
@@ -378,12 +379,10 @@ impl Control {
                     None => Vec::new(),
                 }
             }
-            Some(Node::WorkRequest(id)) => {
-                pretty(serde_json::to_value(workreq::load(&self.store, &id)?).unwrap_or_default())
-            }
+            Some(Node::WorkRequest(id)) => pretty(Output::of(&workreq::load(&self.store, &id)?)?),
             Some(Node::Key(k)) => {
                 let ks = self.store.keys();
-                pretty(serde_json::to_value(ks.describe(ks.resolve(&k)?)).unwrap_or_default())
+                pretty(Output::of(&ks.describe(ks.resolve(&k)?))?)
             }
             _ => Vec::new(),
         })
@@ -505,27 +504,18 @@ impl Control {
 /// {...}}`, pretty-printed, with a newline. Built in a zeroizing buffer straight from the
 /// result (no copy of it: it may carry a plaintext).
 fn reply_bytes(res: &Result<Output>) -> Zeroizing<Vec<u8>> {
-    #[derive(serde::Serialize)]
-    struct Reply<'a> {
-        ok: bool,
-        result: &'a Output,
-    }
     let mut out = WipingBuf::new();
+    // Both written straight from their structs, whose fields are declared in the order
+    // serde_json gives a map's (sorted), as the replies had them when built as maps.
     let done = match res {
-        // The fields in serde_json's order for a map (sorted), as the error reply has them.
         Ok(v) => serde_json::to_writer_pretty(
             &mut out,
-            &Reply {
+            &OkReply {
                 ok: true,
                 result: v,
             },
         ),
-        Err(e) => serde_json::to_writer_pretty(
-            &mut out,
-            &json!({"ok": false, "error": {
-                "kind": e.kind(), "message": e.to_string(), "errno": e.errno()
-            }}),
-        ),
+        Err(e) => serde_json::to_writer_pretty(&mut out, &ErrorReply::of(e)),
     };
     if done.is_err() {
         // Writing to memory does not fail; should serde_json ever, an empty reply.
@@ -538,6 +528,7 @@ fn reply_bytes(res: &Result<Output>) -> Zeroizing<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     /// What the reply was before it was built in a zeroizing buffer: the bytes are an ABI.
     fn old_reply(v: serde_json::Value) -> Vec<u8> {

@@ -1,12 +1,11 @@
 //! The mount's SSE-C key ring: the customer keys loaded with `sse-c add`, by fingerprint.
 //! Keys live only in memory and are zeroized when removed or when the ring is cleared.
 
-use crate::command::{self, SseCCmd};
+use crate::command::{self, Reply, SseCAdded, SseCCmd, SseCKey, SseCRemoved};
 use crate::error::{Error, Result};
 use crate::format::{hex, unhex};
 use crate::keys::crypto::{customer_fingerprint, Key32};
 use crate::sync::RwLockUnpoisoned;
-use serde_json::json;
 use std::collections::HashMap;
 use std::sync::RwLock;
 
@@ -35,7 +34,7 @@ impl KeyRing {
     }
 
     /// Runs an `sse-c` command against the ring.
-    pub(super) fn execute(&self, cmd: &SseCCmd) -> Result<serde_json::Value> {
+    pub(super) fn execute(&self, cmd: &SseCCmd) -> Result<Reply> {
         match cmd {
             SseCCmd::Add {
                 encryption_key_file,
@@ -51,16 +50,22 @@ impl KeyRing {
                 }
                 ring.insert(fp, Box::new(key));
                 tracing::info!("customer key {} loaded", hex(&fp[..8]));
-                Ok(json!({"fingerprint": hex(&fp), "added": added, "keys": ring.len()}))
+                Ok(Reply::SseCAdded(SseCAdded {
+                    added,
+                    fingerprint: hex(&fp),
+                    keys: ring.len(),
+                }))
             }
             SseCCmd::List => {
                 let ring = self.keys.read_unpoisoned();
-                let mut fps: Vec<String> = ring.keys().map(|fp| hex(fp)).collect();
-                fps.sort();
-                Ok(json!(fps
-                    .into_iter()
-                    .map(|f| json!({ "fingerprint": f }))
-                    .collect::<Vec<_>>()))
+                let mut keys: Vec<SseCKey> = ring
+                    .keys()
+                    .map(|fp| SseCKey {
+                        fingerprint: hex(fp),
+                    })
+                    .collect();
+                keys.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
+                Ok(Reply::SseCKeys(keys))
             }
             SseCCmd::Remove {
                 fingerprint,
@@ -85,7 +90,11 @@ impl KeyRing {
                     )));
                 }
                 tracing::info!("customer key {} removed", hex(&fp[..8]));
-                Ok(json!({"fingerprint": hex(&fp), "removed": true, "keys": ring.len()}))
+                Ok(Reply::SseCRemoved(SseCRemoved {
+                    fingerprint: hex(&fp),
+                    keys: ring.len(),
+                    removed: true,
+                }))
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The mount's work-request pool: a few worker threads that run queued work requests
 //! (bucket re-encryption) while the filesystem keeps serving, and their cancellation.
 
+use crate::command::Reply;
 use crate::error::{Error, Result};
 use crate::ops::workreq::{self, WorkRequest};
 use crate::store::object::Live;
@@ -91,7 +92,7 @@ impl WorkPool {
 
     /// `work-request cancel`: a running request is flagged (its worker records the cancel
     /// at the next object), any other is cancelled in its record at once.
-    pub(super) fn cancel(&self, id: &str) -> Result<serde_json::Value> {
+    pub(super) fn cancel(&self, id: &str) -> Result<Reply> {
         let running = self.running.lock_unpoisoned();
         self.cancelled.lock_unpoisoned().insert(id.to_string());
         let mut wr = workreq::load(&self.store, id)?;
@@ -104,7 +105,7 @@ impl WorkPool {
         } else {
             wr = workreq::request_cancel(&self.store, id)?;
         }
-        Ok(serde_json::to_value(&wr).unwrap_or_default())
+        Ok(Reply::WorkRequest(Box::new(wr)))
     }
 
     /// Queues a saved work request (nothing if the pool is not running: it resumes at the
