@@ -106,6 +106,7 @@ impl Backend for LocalDir {
                 kernel_checks: true,
             },
         )
+        .expect("a local store mounts")
     }
 
     fn caller(&self) -> (u32, u32) {

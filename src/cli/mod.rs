@@ -1,6 +1,7 @@
 //! The companion CLI: a thin layer over the core. JSON on stdout, messages and progress on
 //! stderr. Exit codes: 0 success, 1 error, 2 a wait timed out.
 
+pub mod location;
 pub mod mounthelper;
 pub mod output;
 pub mod reliability;
@@ -26,9 +27,18 @@ use std::path::{Path, PathBuf};
     command(version = concat!(env!("CARGO_PKG_VERSION"), " (test build: fault injection compiled in)"))
 )]
 pub struct Cli {
-    /// The store directory (for store commands).
+    /// The store (for store commands): a directory, or s3://BUCKET[/PREFIX] in an object store.
     #[arg(long, global = true, env = "ENVELOPEFS_STORE", value_name = "STORE")]
     pub store: Option<PathBuf>,
+    /// The S3 endpoint of an s3:// store (else AWS_ENDPOINT_URL, as S3 tools take it).
+    #[arg(long, global = true, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// The S3 region of an s3:// store (else AWS_REGION or AWS_DEFAULT_REGION or the profile's).
+    #[arg(long, global = true, value_name = "REGION")]
+    pub region: Option<String>,
+    /// The AWS profile whose credentials reach an s3:// store (else AWS_PROFILE).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
     /// File holding the passphrase (one line).
     #[arg(
         long,
@@ -53,10 +63,10 @@ pub struct Cli {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Top {
-    /// Create a new store in an empty directory.
+    /// Create a new store in an empty directory, or at an unused s3://BUCKET[/PREFIX].
     /// Example: envelopefs init ~/vault --password-file pw.txt
     Init {
-        /// The store directory (new or empty).
+        /// The store directory (new or empty), or s3://BUCKET[/PREFIX].
         #[arg(value_name = "STORE")]
         path: PathBuf,
         /// Plaintext bytes per chunk: a power of two from 4096 to 1048576.
@@ -136,8 +146,16 @@ fn dispatch(cli: &Cli) -> Result<()> {
     match &cli.command {
         Top::Init { path, chunk_size } => {
             let secret = secret::for_init(cli)?;
-            Store::init(path, *chunk_size, &secret)?;
-            let cfg = Store::read_config(path)?;
+            let cfg = match location::classify(path)? {
+                location::Where::Local(p) => {
+                    Store::init(p, *chunk_size, &secret)?;
+                    Store::read_config(p)?
+                }
+                location::Where::ObjectStore(at) => {
+                    let backend = location::backend(cli, &at)?;
+                    Store::init_on(&*backend, *chunk_size, &secret)?
+                }
+            };
             let out = command::Output::of(&InitReply {
                 chunk_size: cfg.chunk_size,
                 key_source: cfg.key_source,
@@ -185,6 +203,7 @@ pub fn store_path(cli: &Cli) -> Result<&Path> {
 /// `envelopefs mount`: as the background daemon (started by [`crate::daemon::spawn`]), in the
 /// foreground, or by starting that daemon.
 fn mount(cli: &Cli, args: &MountArgs) -> Result<()> {
+    location::local_only(location::classify(&args.path)?, "mounting")?;
     let absolute = |p: &Path| std::fs::canonicalize(p).ctx(|| format!("resolving {}", p.display()));
     let root = absolute(&args.path)?;
     let mnt = absolute(&args.mountpoint)?;
@@ -201,8 +220,14 @@ fn mount(cli: &Cli, args: &MountArgs) -> Result<()> {
     crate::daemon::spawn(&root, &mnt, &args.options, &secret)
 }
 
-/// Opens a store offline: lock first (fails fast if mounted), then the secret.
+/// Opens a store offline: lock (a lease in an object store) first, failing fast if it is
+/// mounted or in use, then the secret.
 pub fn open_offline(cli: &Cli, root: &Path) -> Result<Store> {
+    if let location::Where::ObjectStore(at) = location::classify(root)? {
+        let store = location::open_object_store(cli, &at, command_word(cli))?;
+        crate::ops::kms::destroy_due_logged(&store);
+        return Ok(store);
+    }
     let lock = StoreLock::acquire(root)?;
     let cfg = Store::read_config(root)?;
     let secret = secret::for_open(cli, &cfg.key_source)?;
@@ -210,6 +235,22 @@ pub fn open_offline(cli: &Cli, root: &Path) -> Result<Store> {
     // Key versions whose deletion date passed while the store was closed go now.
     crate::ops::kms::destroy_due_logged(&store);
     Ok(store)
+}
+
+/// The command being run, as its first word, for the lease others see (nothing it carries:
+/// a command may carry a plaintext).
+fn command_word(cli: &Cli) -> &'static str {
+    match &cli.command {
+        Top::Store(StoreCommand::Key(_)) => "envelopefs key",
+        Top::Store(StoreCommand::Bucket(_)) => "envelopefs bucket",
+        Top::Store(StoreCommand::Object(_)) => "envelopefs object",
+        Top::Store(StoreCommand::WorkRequest(_)) => "envelopefs work-request",
+        Top::Store(StoreCommand::Kms(_)) => "envelopefs kms",
+        Top::Store(StoreCommand::Status) => "envelopefs status",
+        Top::Store(StoreCommand::Fsck(_)) => "envelopefs fsck",
+        Top::Store(StoreCommand::Headers(_)) => "envelopefs headers",
+        _ => "envelopefs",
+    }
 }
 
 /// `kms encrypt --plaintext -`: the command with the base64 plaintext read from standard
@@ -243,7 +284,8 @@ fn run_store_command(cli: &Cli, cmd: &StoreCommand) -> Result<()> {
         return done;
     }
     let root = store_path(cli)?;
-    if let Some(mnt) = remote::live_mount(root) {
+    let local = matches!(location::classify(root)?, location::Where::Local(_));
+    if let Some(mnt) = local.then(|| remote::live_mount(root)).flatten() {
         return remote::run(cmd, &mnt);
     }
     let store = open_offline(cli, root)?;

@@ -42,7 +42,26 @@ fn fsck(cli: &Cli, a: &FsckArgs) -> Result<()> {
         Some(p) => p.as_path(),
         None => store_path(cli)?,
     };
-    let report: Value = if let Some(mnt) = remote::live_mount(root) {
+    let in_object_store = matches!(
+        super::location::classify(root)?,
+        super::location::Where::ObjectStore(_)
+    );
+    let report: Value = if in_object_store {
+        // No mount and no local layout: the store's own checks, through the seam.
+        let store = open_offline(cli, root)?;
+        let b = bar(Some(0));
+        let mut progress = |done: u64, total: u64| {
+            if let Some(b) = &b {
+                b.set_length(total);
+                b.set_position(done);
+            }
+        };
+        let r = crate::ops::fsck::check_store(&store, a.read_data, &mut progress);
+        if let Some(b) = &b {
+            b.finish_and_clear();
+        }
+        crate::command::Output::of(&r?)?.take()
+    } else if let Some(mnt) = remote::live_mount(root) {
         // The mount checks its own store: no path goes with the command.
         let cmd = StoreCommand::Fsck(FsckArgs {
             path: None,
@@ -102,7 +121,11 @@ fn headers(cli: &Cli, h: &HeadersCmd) -> Result<()> {
             file: absolute(file)?,
         },
     };
-    let out = match remote::live_mount(root) {
+    let local = matches!(
+        super::location::classify(root)?,
+        super::location::Where::Local(_)
+    );
+    let out = match local.then(|| remote::live_mount(root)).flatten() {
         Some(mnt) => remote::call(&mnt, &StoreCommand::Headers(cmd))?.take(),
         None => {
             let store = open_offline(cli, root)?;

@@ -8,7 +8,7 @@ use crate::keys::crypto::Key32;
 use crate::ops::rewrap::{self, Outcome, Target};
 use crate::ops::workreq::{self, State};
 use crate::store::object::{self, CustomerKeys};
-use crate::store::{fsutil, Store, BUCKET_DIR_MODE, OBJECT_FILE_MODE};
+use crate::store::{Store, BUCKET_DIR_MODE, OBJECT_FILE_MODE};
 use clap::{Args, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -869,22 +869,27 @@ fn execute_object(store: &Store, cmd: &ObjectCmd, env: &mut Env<'_>) -> Result<R
             file,
         } => {
             let dest = store.object_ref(bucket_name, name)?;
-            if let Some(parent) = dest.path.parent() {
-                fsutil::create_dir_all_exact(parent, BUCKET_DIR_MODE)
-                    .ctx(|| format!("creating the prefix of {}", dest.what))?;
-            }
+            store
+                .backend()
+                .make_parents(bucket_name, &dest.name, BUCKET_DIR_MODE, &dest.what)?;
             let mut src: Box<dyn std::io::Read> = match file {
                 Some(f) => {
                     Box::new(std::fs::File::open(f).ctx(|| format!("opening {}", f.display()))?)
                 }
                 None => Box::new(env.streams.input()?),
             };
-            let obj = object::create_object(
+            let create = object::Create {
+                mode: OBJECT_FILE_MODE,
+                exclusive: false,
+                durable: true,
+                ..object::Create::default()
+            };
+            let obj = object::create_object_in(
                 store,
+                bucket_name,
                 &dest.bucket,
-                &dest.path,
-                OBJECT_FILE_MODE,
-                false,
+                &dest.name,
+                &create,
                 &mut |obj| {
                     let mut buf = vec![0u8; 1 << 20];
                     let mut off = 0u64;
@@ -896,7 +901,7 @@ fn execute_object(store: &Store, cmd: &ObjectCmd, env: &mut Env<'_>) -> Result<R
                         obj.write_at(off, &buf[..n])?;
                         off += n as u64;
                     }
-                    obj.sync(false)
+                    Ok(())
                 },
             )?;
             let size = obj.size();
@@ -911,7 +916,8 @@ fn execute_object(store: &Store, cmd: &ObjectCmd, env: &mut Env<'_>) -> Result<R
             file,
         } => {
             let src = store.object_ref(bucket_name, name)?;
-            let obj = object::open_object(store, &src.bucket, &src.path, false, env.customer)?;
+            let blob = src.open(store)?;
+            let obj = object::open_blob(store, &src.bucket, &*blob, &src.what, env.customer)?;
             let mut out: Box<dyn std::io::Write> = match file {
                 Some(f) => {
                     Box::new(std::fs::File::create(f).ctx(|| format!("creating {}", f.display()))?)
@@ -1031,7 +1037,7 @@ fn check_source_key(
 ) -> Result<()> {
     let obj = store.object_ref(bucket_name, name)?;
     let what = &obj.what;
-    let h = object::read_header(&obj.open()?, what)?;
+    let h = object::read_header(&*obj.open(store)?, what)?;
     let short = |fp: &[u8; 32]| crate::format::hex(&fp[..8]);
     match (&h.wrapping, source) {
         (crate::format::records::Wrapping::Master { .. }, Some(_)) => {
@@ -1093,9 +1099,9 @@ impl CustomerKeys for OneKeyThen<'_> {
 pub fn head(store: &Store, bucket_name: &str, name: &str) -> Result<ObjectReply> {
     let obj = store.object_ref(bucket_name, name)?;
     let what = &obj.what;
-    let f = obj.open()?;
-    let h = object::read_header(&f, what)?;
-    let len = f.metadata().ctx(|| format!("{what}: stat"))?.len();
+    let f = obj.open(store)?;
+    let h = object::read_header(&*f, what)?;
+    let len = f.len(what)?;
     Ok(ObjectReply {
         bucket: bucket_name.to_string(),
         header: object::describe_header(&h),

@@ -243,7 +243,7 @@ pub fn serve(
             || args.allow_other
             || unsafe { libc::geteuid() } != 0,
     };
-    let vfs = Vfs::new(store.clone(), opts);
+    let vfs = Vfs::new(store.clone(), opts)?;
     if !args.read_only {
         vfs.start_workers()?;
     }

@@ -196,8 +196,9 @@ struct Checker<'a> {
 
 /// Checks a store that is open (the mount's, or one opened offline).
 pub fn check_store(store: &Store, read_data: bool, progress: ProgressFn<'_>) -> Result<Report> {
+    let dir = store.local("fsck")?;
     let mut c = Checker::new(
-        store.root(),
+        dir.root(),
         *store.store_id(),
         store.chunk_size(),
         Keys::Mounted(store),
@@ -205,7 +206,7 @@ pub fn check_store(store: &Store, read_data: bool, progress: ProgressFn<'_>) -> 
     );
     c.check_config_file(Some(store.chunk_size()));
     // The keystore on disk must still open with the sealing key in memory.
-    let kpath = store.meta().join("keystore");
+    let kpath = dir.meta().join("keystore");
     match fs::read(&kpath) {
         Ok(b) => match store.keys().reopen(&b) {
             Ok(ks) => {
@@ -530,7 +531,7 @@ impl<'a> Checker<'a> {
             }
         }
         for (dir, bi) in all_dirs {
-            for rel in crate::ops::workreq::walk_objects(&self.root.join(&dir))? {
+            for rel in crate::store::local::walk_files(&self.root.join(&dir))? {
                 objects.push((dir.join(rel), bi));
             }
         }

@@ -126,7 +126,7 @@ pub(crate) fn safe_rel(path_hex: &str, want_components: Option<usize>) -> Option
 
 /// Collects the backup of a store (every decodable bucket record and object header).
 pub fn collect(store: &Store) -> Result<(Backup, Vec<String>)> {
-    let root = store.root();
+    let root = store.local("headers export")?.root();
     let mut skipped = Vec::new();
     let mut buckets = Vec::new();
     let mut objects = Vec::new();
@@ -152,7 +152,7 @@ pub fn collect(store: &Store) -> Result<(Backup, Vec<String>)> {
                 continue;
             }
         }
-        for obj in crate::ops::workreq::walk_objects(&root.join(&rel))? {
+        for obj in crate::store::local::walk_files(&root.join(&rel))? {
             let obj = rel.join(obj);
             let shown = obj.to_string_lossy().into_owned();
             let header = OpenOptions::new()
@@ -259,7 +259,7 @@ pub fn import(store: &Store, file: &Path) -> Result<ImportSummary> {
             hex(store.store_id())
         )));
     }
-    let root = store.root();
+    let root = store.local("headers import")?.root();
     let mut s = ImportSummary::default();
     for b in &backup.buckets {
         let Some(rel) = safe_rel(&b.name_hex, Some(1)) else {
@@ -318,7 +318,8 @@ fn import_object(store: &Store, o: &ObjectEntry) -> Result<Restore> {
         Ok(h) => h,
         Err(e) => return Ok(Restore::Refused(e.to_string())),
     };
-    let path = store.root().join(&rel);
+    let root = store.local("headers import")?.root();
+    let path = root.join(&rel);
     let file = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
@@ -356,9 +357,7 @@ fn import_object(store: &Store, o: &ObjectEntry) -> Result<Restore> {
         .next()
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
         .unwrap_or_default();
-    if let Ok(bucket) =
-        crate::store::read_bucket_record(&store.root().join(&bucket_name), &bucket_name)
-    {
+    if let Ok(bucket) = crate::store::read_bucket_record(&root.join(&bucket_name), &bucket_name) {
         match object::unwrap_header(store, &bucket, &oid, &header, &NoCustomerKeys, &o.path) {
             Ok(_) | Err(Error::NoKey(_)) | Err(Error::PermissionDenied(_)) => {}
             Err(e) => return Ok(Restore::Refused(e.to_string())),

@@ -357,14 +357,17 @@ pub fn key_usage(store: &Store, id: &Id16) -> Result<Usage> {
     use std::os::unix::fs::MetadataExt;
     let mut usage = Usage::default();
     for (bucket, _) in store.buckets()? {
-        let dir = store.bucket_dir(&bucket);
         let mut seen = HashSet::new();
-        for rel in crate::ops::workreq::walk_objects(&dir)? {
+        for rel in store.backend().object_names(&bucket)? {
             let what = format!("{bucket}/{}", rel.display());
-            let header = crate::store::open_backing(&dir.join(&rel), &what).and_then(|f| {
-                let ino = f.metadata().map(|m| m.ino()).unwrap_or(0);
+            let header = store.open_object(&bucket, &rel, &what).and_then(|f| {
+                // A hard link (local stores only) is counted once.
+                let ino = f
+                    .as_file()
+                    .and_then(|f| f.metadata().ok())
+                    .map_or(0, |m| m.ino());
                 let first = ino == 0 || seen.insert(ino);
-                first.then(|| object::read_header(&f, &what)).transpose()
+                first.then(|| object::read_header(&*f, &what)).transpose()
             });
             match header {
                 Ok(Some(h)) => {

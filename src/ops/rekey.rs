@@ -4,9 +4,9 @@
 //! The object is re-encrypted into a new backing file under a new random DEK and a new
 //! object id, and the new file replaces the old one with one atomic rename:
 //! 1. the new object is made by [`object::create_object`] in `STORE/.envelopefs/tmp` (an
-//!    `O_TMPFILE` linked to a `rekey-*` name once complete, else a named temporary file);
-//!    its header is set first, then the data is copied, the header is rewrapped to the
-//!    target, mode, owner, user xattrs and times are copied, and the file is fsynced;
+//!    `O_TMPFILE` linked to a `rekey-*` name once complete, else a named temporary file):
+//!    the data is copied, mode, owner, user xattrs and times are copied, then its header
+//!    (the new DEK wrapped under the target) is set and the file fsynced;
 //! 2. `renameat2(RENAME_EXCHANGE)` swaps it with the old object's name, so the name leads to
 //!    the old object or the new one, never to a mix or to a file without a header;
 //! 3. the old object, now under the `rekey-*` name, is unlinked.
@@ -20,7 +20,7 @@ use crate::format::{hex, Id16};
 use crate::keys::crypto;
 use crate::keys::keystore::ops;
 use crate::ops::rewrap::{self, SkipReason, Target};
-use crate::store::object::{self, CustomerKeys, Live, NoCustomerKeys, ObjectIo};
+use crate::store::object::{self, CustomerKeys, Live, ObjectIo};
 use crate::store::{fsutil, xattr, Store};
 use std::fs::{self, File, FileTimes, Metadata};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -129,34 +129,27 @@ pub fn rekey_path(
     let old = object::open_object_file(store, bucket, src_io, what, opts.customer)?;
     let old_object_id = *old.object_id();
 
-    let tmp_dir = store.meta().join("tmp");
-    let staging = tmp_dir.join(format!("rekey-{}", hex(&crypto::random_array::<8>()?)));
-    let new = object::create_object(
+    let tmp_dir = store.local("a rekey")?.meta().join("tmp");
+    let staging_name = format!("rekey-{}", hex(&crypto::random_array::<8>()?));
+    let staging = tmp_dir.join(&staging_name);
+    let create = object::Create {
+        mode: meta.mode() & 0o7777,
+        exclusive: true,
+        durable: true,
+        wrap: Some((to, &kek)),
+        created_ns: Some(opts.created_ns),
+    };
+    // The staging file lives in `.envelopefs/tmp`, which the local backend addresses as the
+    // bucket `.envelopefs`: the same directory tree, so the rename below is atomic.
+    let new = object::create_object_in(
         store,
+        crate::store::META_DIR,
         bucket,
-        &staging,
-        meta.mode() & 0o7777,
-        true,
+        &Path::new("tmp").join(&staging_name),
+        &create,
         &mut |obj| {
             copy_data(&old, obj, what)?;
-            // create_object wrapped the new DEK under the bucket key: wrap it under the
-            // target instead, with the creation time asked for.
-            let h = object::read_header(obj.file(), what)?;
-            let dek =
-                object::unwrap_header(store, bucket, obj.object_id(), &h, &NoCustomerKeys, what)?;
-            let header = object::make_header(
-                store,
-                bucket,
-                obj.object_id(),
-                opts.created_ns,
-                to,
-                &kek,
-                &dek,
-                crypto::random_array()?,
-            )?;
-            rewrap::replace_header(obj.file(), &header, what)?;
-            copy_metadata(&src, path, &meta, obj.file(), what)?;
-            obj.sync(false)
+            copy_metadata(&src, path, &meta, obj.file(), what)
         },
     )?;
     let new_object_id = *new.object_id();
@@ -224,6 +217,20 @@ pub fn rekey_path(
     })
 }
 
+/// Rekeys the object `name` of a bucket (a bucket job's, see [`rekey_path`]). Only a local
+/// store's objects can be rekeyed so far.
+pub fn rekey_in(
+    store: &Store,
+    bucket_name: &str,
+    bucket: &BucketRecord,
+    name: &Path,
+    what: &str,
+    opts: &Options<'_>,
+) -> Result<Rekeyed> {
+    let path = store.local("a rekey")?.bucket_dir(bucket_name).join(name);
+    rekey_path(store, bucket, &path, what, opts)
+}
+
 /// Rekeys the object at `bucket/name` (synchronously, durably).
 pub fn rekey_object(
     store: &Store,
@@ -234,10 +241,14 @@ pub fn rekey_object(
     live: &dyn Live,
 ) -> Result<Rekeyed> {
     let obj = store.object_ref(bucket_name, name)?;
+    let path = store
+        .local("a rekey")?
+        .bucket_dir(bucket_name)
+        .join(&obj.name);
     rekey_path(
         store,
         &obj.bucket,
-        &obj.path,
+        &path,
         &obj.what,
         &Options {
             target,

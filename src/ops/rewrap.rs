@@ -4,14 +4,14 @@
 //! Authorized twice: the source master key must allow re-encrypt-from and the destination
 //! re-encrypt-to; a disabled version can be neither.
 
-use crate::error::{IoContext, Result};
+use crate::error::Result;
 use crate::format::records::{BucketRecord, ObjectHeader, Wrapping};
 use crate::format::Id16;
 use crate::keys::crypto::{self, Key32};
 use crate::keys::keystore::ops;
 use crate::store::object::{self, CustomerKeys};
-use crate::store::{xattr, Store};
-use std::fs::File;
+use crate::store::seam::Blob;
+use crate::store::Store;
 
 /// Where a rewrap puts the DEK.
 pub enum Target {
@@ -151,10 +151,10 @@ impl Mode {
     }
 }
 
-/// A rewrap of one object given its open backing file.
+/// A rewrap of one object given the object opened (a backing file, read-only, is one).
 pub struct Request<'a> {
-    /// The object's backing file (read-only is enough).
-    pub file: &'a File,
+    /// The object, opened (read-only is enough).
+    pub file: &'a dyn Blob,
     /// `bucket/name`, for messages.
     pub what: &'a str,
     /// The bucket the header is bound to now.
@@ -172,7 +172,7 @@ pub struct Request<'a> {
 impl<'a> Request<'a> {
     /// A rewrap within `bucket` ([`Mode::Single`]).
     pub fn single(
-        file: &'a File,
+        file: &'a dyn Blob,
         what: &'a str,
         bucket: &'a BucketRecord,
         target: &'a Target,
@@ -192,7 +192,7 @@ impl<'a> Request<'a> {
     /// A rewrap for a bucket work request accepted at `scope` ([`Mode::Job`]): no customer
     /// key is ever used (customer-keyed objects are skipped).
     pub fn job(
-        file: &'a File,
+        file: &'a dyn Blob,
         what: &'a str,
         bucket: &'a BucketRecord,
         target: &'a Target,
@@ -257,26 +257,14 @@ pub fn rewrap(store: &Store, req: &Request<'_>) -> Result<Outcome> {
         &dek,
         crypto::random_array()?,
     )?;
-    replace_header(file, &new, what)?;
+    file.replace_header(&new.encode(), what)?;
     if mode.durable() {
-        file.sync_all()
-            .ctx(|| format!("{what}: fsync after rewrap"))?;
+        file.sync(what)?;
     }
     Ok(Outcome::Rewrapped {
         from: header.wrapping,
         to,
     })
-}
-
-/// Replaces the header xattr in place (one atomic setxattr).
-pub fn replace_header(file: &File, header: &ObjectHeader, what: &str) -> Result<()> {
-    xattr::fset(
-        file,
-        xattr::HEADER.as_bytes(),
-        &header.encode(),
-        libc::XATTR_REPLACE,
-    )
-    .ctx(|| format!("{what}: replacing the object header"))
 }
 
 /// Rewraps the object at `bucket/name` ([`Mode::Single`]).
@@ -288,10 +276,10 @@ pub fn rewrap_object(
     customer: &dyn CustomerKeys,
 ) -> Result<Outcome> {
     let obj = store.object_ref(bucket_name, name)?;
-    let file = obj.open()?;
+    let file = obj.open(store)?;
     rewrap(
         store,
-        &Request::single(&file, &obj.what, &obj.bucket, target, customer),
+        &Request::single(&*file, &obj.what, &obj.bucket, target, customer),
     )
 }
 

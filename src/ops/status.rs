@@ -15,10 +15,13 @@ use std::path::Path;
 
 /// The status of an open store.
 pub fn status(store: &Store) -> Result<StatusReply> {
-    let root = store.root();
-    let canon = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
-    let record = read_mount_record(root)
-        .filter(|r| mounted_store(Path::new(&r.mountpoint)).as_deref() == Some(canon.as_path()));
+    // Only a local store can be mounted so far: an object store's has no mount record.
+    let record = store.local_dir().and_then(|dir| {
+        let root = dir.root();
+        let canon = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+        read_mount_record(root)
+            .filter(|r| mounted_store(Path::new(&r.mountpoint)).as_deref() == Some(canon.as_path()))
+    });
     let mount_pid = record.as_ref().and_then(|r| r.pid);
     let mountpoint = record.map(|r| r.mountpoint);
     let ks = store.keys();
@@ -40,7 +43,7 @@ pub fn status(store: &Store) -> Result<StatusReply> {
     let mut buckets = Vec::new();
     for (name, rec) in store.buckets()? {
         let key = ks.find(&store.bucket_key(&rec));
-        let objects = workreq::walk_objects(&store.bucket_dir(&name))?.len();
+        let objects = store.backend().object_names(&name)?.len();
         let d = store.describe_bucket(&name, &rec);
         buckets.push(BucketStatus {
             key_alias: key.and_then(|k| k.alias.clone()),
@@ -72,7 +75,7 @@ pub fn status(store: &Store) -> Result<StatusReply> {
         mount_pid,
         mounted: mountpoint.is_some(),
         mountpoint,
-        store: root.display().to_string(),
+        store: store.backend().location(),
         store_id: hex(store.store_id()),
         work_requests_in_flight,
     })

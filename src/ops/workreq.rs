@@ -14,18 +14,17 @@
 //! has a new data key. Customer-keyed and hard-linked objects, which a job cannot rekey, are
 //! failures named in `errors` too, each with what to do instead.
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::format::{hex, unhex};
 use crate::keys::keystore::{key_id_text, now_s, parse_key_id};
 use crate::ops::rekey;
 use crate::ops::rewrap::{self, Outcome, SkipReason, Target};
-use crate::store::fsutil::{self, Replace};
 use crate::store::object::now_ns;
 use crate::store::object::NoCustomerKeys;
+use crate::store::seam::{self, Record};
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -147,10 +146,6 @@ pub const MAX_OPEN_WAIT_SECONDS: u64 = 86_400;
 /// How often a rekey retries the objects it found open.
 const OPEN_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
-fn dir(store: &Store) -> PathBuf {
-    store.meta().join("work-requests")
-}
-
 fn validate_id(id: &str) -> Result<()> {
     let ok = id.strip_prefix("wr-").and_then(unhex::<16>).is_some();
     if ok {
@@ -182,46 +177,30 @@ enum Save {
 
 /// Saves a work request atomically.
 fn save(store: &Store, wr: &WorkRequest, how: Save) -> Result<()> {
-    let path = dir(store).join(format!("{}.json", wr.id));
     let bytes = serde_json::to_vec_pretty(wr)
         .map_err(|e| Error::InvalidArgument(format!("work request does not serialize: {e}")))?;
-    match how {
-        Save::Durable => fsutil::replace_file(
-            &path,
-            &bytes,
-            crate::store::META_FILE_MODE,
-            Replace::Durable,
-        ),
-        Save::Progress => fsutil::replace_file(
-            &path,
-            &bytes,
-            crate::store::META_FILE_MODE,
-            Replace::ContentOnly,
-        ),
-        Save::AfterSync => fsutil::replace_file(
-            &path,
-            &bytes,
-            crate::store::META_FILE_MODE,
-            Replace::DurableAfter(&|| store.sync_all()),
-        ),
-    }
+    let barrier = || store.sync_all();
+    let save = match how {
+        Save::Durable => seam::Save::Durable,
+        Save::Progress => seam::Save::ContentOnly,
+        Save::AfterSync => seam::Save::DurableAfter(&barrier),
+    };
+    store
+        .backend()
+        .write_record(Record::WorkRequest(&wr.id), &bytes, save)
 }
 
 /// Loads a work request by id.
 pub fn load(store: &Store, id: &str) -> Result<WorkRequest> {
     validate_id(id)?;
-    load_path(&dir(store).join(format!("{id}.json")), id)
+    match store.backend().read_record(Record::WorkRequest(id))? {
+        Some(bytes) => parse(&bytes, id),
+        None => Err(Error::NotFound(format!("no work request {id}"))),
+    }
 }
 
-fn load_path(path: &Path, id: &str) -> Result<WorkRequest> {
-    let bytes = fs::read(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::NotFound(format!("no work request {id}"))
-        } else {
-            Error::io(format!("reading {}", path.display()), e)
-        }
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
+fn parse(bytes: &[u8], id: &str) -> Result<WorkRequest> {
+    serde_json::from_slice(bytes).map_err(|e| {
         // Well-formed JSON that does not fit the record: most likely a field, operation type
         // or skip reason of a newer version (refused, as unknown fields are: DECISIONS.md).
         let hint = if e.is_data() {
@@ -235,16 +214,18 @@ fn load_path(path: &Path, id: &str) -> Result<WorkRequest> {
 
 /// All work requests, oldest first, optionally of one bucket.
 pub fn list(store: &Store, bucket: Option<&str>) -> Result<Vec<WorkRequest>> {
-    let d = dir(store);
     let mut out = Vec::new();
-    for e in fs::read_dir(&d).ctx(|| format!("listing {}", d.display()))? {
-        let e = e.ctx(|| format!("listing {}", d.display()))?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(id) = name.strip_suffix(".json") else {
-            continue;
-        };
-        match load_path(&e.path(), id) {
-            Ok(wr) if bucket.is_none_or(|b| b == wr.bucket_name) => out.push(wr),
+    for id in store.backend().work_request_ids()? {
+        let loaded = store
+            .backend()
+            .read_record(Record::WorkRequest(&id))
+            .and_then(|b| match b {
+                Some(bytes) => parse(&bytes, &id).map(Some),
+                // Removed since it was listed.
+                None => Ok(None),
+            });
+        match loaded {
+            Ok(Some(wr)) if bucket.is_none_or(|b| b == wr.bucket_name) => out.push(wr),
             Ok(_) => {}
             Err(err) => tracing::warn!("skipping work request {id}: {err}"),
         }
@@ -423,36 +404,6 @@ fn run_parallel<T: Sync, R: Send>(
     all.into_iter().map(|(_, r)| r).collect()
 }
 
-/// Every regular file under a bucket directory, as paths relative to it, sorted. Names are
-/// kept as bytes: a name that is not UTF-8 is an object like any other. A directory or entry
-/// removed while the walk runs (by a live mount) is passed over.
-pub fn walk_objects(bucket_dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let d = bucket_dir.join(&rel);
-        let entries = match fs::read_dir(&d) {
-            Ok(it) => it,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !rel.as_os_str().is_empty() => {
-                continue
-            }
-            Err(e) => return Err(Error::io(format!("listing {}", d.display()), e)),
-        };
-        for e in entries {
-            let e = e.ctx(|| format!("listing {}", d.display()))?;
-            let Ok(ft) = e.file_type() else { continue };
-            let child = rel.join(e.file_name());
-            if ft.is_dir() {
-                stack.push(child);
-            } else if ft.is_file() {
-                out.push(child);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
 /// What a running work request should do next (polled between objects).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
@@ -509,8 +460,7 @@ pub fn run_live(
         .ok_or_else(|| Error::Corrupt(format!("work request {}: bad target key id", wr.id)))?;
     let target = Target::MasterVersion(key_id, wr.target_key_version);
     let is_rekey = wr.operation_type == Operation::RekeyBucket;
-    let bucket_dir = store.bucket_dir(&wr.bucket_name);
-    let names = walk_objects(&bucket_dir)?;
+    let names = store.backend().object_names(&wr.bucket_name)?;
     wr.status = State::InProgress;
     wr.time_started.get_or_insert_with(now_s);
     wr.objects_total = names.len() as u64;
@@ -551,17 +501,17 @@ pub fn run_live(
                 job_scope: Some(scope),
                 durable: false,
             };
-            return rekey::rekey_path(store, &bucket, &bucket_dir.join(name), &what, &opts).map(
+            return rekey::rekey_in(store, &bucket_name, &bucket, name, &what, &opts).map(
                 |r| match r {
                     rekey::Rekeyed::Done { from, to, .. } => Outcome::Rewrapped { from, to },
                     rekey::Rekeyed::Skipped(why) => Outcome::Skipped(why),
                 },
             );
         }
-        let f = crate::store::open_backing(&bucket_dir.join(name), &what)?;
+        let f = store.open_object(&bucket_name, name, &what)?;
         rewrap::rewrap(
             store,
-            &rewrap::Request::job(&f, &what, &bucket, &target, scope),
+            &rewrap::Request::job(&*f, &what, &bucket, &target, scope),
         )
     };
     // Objects a rekey found open in the mount: retried after the others, see below.
@@ -823,10 +773,7 @@ mod tests {
 
     #[test]
     fn a_record_loads_and_saves_to_the_same_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("wr.json");
-        fs::write(&path, RECORD).unwrap();
-        let wr = load_path(&path, "wr").unwrap();
+        let wr = parse(RECORD.as_bytes(), "wr").unwrap();
         assert_eq!(wr.operation_type, Operation::RekeyBucket);
         assert_eq!(wr.skipped_reasons[&SkipReason::RemovedMeanwhile], 2);
         assert_eq!(serde_json::to_string_pretty(&wr).unwrap(), RECORD);
@@ -836,23 +783,21 @@ mod tests {
     /// with an error that names the value and says where it may come from.
     #[test]
     fn a_record_with_an_operation_or_skip_reason_this_version_does_not_know_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("wr.json");
         for (from, to) in [
             ("\"REKEY_BUCKET\"", "\"SHRED_BUCKET\""),
             ("\"removed meanwhile\"", "\"moved to the moon\""),
             ("\"open_wait_seconds\"", "\"new_field\""),
         ] {
-            fs::write(&path, RECORD.replace(from, to)).unwrap();
-            let e = load_path(&path, "wr").unwrap_err();
+            let e = parse(RECORD.replace(from, to).as_bytes(), "wr").unwrap_err();
             assert!(matches!(e, Error::Corrupt(_)), "{e}");
             let msg = e.to_string();
             let named = to.trim_matches('"');
             assert!(msg.contains(named), "{msg}");
             assert!(msg.contains("written by a newer envelopefs?"), "{msg}");
         }
-        fs::write(&path, &RECORD[..RECORD.len() - 2]).unwrap();
-        let msg = load_path(&path, "wr").unwrap_err().to_string();
+        let msg = parse(&RECORD.as_bytes()[..RECORD.len() - 2], "wr")
+            .unwrap_err()
+            .to_string();
         assert!(
             !msg.contains("newer"),
             "a torn record is not blamed on a version: {msg}"

@@ -1,16 +1,15 @@
-//! The store on disk: config, keystore, lock, buckets. Knows nothing of FUSE.
-//!
-//! ```text
-//! STORE/.envelopefs/   config.json, keystore, lock, mount.json, work-requests/, tmp/
-//! STORE/BUCKET/        xattr user.envelopefs.bucket
-//!   prefix/OBJECT      preamble + chunks; xattr user.envelopefs.header
-//! ```
+//! The store: config, keystore, buckets and objects, wherever they live. Knows nothing of
+//! FUSE. Everything above this layer reaches the bytes through [`Store`], whose backend is
+//! one of the storage seam's implementations ([`seam`]): a local directory ([`local`]) or an
+//! S3-compatible object store ([`s3`]).
 
 pub mod fsutil;
 pub mod journal;
+pub mod local;
 pub mod lock;
 pub mod object;
 pub mod s3;
+pub mod seam;
 pub mod trash;
 pub mod xattr;
 
@@ -24,11 +23,12 @@ use crate::format::{hex, Id16};
 use crate::keys::crypto::Key32;
 use crate::keys::keystore::{key_id_text, now_s, KeyStore, Secret};
 use crate::sync::RwLockUnpoisoned;
+use local::LocalDir;
+use seam::{Backend, Blob, Record, Save};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Name of the reserved metadata directory (in the store and in the mount).
 pub const META_DIR: &str = ".envelopefs";
@@ -95,18 +95,46 @@ pub fn validate_object_name(name: &str) -> Result<()> {
 
 /// An open store.
 pub struct Store {
-    root: PathBuf,
-    meta: PathBuf,
+    backend: Arc<dyn Backend>,
+    /// What only a local store has: its directory (the vfs's names), journal and lock.
+    local: Option<LocalParts>,
     store_id: Id16,
     geometry: Geometry,
     chunk_size: u32,
     keys: RwLock<KeyStore>,
-    tmp_counter: AtomicU64,
+    /// What keeps other writers out while the store is open, where that is not the local
+    /// lock (an object store's lease); released when the store is dropped.
+    _guard: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+/// The parts of an open store that only a local directory has.
+struct LocalParts {
+    dir: Arc<LocalDir>,
     /// The write journal (None if it could not be created, say on a full disk).
-    journal: Option<std::sync::Arc<journal::Journal>>,
+    journal: Option<Arc<journal::Journal>>,
     /// Interrupted writes undone when the store was opened.
     recovered_writes: usize,
     _lock: StoreLock,
+}
+
+/// Writes a new store's keystore and config records through `backend`.
+fn init_records(backend: &dyn Backend, chunk_size: u32, secret: &Secret) -> Result<StoreConfig> {
+    if !valid_chunk_size(chunk_size) {
+        return Err(Error::InvalidArgument(format!(
+            "chunk size {chunk_size} must be a power of two from 4096 to 1048576"
+        )));
+    }
+    let store_id: Id16 = crate::keys::crypto::random_array()?;
+    let ks = KeyStore::create(store_id, chunk_size, secret)?;
+    backend.write_record(Record::Keystore, &ks.seal()?, Save::Durable)?;
+    let key_source = match secret {
+        Secret::Passphrase(_) => "passphrase",
+        Secret::KeyFile(_) => "keyfile",
+    };
+    let cfg = StoreConfig::new(&store_id, chunk_size, key_source, now_s());
+    // The config last: a store is one once its config is there.
+    backend.write_record(Record::Config, &cfg.to_bytes(), Save::Durable)?;
+    Ok(cfg)
 }
 
 impl Store {
@@ -139,57 +167,50 @@ impl Store {
             Err(e) => return Err(Error::io(format!("reading {}", root.display()), e)),
         }
         check_xattr_support(root)?;
-        let meta = root.join(META_DIR);
-        ensure_meta_dirs(&meta)?;
-        let store_id: Id16 = crate::keys::crypto::random_array()?;
-        let ks = KeyStore::create(store_id, chunk_size, secret)?;
-        fsutil::write_atomic(&meta.join("keystore"), &ks.seal()?, META_FILE_MODE)?;
-        let key_source = match secret {
-            Secret::Passphrase(_) => "passphrase",
-            Secret::KeyFile(_) => "keyfile",
-        };
-        let cfg = StoreConfig::new(&store_id, chunk_size, key_source, now_s());
-        fsutil::write_atomic(&meta.join("config.json"), &cfg.to_bytes(), META_FILE_MODE)?;
-        Ok(())
+        ensure_meta_dirs(&root.join(META_DIR))?;
+        init_records(&LocalDir::new(root), chunk_size, secret).map(drop)
     }
 
-    /// Reads the config (no secret needed).
-    pub fn read_config(root: &Path) -> Result<StoreConfig> {
-        let path = root.join(META_DIR).join("config.json");
-        let bytes = fs::read(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::NotFound(format!("{} is not an envelopefs store", root.display()))
-            } else {
-                Error::io(format!("reading {}", path.display()), e)
-            }
-        })?;
-        StoreConfig::parse(&bytes)
-    }
-
-    /// Opens a store whose lock the caller holds.
-    pub fn open(root: &Path, lock: StoreLock, secret: &Secret) -> Result<Self> {
-        let cfg = Self::read_config(root)?;
-        let store_id = cfg
-            .store_id_bytes()
-            .ok_or_else(|| Error::Corrupt("store config: bad store id".into()))?;
-        let meta = root.join(META_DIR);
-        let kpath = meta.join("keystore");
-        let bytes = fs::read(&kpath).ctx(|| format!("reading {}", kpath.display()))?;
-        let ks = KeyStore::unseal(&bytes, &store_id, secret)?;
-        if ks.chunk_size() != cfg.chunk_size {
-            return Err(Error::Corrupt(format!(
-                "store config says chunk size {} but the keystore says {}: config was altered",
-                cfg.chunk_size,
-                ks.chunk_size()
+    /// Creates a store on a backend that holds nothing of a store yet (an object store's
+    /// prefix): AlreadyExists if it has a config.
+    pub fn init_on(backend: &dyn Backend, chunk_size: u32, secret: &Secret) -> Result<StoreConfig> {
+        if backend.read_record(Record::Config)?.is_some() {
+            return Err(Error::AlreadyExists(format!(
+                "{} is already an envelopefs store",
+                backend.location()
             )));
         }
+        init_records(backend, chunk_size, secret)
+    }
+
+    /// Reads the config of the local store at `root` (no secret needed).
+    pub fn read_config(root: &Path) -> Result<StoreConfig> {
+        Self::read_config_from(&LocalDir::new(root))
+    }
+
+    /// Reads a store's config through its backend (no secret needed).
+    pub fn read_config_from(backend: &dyn Backend) -> Result<StoreConfig> {
+        match backend.read_record(Record::Config)? {
+            Some(bytes) => StoreConfig::parse(&bytes),
+            None => Err(Error::NotFound(format!(
+                "{} is not an envelopefs store",
+                backend.location()
+            ))),
+        }
+    }
+
+    /// Opens the local store at `root`, whose lock the caller holds.
+    pub fn open(root: &Path, lock: StoreLock, secret: &Secret) -> Result<Self> {
+        let dir = Arc::new(LocalDir::new(root));
+        let (cfg, store_id, ks) = Self::unseal(&*dir, secret)?;
+        let meta = dir.meta().to_path_buf();
         ensure_meta_dirs(&meta)?;
         let geometry = Geometry::new(cfg.chunk_size);
         // Undo what a crash interrupted before anything reads an object.
         let recovered_writes = journal::recover(root, &meta)?;
         let journal = match journal::Journal::create(&meta, geometry) {
             Ok(_) if crate::fault::enabled("no-journal") => None,
-            Ok(j) => Some(std::sync::Arc::new(j)),
+            Ok(j) => Some(Arc::new(j)),
             Err(e) => {
                 tracing::warn!(
                     "no write journal ({e}): a crash during a write may leave a torn chunk"
@@ -198,39 +219,90 @@ impl Store {
             }
         };
         fsutil::clear_dir(&meta.join("tmp"))?;
-        let store = Store {
-            root: root.to_path_buf(),
-            meta,
+        Ok(Store {
+            backend: dir.clone(),
+            local: Some(LocalParts {
+                dir,
+                journal,
+                recovered_writes,
+                _lock: lock,
+            }),
             store_id,
             geometry,
             chunk_size: cfg.chunk_size,
             keys: RwLock::new(ks),
-            tmp_counter: AtomicU64::new(0),
-            journal,
-            recovered_writes,
-            _lock: lock,
-        };
-        Ok(store)
+            _guard: None,
+        })
+    }
+
+    /// Opens a store kept by a backend other than a local directory (an object store),
+    /// holding `guard` (its single-writer lease) until the store is dropped.
+    pub fn open_on(
+        backend: Arc<dyn Backend>,
+        guard: Option<Box<dyn std::any::Any + Send + Sync>>,
+        secret: &Secret,
+    ) -> Result<Self> {
+        let (cfg, store_id, ks) = Self::unseal(&*backend, secret)?;
+        Ok(Store {
+            backend,
+            local: None,
+            store_id,
+            geometry: Geometry::new(cfg.chunk_size),
+            chunk_size: cfg.chunk_size,
+            keys: RwLock::new(ks),
+            _guard: guard,
+        })
+    }
+
+    /// Reads the config and unseals the keystore, checking that they agree.
+    fn unseal(backend: &dyn Backend, secret: &Secret) -> Result<(StoreConfig, Id16, KeyStore)> {
+        let cfg = Self::read_config_from(backend)?;
+        let store_id = cfg
+            .store_id_bytes()
+            .ok_or_else(|| Error::Corrupt("store config: bad store id".into()))?;
+        let bytes = backend.read_record(Record::Keystore)?.ok_or_else(|| {
+            Error::Corrupt(format!("{}: the keystore is missing", backend.location()))
+        })?;
+        let ks = KeyStore::unseal(&bytes, &store_id, secret)?;
+        if ks.chunk_size() != cfg.chunk_size {
+            return Err(Error::Corrupt(format!(
+                "store config says chunk size {} but the keystore says {}: config was altered",
+                cfg.chunk_size,
+                ks.chunk_size()
+            )));
+        }
+        Ok((cfg, store_id, ks))
+    }
+
+    /// Where the store's bytes live.
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
+    /// The local directory of a local store; Unsupported (naming `what`) for an object store.
+    pub fn local(&self, what: &str) -> Result<&Arc<LocalDir>> {
+        match &self.local {
+            Some(l) => Ok(&l.dir),
+            None => Err(Error::Unsupported(format!(
+                "{what} is not supported on a store in an object store ({})",
+                self.backend.location()
+            ))),
+        }
+    }
+
+    /// The local directory of a local store, None for an object store.
+    pub fn local_dir(&self) -> Option<&Arc<LocalDir>> {
+        self.local.as_ref().map(|l| &l.dir)
     }
 
     /// The write journal, if the store has one (see [`journal`]).
-    pub fn journal(&self) -> Option<&std::sync::Arc<journal::Journal>> {
-        self.journal.as_ref()
+    pub fn journal(&self) -> Option<&Arc<journal::Journal>> {
+        self.local.as_ref().and_then(|l| l.journal.as_ref())
     }
 
     /// How many writes interrupted by a crash were undone when the store was opened.
     pub fn recovered_writes(&self) -> usize {
-        self.recovered_writes
-    }
-
-    /// The store's root directory.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// `STORE/.envelopefs`.
-    pub fn meta(&self) -> &Path {
-        &self.meta
+        self.local.as_ref().map_or(0, |l| l.recovered_writes)
     }
 
     /// The store id.
@@ -260,7 +332,10 @@ impl Store {
         let before = ks.seal()?;
         let out = f(&mut ks)?;
         let after = ks.seal()?;
-        if let Err(e) = fsutil::write_atomic(&self.meta.join("keystore"), &after, META_FILE_MODE) {
+        if let Err(e) = self
+            .backend
+            .write_record(Record::Keystore, &after, Save::Durable)
+        {
             if let Ok(restored) = ks.reopen(&before) {
                 *ks = restored;
             }
@@ -269,59 +344,41 @@ impl Store {
         Ok(out)
     }
 
-    /// A fresh temporary path in `STORE/.envelopefs/tmp` (same filesystem as the buckets).
-    pub fn tmp_path(&self) -> PathBuf {
-        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        self.meta
-            .join("tmp")
-            .join(format!("{}-{n}", std::process::id()))
-    }
-
-    /// The directory of a bucket.
-    pub fn bucket_dir(&self, name: &str) -> PathBuf {
-        self.root.join(name)
-    }
-
     /// Resolves an object named by bucket and name, the one way every command does: the
     /// name is checked, the bucket's record read (ENOENT if there is no such bucket), the
-    /// backing path and the label `bucket/name` made. Nothing is opened: see
-    /// [`ObjectRef::open`].
+    /// label `bucket/name` made. Nothing is opened: see [`ObjectRef::open`].
     pub fn object_ref(&self, bucket_name: &str, name: &str) -> Result<ObjectRef> {
         validate_object_name(name)?;
         let bucket = self.bucket(bucket_name)?;
         Ok(ObjectRef {
             bucket,
-            path: self.bucket_dir(bucket_name).join(name),
+            bucket_name: bucket_name.to_string(),
+            name: PathBuf::from(name),
             what: format!("{bucket_name}/{name}"),
         })
+    }
+
+    /// Opens an object of a bucket through the backend.
+    pub fn open_object(&self, bucket_name: &str, name: &Path, what: &str) -> Result<Box<dyn Blob>> {
+        self.backend.open_object(bucket_name, name, what)
     }
 
     /// Reads a bucket's record. ENOENT if there is no such bucket.
     pub fn bucket(&self, name: &str) -> Result<BucketRecord> {
         validate_bucket_name(name)?;
-        let dir = self.bucket_dir(name);
-        read_bucket_record(&dir, name)
+        self.backend.read_bucket(name)
     }
 
-    /// All buckets, sorted by name. Directories without a readable record are skipped
-    /// with a warning (fsck reports them).
+    /// All buckets, sorted by name. Names without a readable record are skipped with a
+    /// warning (fsck reports them).
     pub fn buckets(&self) -> Result<Vec<(String, BucketRecord)>> {
         let mut out = Vec::new();
-        for e in fs::read_dir(&self.root).ctx(|| format!("listing {}", self.root.display()))? {
-            let e = e.ctx(|| "listing the store".to_string())?;
-            let name = match e.file_name().into_string() {
-                Ok(n) if n != META_DIR => n,
-                _ => continue,
-            };
-            if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                continue;
-            }
-            match read_bucket_record(&e.path(), &name) {
+        for name in self.backend.bucket_names()? {
+            match self.backend.read_bucket(&name) {
                 Ok(r) => out.push((name, r)),
                 Err(err) => tracing::warn!("skipping {name:?}: {err}"),
             }
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 
@@ -330,7 +387,7 @@ impl Store {
         Ok(self.keys().resolve(key_ref)?.id)
     }
 
-    /// Creates a bucket: the directory appears only with its record (built under tmp/).
+    /// Creates a bucket: it appears only with its record.
     pub fn create_bucket(
         &self,
         name: &str,
@@ -340,36 +397,15 @@ impl Store {
         validate_bucket_name(name)?;
         let key = kms_key.map(|k| self.resolve_key(k)).transpose()?;
         let rec = BucketRecord::new(crate::keys::crypto::random_array()?, key, now_s());
-        let tmp = self.tmp_path();
-        fsutil::mkdir_exact(&tmp, mode).ctx(|| format!("creating {}", tmp.display()))?;
-        let done = xattr::set(&tmp, xattr::BUCKET.as_bytes(), &rec.encode(), 0)
-            .ctx(|| "writing the bucket record".to_string())
-            .and_then(|()| {
-                fsutil::rename_noreplace(&tmp, &self.bucket_dir(name)).map_err(|e| {
-                    if e.raw_os_error() == Some(libc::EEXIST) {
-                        Error::AlreadyExists(format!("bucket {name:?} exists"))
-                    } else {
-                        Error::io(format!("creating bucket {name:?}"), e)
-                    }
-                })
-            });
-        if done.is_err() {
-            let _ = fs::remove_dir(&tmp);
-        }
-        done.map(|()| rec)
+        self.backend.create_bucket(name, &rec, mode)?;
+        Ok(rec)
     }
 
     /// Assigns (or with `None` removes) a bucket's master key.
     pub fn update_bucket(&self, name: &str, kms_key: Option<&str>) -> Result<BucketRecord> {
         let mut rec = self.bucket(name)?;
         rec.kms_key_id = kms_key.map(|k| self.resolve_key(k)).transpose()?;
-        xattr::set(
-            &self.bucket_dir(name),
-            xattr::BUCKET.as_bytes(),
-            &rec.encode(),
-            libc::XATTR_REPLACE,
-        )
-        .ctx(|| format!("updating bucket {name:?}"))?;
+        self.backend.replace_bucket(name, &rec)?;
         Ok(rec)
     }
 
@@ -389,10 +425,10 @@ impl Store {
         }
     }
 
-    /// Forces everything written to the store's filesystem to disk (syncfs).
+    /// Durability barrier: everything written to the store before survives a power loss
+    /// (syncfs locally; acknowledged writes are durable in an object store).
     pub fn sync_all(&self) -> Result<()> {
-        let f = File::open(&self.root).ctx(|| format!("opening {}", self.root.display()))?;
-        fsutil::syncfs(&f).ctx(|| "syncing the store's filesystem".to_string())
+        self.backend.sync_all()
     }
 
     /// Lookup of the DEK-wrapping key for encryption: the bucket key's current version.
@@ -410,16 +446,18 @@ impl Store {
 pub struct ObjectRef {
     /// Its bucket's record.
     pub bucket: BucketRecord,
-    /// Its backing file.
-    pub path: PathBuf,
+    /// Its bucket's name.
+    pub bucket_name: String,
+    /// Its name in the bucket.
+    pub name: PathBuf,
     /// `bucket/name`, for messages.
     pub what: String,
 }
 
 impl ObjectRef {
-    /// Opens its backing file read-only ([`open_backing`]): ENOENT "no object bucket/name".
-    pub fn open(&self) -> Result<File> {
-        open_backing(&self.path, &self.what)
+    /// Opens it read-only through the store's backend: ENOENT "no object bucket/name".
+    pub fn open(&self, store: &Store) -> Result<Box<dyn Blob>> {
+        store.open_object(&self.bucket_name, &self.name, &self.what)
     }
 }
 

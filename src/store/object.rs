@@ -2,7 +2,8 @@
 //! plaintext I/O over the chunk format ([`ObjectIo`]), which the mount uses directly.
 
 use super::journal::{Journal, Saved};
-use super::{fsutil, xattr, Store};
+use super::seam::Blob;
+use super::Store;
 use crate::error::{Error, IoContext, Result};
 use crate::format::chunk::{
     self, chunk_aad, Geometry, CHUNK_OVERHEAD, NONCE_LEN, PREAMBLE_LEN, TAG_LEN,
@@ -15,7 +16,7 @@ use crate::keys::keystore::key_id_text;
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -68,23 +69,22 @@ impl CustomerKeys for NoCustomerKeys {
     }
 }
 
-/// Reads the header xattr of an open backing file.
-pub fn read_header(file: &File, what: &str) -> Result<ObjectHeader> {
-    match xattr::fget(file, xattr::HEADER.as_bytes()) {
-        Ok(Some(b)) => ObjectHeader::decode(&b).map_err(|e| match e {
+/// Reads and decodes the header of an opened object (a backing file is one).
+pub fn read_header(blob: &dyn Blob, what: &str) -> Result<ObjectHeader> {
+    match blob.header(what)? {
+        Some(b) => ObjectHeader::decode(&b).map_err(|e| match e {
             Error::Corrupt(m) => Error::Corrupt(format!("{what}: {m}")),
             Error::UnsupportedVersion(m) => Error::UnsupportedVersion(format!("{what}: {m}")),
             other => other,
         }),
-        Ok(None) => Err(Error::Corrupt(format!("{what}: object header is missing"))),
-        Err(e) => Err(Error::io(format!("{what}: reading object header"), e)),
+        None => Err(Error::Corrupt(format!("{what}: object header is missing"))),
     }
 }
 
-/// Reads the object id from a backing file's preamble.
-pub fn read_preamble(file: &File, what: &str) -> Result<Id16> {
+/// Reads the object id from an opened object's data preamble.
+pub fn read_preamble(blob: &dyn Blob, what: &str) -> Result<Id16> {
     let mut p = [0u8; PREAMBLE_LEN as usize];
-    let n = read_full_at(file, &mut p, 0).ctx(|| format!("{what}: reading data preamble"))?;
+    let n = blob.read_body(&mut p, 0, what)?;
     chunk::parse_preamble(&p[..n]).map_err(|m| Error::Corrupt(format!("{what}: {m}")))
 }
 
@@ -244,14 +244,8 @@ pub struct HeaderInfo {
     pub object_id: String,
 }
 
-/// Creates an object at `final_path` in a bucket: a file that no one can see yet gets its
-/// header, an empty final chunk and whatever `fill` writes, then is linked into place, so the
-/// object is never visible headerless (and a failed `fill` leaves any old object in place).
-/// With `exclusive`, an existing file makes this fail with EEXIST.
-///
-/// The unseen file is an `O_TMPFILE` in the destination directory, linked with `linkat`
-/// (exclusive creates on filesystems that have it). Otherwise, and to replace an existing
-/// object, it is a named file in `.envelopefs/tmp`, renamed into place.
+/// Creates an object at `final_path` (a path in a local store's bucket): see
+/// [`create_object_in`].
 pub fn create_object(
     store: &Store,
     bucket: &BucketRecord,
@@ -260,7 +254,78 @@ pub fn create_object(
     exclusive: bool,
     fill: &mut dyn FnMut(&mut ObjectIo) -> Result<()>,
 ) -> Result<ObjectIo> {
-    let (key_id, version, kek) = store.wrapping_key_for(bucket)?;
+    let dir = store.local("a create by path")?;
+    let rel = final_path.strip_prefix(dir.root()).map_err(|_| {
+        Error::InvalidArgument(format!("{} is not in the store", final_path.display()))
+    })?;
+    let mut parts = rel.components();
+    let bucket_name = parts
+        .next()
+        .and_then(|c| c.as_os_str().to_str())
+        .ok_or_else(|| Error::InvalidArgument(format!("{} names no bucket", rel.display())))?;
+    let name = parts.as_path();
+    let opts = Create {
+        mode,
+        exclusive,
+        ..Create::default()
+    };
+    create_object_in(store, bucket_name, bucket, name, &opts, fill)
+}
+
+/// How [`create_object_in`] makes an object.
+pub struct Create<'a> {
+    /// Its mode (exactly this, whatever the umask).
+    pub mode: u32,
+    /// Fail with EEXIST if the name is taken (else an old object is replaced).
+    pub exclusive: bool,
+    /// Body and header durable before the name appears (fsync of the file locally; the
+    /// name is made durable by the caller's barrier).
+    pub durable: bool,
+    /// The wrapping of its DEK and the key that makes it, instead of the bucket key's
+    /// current version (a rekey wraps under its target).
+    pub wrap: Option<(Wrapping, &'a Key32)>,
+    /// Its creation time (ns) instead of now (a rekey job's scope).
+    pub created_ns: Option<u64>,
+}
+
+impl Default for Create<'_> {
+    fn default() -> Self {
+        Create {
+            mode: super::OBJECT_FILE_MODE,
+            exclusive: true,
+            durable: false,
+            wrap: None,
+            created_ns: None,
+        }
+    }
+}
+
+/// Creates the object `name` in a bucket: a body that no one can see yet gets an empty final
+/// chunk and whatever `fill` writes, then is published with its header, so the object is
+/// never visible headerless (and a failed `fill` leaves any old object in place). With
+/// `exclusive`, an existing object of that name makes this fail with EEXIST.
+///
+/// Where the body is made and how it is published is the backend's
+/// ([`super::seam::Backend::new_object`]): locally an `O_TMPFILE` linked into place (or a
+/// named file in `.envelopefs/tmp` renamed into place), in an object store a private staging
+/// file of ciphertext uploaded with its header.
+pub fn create_object_in(
+    store: &Store,
+    bucket_name: &str,
+    bucket: &BucketRecord,
+    name: &Path,
+    opts: &Create<'_>,
+    fill: &mut dyn FnMut(&mut ObjectIo) -> Result<()>,
+) -> Result<ObjectIo> {
+    let current;
+    let (wrapping, kek) = match &opts.wrap {
+        Some((w, k)) => (*w, *k),
+        None => {
+            let (key_id, version, kek) = store.wrapping_key_for(bucket)?;
+            current = kek;
+            (Wrapping::Master { key_id, version }, &current)
+        }
+    };
     // One read of the OS random source: object id, DEK, wrap nonce, first chunk nonce.
     let mut rnd = zeroize::Zeroizing::new([0u8; 16 + 32 + 12 + NONCE_LEN]);
     crypto::fill_random(rnd.as_mut_slice())?;
@@ -277,103 +342,23 @@ pub fn create_object(
         store,
         bucket,
         &object_id,
-        now_ns(),
-        Wrapping::Master { key_id, version },
-        &kek,
+        opts.created_ns.unwrap_or_else(now_ns),
+        wrapping,
+        kek,
         &dek,
         wrap_nonce,
     )?;
-    let label = final_path
-        .strip_prefix(store.root())
-        .unwrap_or(final_path)
-        .display()
-        .to_string();
-    let mut prepare = |file: File| -> Result<ObjectIo> {
-        // Exactly `mode`, whatever the umask of the process (the mount's is 0, so no chmod
-        // there; the CLI's is the user's).
-        if fsutil::umask_may_clear(mode) {
-            file.set_permissions(std::fs::Permissions::from_mode(mode))
-                .ctx(|| format!("{label}: setting its mode"))?;
-        }
-        xattr::fset(&file, xattr::HEADER.as_bytes(), &header.encode(), 0)
-            .ctx(|| "writing the object header".to_string())?;
-        let mut obj = ObjectIo::new(file, label.clone(), &dek, object_id, store.geometry(), 0)?;
-        obj.journal = store.journal().cloned();
-        obj.write_empty_object(&chunk_nonce)?;
-        fill(&mut obj)?;
-        Ok(obj)
-    };
-    if exclusive {
-        if let Some(file) = open_unnamed(final_path, mode)? {
-            let obj = prepare(file)?;
-            super::fsutil::link_unnamed(obj.file(), final_path).map_err(|e| {
-                if e.raw_os_error() == Some(libc::EEXIST) {
-                    Error::AlreadyExists(format!("{} exists", final_path.display()))
-                } else {
-                    Error::io(format!("creating {}", final_path.display()), e)
-                }
-            })?;
-            return Ok(obj);
-        }
-    }
-    let tmp = store.tmp_path();
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .ctx(|| format!("creating {}", tmp.display()))?;
-    let result = (|| {
-        let obj = prepare(file)?;
-        let moved = if exclusive {
-            super::fsutil::rename_noreplace(&tmp, final_path)
-        } else {
-            std::fs::rename(&tmp, final_path)
-        };
-        moved.map_err(|e| {
-            if e.raw_os_error() == Some(libc::EEXIST) {
-                Error::AlreadyExists(format!("{} exists", final_path.display()))
-            } else {
-                Error::io(format!("creating {}", final_path.display()), e)
-            }
-        })?;
-        Ok(obj)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// An unnamed file (`O_TMPFILE`) in the directory of `final_path`, or `None` where the
-/// filesystem cannot make one (the caller then uses a named temporary file).
-fn open_unnamed(final_path: &Path, mode: u32) -> Result<Option<File>> {
-    let dir = final_path.parent().unwrap_or(Path::new("."));
-    match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .mode(mode)
-        .custom_flags(libc::O_TMPFILE)
-        .open(dir)
-    {
-        Ok(f) => Ok(Some(f)),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
-            ) =>
-        {
-            Ok(None)
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            Err(Error::NotFound(format!("no directory {}", dir.display())))
-        }
-        Err(e) => Err(Error::io(
-            format!("creating a file in {}", dir.display()),
-            e,
-        )),
-    }
+    let label = format!("{bucket_name}/{}", name.display());
+    let (file, new) =
+        store
+            .backend()
+            .new_object(bucket_name, name, opts.mode, opts.exclusive, &label)?;
+    let mut obj = ObjectIo::new(file, label, &dek, object_id, store.geometry(), 0)?;
+    obj.journal = store.journal().cloned();
+    obj.write_empty_object(&chunk_nonce)?;
+    fill(&mut obj)?;
+    new.publish(obj.file(), &header.encode(), opts.durable)?;
+    Ok(obj)
 }
 
 /// Opens an existing object: reads its header and preamble and unwraps its DEK.
@@ -385,9 +370,10 @@ pub fn open_object(
     writable: bool,
     customer: &dyn CustomerKeys,
 ) -> Result<ObjectIo> {
-    let what = path
-        .strip_prefix(store.root())
-        .unwrap_or(path)
+    let root = store.local_dir().map(|d| d.root().to_path_buf());
+    let what = root
+        .and_then(|r| path.strip_prefix(r).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| path.to_path_buf())
         .display()
         .to_string();
     let file = OpenOptions::new()
@@ -427,6 +413,38 @@ pub fn open_object_file(
     let mut io = ObjectIo::new(file, what.to_string(), &dek, object_id, geometry, size)?;
     io.journal = store.journal().cloned();
     io.note_metadata(&md);
+    io.check_empty_final_chunk()?;
+    Ok(io)
+}
+
+/// Opens an object given as a [`Blob`] (any backend): header and preamble from the blob, the
+/// body read from [`Blob::body_file`] (for an object store, a private copy of the ciphertext).
+pub fn open_blob(
+    store: &Store,
+    bucket: &BucketRecord,
+    blob: &dyn Blob,
+    what: &str,
+    customer: &dyn CustomerKeys,
+) -> Result<ObjectIo> {
+    let header = read_header(blob, what)?;
+    let object_id = read_preamble(blob, what)?;
+    let dek = unwrap_header(store, bucket, &object_id, &header, customer, what)?;
+    let len = blob.len(what)?;
+    let size = store.geometry().plain_len(len).ok_or_else(|| {
+        Error::Corrupt(format!(
+            "{what}: backing size {len} is not a valid object size (truncated?)"
+        ))
+    })?;
+    let file = blob.body_file(what)?;
+    let mut io = ObjectIo::new(
+        file,
+        what.to_string(),
+        &dek,
+        object_id,
+        store.geometry(),
+        size,
+    )?;
+    io.journal = store.journal().cloned();
     io.check_empty_final_chunk()?;
     Ok(io)
 }

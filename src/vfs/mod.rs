@@ -49,6 +49,7 @@ use crate::format::hex;
 use crate::format::records::{BucketRecord, Wrapping};
 use crate::keys::keystore::key_id_text;
 use crate::ops::rewrap::{self, Target};
+use crate::store::local::LocalDir;
 use crate::store::object::{self, ObjectIo};
 use crate::store::trash::Trash;
 use crate::store::{fsutil, read_bucket_record, xattr, Store, META_DIR};
@@ -243,6 +244,8 @@ pub struct VfsOptions {
 /// The filesystem.
 pub struct Vfs {
     store: Arc<Store>,
+    /// The store's directory: the names the filesystem shows are its files.
+    local: Arc<LocalDir>,
     opts: VfsOptions,
     nodes: inodes::InodeTable,
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
@@ -273,20 +276,27 @@ fn einval(m: &str) -> Error {
 impl Vfs {
     /// A filesystem over an open store. Shared: its control tree holds it weakly (to tell it
     /// of changes that commands make).
-    pub fn new(store: Arc<Store>, opts: VfsOptions) -> Arc<Self> {
-        Arc::new_cyclic(|me: &Weak<Vfs>| {
+    /// Only a local store can be mounted so far (Unsupported for an object store).
+    pub fn new(store: Arc<Store>, opts: VfsOptions) -> Result<Arc<Self>> {
+        let local = store.local("mounting")?.clone();
+        Ok(Arc::new_cyclic(|me: &Weak<Vfs>| {
             let fs: Weak<dyn control::Filesystem> = me.clone();
             let control = control::Control::new(store.clone(), fs);
-            Self::with_control(store, opts, control)
-        })
+            Self::with_control(store, local, opts, control)
+        }))
     }
 
-    fn with_control(store: Arc<Store>, opts: VfsOptions, control: control::Control) -> Self {
+    fn with_control(
+        store: Arc<Store>,
+        local: Arc<LocalDir>,
+        opts: VfsOptions,
+        control: control::Control,
+    ) -> Self {
         let control = Arc::new(control);
         let trash = if opts.read_only {
             None
         } else {
-            match Trash::start(&store.meta().join("trash")) {
+            match Trash::start(&local.meta().join("trash")) {
                 Ok(t) => Some(t),
                 Err(e) => {
                     tracing::warn!("no deferred deletion (removing names unlinks at once): {e}");
@@ -296,6 +306,7 @@ impl Vfs {
         };
         Vfs {
             store,
+            local,
             opts,
             nodes: inodes::InodeTable::default(),
             handles: RwLock::new(HashMap::new()),
@@ -368,7 +379,7 @@ impl Vfs {
     /// Backing path of an inode, and its bucket name (None for the root).
     fn path_of(&self, ino: u64) -> Result<(PathBuf, Option<OsString>)> {
         let comps = self.components(ino)?;
-        let mut p = self.store.root().to_path_buf();
+        let mut p = self.local.root().to_path_buf();
         for c in &comps {
             p.push(c);
         }
@@ -415,7 +426,7 @@ impl Vfs {
         if let Some(r) = self.buckets.read_unpoisoned().get(name) {
             return Ok(r.clone());
         }
-        let rec = read_bucket_record(&self.store.bucket_dir(name), name)?;
+        let rec = read_bucket_record(&self.local.bucket_dir(name), name)?;
         self.buckets
             .write_unpoisoned()
             .insert(name.to_string(), rec.clone());
@@ -439,7 +450,7 @@ impl Vfs {
     /// The node id of the store directory `dir` (the store's root is the mount's root), or
     /// None if it is gone.
     pub fn node_id_of_store_dir(&self, dir: &Path) -> Option<u64> {
-        if dir == self.store.root() {
+        if dir == self.local.root() {
             return Some(ROOT);
         }
         let m = fs::symlink_metadata(dir).ok()?;
@@ -702,7 +713,7 @@ impl Vfs {
             .ok_or_else(|| Error::IsDirectory("the root is not an object".into()))?;
         let bucket = self.bucket_record(bucket_name)?;
         let what = path
-            .strip_prefix(self.store.root())
+            .strip_prefix(self.local.root())
             .unwrap_or(path)
             .display()
             .to_string();
@@ -763,7 +774,7 @@ impl Vfs {
         match self.header_of(path)?.wrapping {
             Wrapping::Customer { fingerprint } if &fingerprint == fp => Err(Error::NoKey(format!(
                 "{}: customer-provided key {} is not loaded",
-                path.strip_prefix(self.store.root())
+                path.strip_prefix(self.local.root())
                     .unwrap_or(path)
                     .display(),
                 hex(&fp[..8])
@@ -1226,7 +1237,7 @@ impl Vfs {
         let src = self.bucket_record(&from_bucket.ok_or_else(|| einval("no bucket"))?)?;
         let dst = self.bucket_record(&to_bucket.ok_or_else(|| einval("no bucket"))?)?;
         let objects: Vec<PathBuf> = if fm.is_dir() {
-            crate::ops::workreq::walk_objects(from)?
+            crate::store::local::walk_files(from)?
                 .into_iter()
                 .map(|n| from.join(n))
                 .collect()
@@ -1248,7 +1259,7 @@ impl Vfs {
         let result = (|| -> Result<()> {
             for p in &objects {
                 let what = p
-                    .strip_prefix(self.store.root())
+                    .strip_prefix(self.local.root())
                     .unwrap_or(p)
                     .display()
                     .to_string();
@@ -1388,14 +1399,14 @@ impl Vfs {
 
     /// statfs(2) of the backing filesystem.
     pub fn statfs(&self) -> Result<posix::StatFs> {
-        posix::statfs(self.store.root()).ctx(|| "statfs".to_string())
+        posix::statfs(self.local.root()).ctx(|| "statfs".to_string())
     }
 
     // ----- xattrs -----
 
     fn header_of(&self, path: &Path) -> Result<crate::format::records::ObjectHeader> {
         let what = path
-            .strip_prefix(self.store.root())
+            .strip_prefix(self.local.root())
             .unwrap_or(path)
             .display()
             .to_string();
@@ -1490,7 +1501,7 @@ impl Vfs {
         };
         let rec = self.bucket_record(bucket)?;
         let what = path
-            .strip_prefix(self.store.root())
+            .strip_prefix(self.local.root())
             .unwrap_or(path)
             .display()
             .to_string();

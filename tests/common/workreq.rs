@@ -19,7 +19,7 @@ pub fn populate(t: &TestMount, bucket: &str, n: usize) {
     let rec = store
         .create_bucket(bucket, Some("k"), 0o755)
         .expect("populating the store");
-    let dir = store.bucket_dir(bucket);
+    let dir = t.store.join(bucket);
     for i in 0..n {
         let sub = dir.join(format!("d{}", i / 1000));
         if i % 1000 == 0 {

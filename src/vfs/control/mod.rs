@@ -173,9 +173,12 @@ impl Control {
         let changed = match cmd {
             StoreCommand::Object(command::ObjectCmd::Put {
                 bucket_name, name, ..
-            }) => Some(self.store.bucket_dir(bucket_name).join(name)),
+            }) => self
+                .store
+                .local_dir()
+                .map(|d| d.bucket_dir(bucket_name).join(name)),
             StoreCommand::Bucket(command::BucketCmd::Create { name, .. }) => {
-                Some(self.store.bucket_dir(name))
+                self.store.local_dir().map(|d| d.bucket_dir(name))
             }
             _ => None,
         };

@@ -1,0 +1,440 @@
+//! The object-store backend: a store at `s3://BUCKET[/PREFIX]` (docs/FORMAT.md, "In an
+//! object store").
+//!
+//! ```text
+//! PREFIX/.envelopefs/config.json           the config (as locally)
+//! PREFIX/.envelopefs/keystore              the sealed keystore (as locally)
+//! PREFIX/.envelopefs/work-requests/ID.json work requests (as locally)
+//! PREFIX/.envelopefs/buckets/NAME          a bucket's record (the bytes of the local xattr)
+//! PREFIX/NAME/OBJECT                       an object: body = the local backing file's bytes,
+//!                                          user metadata `envelopefs-header` = its header
+//! ```
+//!
+//! A bucket exists when its record does; it needs no marker object. Every write is one PUT
+//! or one server-side copy, durable when acknowledged, so the durability barrier is empty.
+//! A header replacement is a copy of the object onto itself with its metadata replaced,
+//! conditional on the ETag read with the old header: a concurrent change of the object
+//! makes it fail with Stale instead of losing that change, and no data moves.
+
+use super::client::{Head, S3Client};
+use crate::error::{Error, IoContext, Result};
+use crate::format::records::BucketRecord;
+use crate::store::seam::{Backend, BackendKind, Blob, NewObject, Record, Save};
+use crate::store::META_DIR;
+use crate::sync::LockUnpoisoned;
+use base64::Engine;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The user-metadata key holding an object's header (base64, standard alphabet).
+pub const HEADER_META: &str = "envelopefs-header";
+
+/// Objects listed per request.
+const PAGE: i32 = 1000;
+
+/// Where a store lives in an object store: `s3://BUCKET[/PREFIX]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    /// The S3 bucket.
+    pub bucket: String,
+    /// The key prefix of the store, without leading or trailing `/` (may be empty).
+    pub prefix: String,
+}
+
+impl S3Location {
+    /// Parses `s3://BUCKET[/PREFIX]`; None when `s` is not an `s3://` address.
+    pub fn parse(s: &str) -> Option<Result<S3Location>> {
+        let rest = s.strip_prefix("s3://")?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let prefix = prefix.trim_matches('/');
+        let bad_bucket = bucket.is_empty()
+            || bucket.len() > 63
+            || !bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if bad_bucket {
+            return Some(Err(Error::InvalidArgument(format!(
+                "{s}: not an S3 bucket name (1-63 of a-z, 0-9, '-' and '.'): write s3://BUCKET[/PREFIX]"
+            ))));
+        }
+        if prefix.split('/').any(|c| c == "." || c == "..") || prefix.contains("//") {
+            return Some(Err(Error::InvalidArgument(format!(
+                "{s}: the prefix may not hold '.', '..' or empty components"
+            ))));
+        }
+        Some(Ok(S3Location {
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+        }))
+    }
+
+    /// `s3://bucket/prefix`.
+    pub fn display(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+
+    /// The S3 key of `rel` below the store's prefix.
+    pub fn key(&self, rel: &str) -> String {
+        if self.prefix.is_empty() {
+            rel.to_string()
+        } else {
+            format!("{}/{rel}", self.prefix)
+        }
+    }
+}
+
+/// A store kept in an S3-compatible object store.
+pub struct ObjectStoreBackend {
+    client: S3Client,
+    at: S3Location,
+    /// Where objects being created and bodies being read are staged (ciphertext only).
+    staging: PathBuf,
+}
+
+impl ObjectStoreBackend {
+    /// The store at `at`, reached with `client` (nothing is read yet). `staging` is a local
+    /// directory for private unnamed files holding ciphertext.
+    pub fn new(client: S3Client, at: S3Location, staging: PathBuf) -> ObjectStoreBackend {
+        ObjectStoreBackend {
+            client,
+            at,
+            staging,
+        }
+    }
+
+    /// The S3 client (for the single-writer lease and tests).
+    pub fn client(&self) -> &S3Client {
+        &self.client
+    }
+
+    /// Where the store is.
+    pub fn at(&self) -> &S3Location {
+        &self.at
+    }
+
+    fn meta_key(&self, rel: &str) -> String {
+        self.at.key(&format!("{META_DIR}/{rel}"))
+    }
+
+    fn record_key(&self, record: Record<'_>) -> String {
+        self.meta_key(&record.rel_path())
+    }
+
+    fn bucket_record_key(&self, name: &str) -> String {
+        self.meta_key(&format!("buckets/{name}"))
+    }
+
+    fn object_key(&self, bucket: &str, name: &Path) -> Result<String> {
+        let name = name.to_str().ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{bucket}/{}: an object store keeps only UTF-8 names",
+                name.display()
+            ))
+        })?;
+        Ok(self.at.key(&format!("{bucket}/{name}")))
+    }
+
+    /// Every key below `prefix` (all pages), without the prefix.
+    fn list_all(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.client.list(prefix, None, after.as_deref(), PAGE)?;
+            for o in page.objects {
+                if let Some(rel) = o.key.strip_prefix(prefix) {
+                    out.push(rel.to_string());
+                }
+            }
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// A private unnamed file in the staging directory (gone when closed).
+    fn staging_file(&self, what: &str) -> Result<File> {
+        std::fs::create_dir_all(&self.staging)
+            .ctx(|| format!("creating the staging directory {}", self.staging.display()))?;
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_TMPFILE)
+            .open(&self.staging)
+            .ctx(|| format!("{what}: a staging file in {}", self.staging.display()))
+    }
+}
+
+/// Decodes the header of an object from its metadata (None when it has none).
+fn header_of(head: &Head, what: &str) -> Result<Option<Vec<u8>>> {
+    match head.metadata.get(HEADER_META) {
+        None => Ok(None),
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map(Some)
+            .map_err(|e| Error::Corrupt(format!("{what}: the header metadata is not base64: {e}"))),
+    }
+}
+
+fn header_meta(header: &[u8]) -> Vec<(String, String)> {
+    vec![(
+        HEADER_META.to_string(),
+        base64::engine::general_purpose::STANDARD.encode(header),
+    )]
+}
+
+impl Backend for ObjectStoreBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::ObjectStore
+    }
+
+    fn location(&self) -> String {
+        self.at.display()
+    }
+
+    fn read_record(&self, record: Record<'_>) -> Result<Option<Vec<u8>>> {
+        Ok(self.client.get(&self.record_key(record))?.map(|(b, _)| b))
+    }
+
+    fn write_record(&self, record: Record<'_>, bytes: &[u8], save: Save<'_>) -> Result<()> {
+        // An acknowledged PUT is durable; a record that must follow a barrier waits for it.
+        if let Save::DurableAfter(barrier) = save {
+            barrier()?;
+        }
+        self.client
+            .put(&self.record_key(record), bytes.to_vec(), &[])
+            .map(drop)
+    }
+
+    fn work_request_ids(&self) -> Result<Vec<String>> {
+        let prefix = self.meta_key("work-requests/");
+        Ok(self
+            .list_all(&prefix)?
+            .into_iter()
+            .filter_map(|k| k.strip_suffix(".json").map(str::to_string))
+            .filter(|k| !k.contains('/'))
+            .collect())
+    }
+
+    fn bucket_names(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .list_all(&self.meta_key("buckets/"))?
+            .into_iter()
+            .filter(|k| !k.contains('/'))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn read_bucket(&self, name: &str) -> Result<BucketRecord> {
+        match self.client.get(&self.bucket_record_key(name))? {
+            Some((bytes, _)) => BucketRecord::decode(&bytes),
+            None => Err(Error::NotFound(format!("no bucket {name:?}"))),
+        }
+    }
+
+    fn create_bucket(&self, name: &str, record: &BucketRecord, _mode: u32) -> Result<()> {
+        // The store cannot refuse a second PUT (Garage ignores If-None-Match): one writer at
+        // a time is the lease's job; this check catches the common mistake.
+        let key = self.bucket_record_key(name);
+        if self.client.head(&key)?.is_some() {
+            return Err(Error::AlreadyExists(format!("bucket {name:?} exists")));
+        }
+        self.client.put(&key, record.encode(), &[]).map(drop)
+    }
+
+    fn replace_bucket(&self, name: &str, record: &BucketRecord) -> Result<()> {
+        let key = self.bucket_record_key(name);
+        if self.client.head(&key)?.is_none() {
+            return Err(Error::NotFound(format!("no bucket {name:?}")));
+        }
+        self.client.put(&key, record.encode(), &[]).map(drop)
+    }
+
+    fn object_names(&self, bucket: &str) -> Result<Vec<PathBuf>> {
+        let prefix = self.at.key(&format!("{bucket}/"));
+        let mut names: Vec<PathBuf> = self
+            .list_all(&prefix)?
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn open_object(&self, bucket: &str, name: &Path, what: &str) -> Result<Box<dyn Blob>> {
+        let key = self.object_key(bucket, name)?;
+        let head = self
+            .client
+            .head(&key)?
+            .ok_or_else(|| Error::NotFound(format!("no object {what}")))?;
+        let header = header_of(&head, what)?;
+        Ok(Box::new(S3Blob {
+            client: self.client.clone(),
+            key,
+            size: head.size,
+            state: Mutex::new((head.etag, header)),
+            staging: self.staging.clone(),
+        }))
+    }
+
+    fn new_object(
+        &self,
+        bucket: &str,
+        name: &Path,
+        _mode: u32,
+        exclusive: bool,
+        what: &str,
+    ) -> Result<(File, Box<dyn NewObject>)> {
+        let key = self.object_key(bucket, name)?;
+        if exclusive && self.client.head(&key)?.is_some() {
+            return Err(Error::AlreadyExists(format!("{what} exists")));
+        }
+        let file = self.staging_file(what)?;
+        Ok((
+            file,
+            Box::new(S3New {
+                client: self.client.clone(),
+                key,
+                exclusive,
+                what: what.to_string(),
+            }),
+        ))
+    }
+
+    fn make_parents(&self, _: &str, _: &Path, _: u32, _: &str) -> Result<()> {
+        Ok(())
+    }
+
+    fn remove_object(&self, bucket: &str, name: &Path, what: &str) -> Result<()> {
+        let key = self.object_key(bucket, name)?;
+        if self.client.head(&key)?.is_none() {
+            return Err(Error::NotFound(format!("no object {what}")));
+        }
+        self.client.delete(&key)
+    }
+
+    fn sync_all(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// An object of an object store, as seen by one HEAD.
+struct S3Blob {
+    client: S3Client,
+    key: String,
+    size: u64,
+    /// The ETag and header last seen (a header replacement updates both).
+    state: Mutex<(String, Option<Vec<u8>>)>,
+    staging: PathBuf,
+}
+
+impl S3Blob {
+    fn put_header(&self, header: &[u8]) -> Result<()> {
+        let mut st = self.state.lock_unpoisoned();
+        let etag = self
+            .client
+            .copy(&self.key, &self.key, &header_meta(header), Some(&st.0))?;
+        *st = (etag, Some(header.to_vec()));
+        Ok(())
+    }
+}
+
+impl Blob for S3Blob {
+    fn header(&self, _what: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.state.lock_unpoisoned().1.clone())
+    }
+
+    fn len(&self, _what: &str) -> Result<u64> {
+        Ok(self.size)
+    }
+
+    fn read_body(&self, buf: &mut [u8], off: u64, _what: &str) -> Result<usize> {
+        let bytes = self.client.get_range(&self.key, off, buf.len() as u64)?;
+        let n = bytes.len().min(buf.len());
+        buf[..n].copy_from_slice(&bytes[..n]);
+        Ok(n)
+    }
+
+    fn replace_header(&self, header: &[u8], _what: &str) -> Result<()> {
+        self.put_header(header)
+    }
+
+    fn add_header(&self, header: &[u8], what: &str) -> Result<()> {
+        if self.state.lock_unpoisoned().1.is_some() {
+            return Err(Error::AlreadyExists(format!("{what} has a header")));
+        }
+        self.put_header(header)
+    }
+
+    fn sync(&self, _what: &str) -> Result<()> {
+        Ok(())
+    }
+
+    fn body_file(&self, what: &str) -> Result<File> {
+        std::fs::create_dir_all(&self.staging)
+            .ctx(|| format!("creating the staging directory {}", self.staging.display()))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_TMPFILE)
+            .open(&self.staging)
+            .ctx(|| format!("{what}: a staging file in {}", self.staging.display()))?;
+        // Ranged GETs of a few MiB each: memory stays bounded whatever the object's size.
+        const STEP: u64 = 8 << 20;
+        let mut off = 0;
+        while off < self.size {
+            let part = self
+                .client
+                .get_range(&self.key, off, STEP.min(self.size - off))?;
+            if part.is_empty() {
+                return Err(Error::Corrupt(format!(
+                    "{what}: ended at {off} of {} bytes while being read",
+                    self.size
+                )));
+            }
+            file.write_all_at(&part, off)
+                .ctx(|| format!("{what}: staging its ciphertext"))?;
+            off += part.len() as u64;
+        }
+        Ok(file)
+    }
+
+    fn as_file(&self) -> Option<&File> {
+        None
+    }
+}
+
+/// An object of an object store being created: its body is staged in a private unnamed
+/// file (ciphertext only) and uploaded with its header in one PUT (multipart when large):
+/// nothing is visible before the upload completes, and a failed upload is aborted.
+struct S3New {
+    client: S3Client,
+    key: String,
+    exclusive: bool,
+    what: String,
+}
+
+impl NewObject for S3New {
+    fn publish(self: Box<Self>, file: &File, header: &[u8], _durable: bool) -> Result<()> {
+        if self.exclusive && self.client.head(&self.key)?.is_some() {
+            return Err(Error::AlreadyExists(format!("{} exists", self.what)));
+        }
+        let len = file
+            .metadata()
+            .ctx(|| format!("{}: stat of its staging file", self.what))?
+            .len();
+        self.client
+            .put_file(&self.key, file, len, &header_meta(header))
+            .map(drop)
+    }
+}
