@@ -333,7 +333,10 @@ impl Bench {
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.store.bucket_dir("bench").join(name)
+        match self.store.local_dir() {
+            Some(dir) => dir.bucket_dir("bench").join(name),
+            None => PathBuf::from(name),
+        }
     }
 
     fn create(&self, path: &Path) -> BoxResult<ObjectIo> {
