@@ -6,7 +6,7 @@
 #       Make sure garage $GARAGE_VERSION is available and print its path. Reuses $GARAGE_BIN,
 #       a garage on PATH or in cargo's bin dir whose `garage --version` is that version;
 #       otherwise builds it with `cargo install garage --version $GARAGE_VERSION --locked`
-#       (11-20 minutes on 2 cores) and says how long that took. With --background LOG the
+#       (about 24 minutes on 2 cores beside another build) and says how long that took. With --background LOG the
 #       build runs detached, its output goes to LOG, its exit code to LOG.rc and the path of
 #       the binary to LOG.bin; `wait-install LOG` waits for it.
 #   scripts/garage.sh wait-install LOG
@@ -131,7 +131,7 @@ cmd_install() {
     cargo="$(command -v cargo 2>/dev/null || true)"
     [ -n "$cargo" ] || cargo="$CARGO_HOME_DIR/bin/cargo"
     [ -x "$cargo" ] || die "cargo not found in PATH or $CARGO_HOME_DIR/bin (install Rust with rustup first)"
-    note "building garage $GARAGE_VERSION with cargo install --locked (11-20 minutes on 2 cores)"
+    note "building garage $GARAGE_VERSION with cargo install --locked (about 24 minutes on 2 cores beside another build)"
     local t0 t1 tdir rc=0
     t0="$(date +%s)"
     # A target dir of its own (not CARGO_TARGET_DIR or a configured one): a build of the

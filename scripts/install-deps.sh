@@ -8,7 +8,7 @@
 #     libacl1-dev, and "mount" if mount(8) is missing
 #   * Rust crates:     pjdfstest, fsx (installed with `cargo install --locked`)
 #   * Garage 2.5.0, the object store of the S3 tests (scripts/garage.sh
-#     install: `cargo install garage --locked`, 11-20 minutes on 2 cores)
+#     install: `cargo install garage --locked`, about 24 minutes on 2 cores beside another build)
 #
 # Idempotent: nothing is installed when everything is already present, and
 # then the script prints nothing.  `apt-get update` runs at most once, and
@@ -155,7 +155,7 @@ if [ "$need_garage" = 1 ]; then
         note "building garage 2.5.0 in the background (log: $GARAGE_INSTALL_LOG)"
         "$GARAGE_SH" install --background "$GARAGE_INSTALL_LOG"
     else
-        note "building garage 2.5.0 with cargo install --locked (11-20 minutes on 2 cores)"
+        note "building garage 2.5.0 with cargo install --locked (about 24 minutes on 2 cores beside another build)"
         run_quiet "scripts/garage.sh install" "$GARAGE_SH" install
     fi
 fi

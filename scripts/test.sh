@@ -8,7 +8,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 step() { printf '\n== %s\n' "$*"; }
 results="$(mktemp)"
-# Garage (the object store of the S3 tests) takes 11-20 minutes to build on 2 cores: when it
+# Garage (the object store of the S3 tests) takes about 24 minutes to build on 2 cores beside our own build: when it
 # is missing, install-deps.sh starts its build in the background (output in this log) and
 # the step before `cargo test` waits for it, so it overlaps fmt, clippy and the build.
 mkdir -p target
