@@ -6,7 +6,9 @@
 pub mod fsutil;
 pub mod journal;
 pub mod local;
+pub mod local_names;
 pub mod lock;
+pub mod names;
 pub mod object;
 pub mod s3;
 pub mod seam;
@@ -288,6 +290,17 @@ impl Store {
                 self.backend.location()
             ))),
         }
+    }
+
+    /// The names of the store's buckets, as the filesystem uses them (the names interface of
+    /// the seam, [`names::Names`]); with `deferred_delete`, unlinked objects go to the trash
+    /// first. A store in an object store has none yet (mounting one is Unsupported).
+    pub fn names(&self, deferred_delete: bool) -> Result<Arc<dyn names::Names>> {
+        let dir = self.local("mounting")?;
+        Ok(Arc::new(local_names::LocalNames::new(
+            Arc::clone(dir),
+            deferred_delete,
+        )))
     }
 
     /// The local directory of a local store, None for an object store.

@@ -35,7 +35,7 @@ pub trait Live: Sync {
     /// Runs `f` while the mount cannot open the object whose backing inode number is
     /// `ino`; fails with EBUSY, without running `f`, if the mount has it open now.
     fn while_closed(&self, ino: u64, f: &mut dyn FnMut() -> Result<()>) -> Result<()>;
-    /// The name at `path` now leads to another backing file.
+    /// The name at `path` (a backing file's path) now leads to another backing file.
     fn replaced(&self, path: &Path);
 }
 
@@ -564,6 +564,17 @@ impl ObjectIo {
 
     /// Tells the object its backing file's metadata, read by the caller anyway, so that the
     /// first journaled change does not stat the file again.
+    /// fstat of the backing file, as the names interface reports it, noting its (device,
+    /// inode) for the journal as [`ObjectIo::note_metadata`] does.
+    pub fn stat(&mut self) -> Result<super::names::Meta> {
+        let m = self
+            .file
+            .metadata()
+            .ctx(|| format!("{}: stat", self.what()))?;
+        self.note_metadata(&m);
+        Ok(super::local_names::meta_of(&m))
+    }
+
     pub fn note_metadata(&mut self, m: &std::fs::Metadata) {
         self.inode = Some((m.dev(), m.ino()));
     }

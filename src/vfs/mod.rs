@@ -49,17 +49,15 @@ use crate::format::hex;
 use crate::format::records::{BucketRecord, Wrapping};
 use crate::keys::keystore::key_id_text;
 use crate::ops::rewrap::{self, Target};
-use crate::store::local::LocalDir;
+use crate::store::names::{Meta, Names, SetAttributes};
 use crate::store::object::{self, ObjectIo};
-use crate::store::trash::Trash;
-use crate::store::{fsutil, read_bucket_record, xattr, Store, META_DIR};
+use crate::store::{Store, META_DIR};
 use crate::sync::{LockUnpoisoned, RwLockUnpoisoned, WaitUnpoisoned};
 pub use posix::{Attr, Kind, SetTime, StatFs};
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirEntryExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, Weak};
@@ -244,8 +242,8 @@ pub struct VfsOptions {
 /// The filesystem.
 pub struct Vfs {
     store: Arc<Store>,
-    /// The store's directory: the names the filesystem shows are its files.
-    local: Arc<LocalDir>,
+    /// The store's names (the seam's names interface): what the filesystem shows.
+    names: Arc<dyn Names>,
     opts: VfsOptions,
     nodes: inodes::InodeTable,
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
@@ -263,8 +261,6 @@ pub struct Vfs {
     /// The daemon's effective group (what a new backing file gets outside set-group-id
     /// directories).
     own_gid: u32,
-    /// Deferred deletion (`None` on a read-only mount, or if the trash could not be opened).
-    trash: Option<Trash>,
     /// Nodes whose last name went to the trash while the kernel still holds them.
     trashed: Mutex<std::collections::HashSet<u64>>,
 }
@@ -276,37 +272,28 @@ fn einval(m: &str) -> Error {
 impl Vfs {
     /// A filesystem over an open store. Shared: its control tree holds it weakly (to tell it
     /// of changes that commands make).
-    /// Only a local store can be mounted so far (Unsupported for an object store).
+    /// Only a local store can be mounted so far (Unsupported for an object store: it has no
+    /// names interface yet, [`Store::names`]).
     pub fn new(store: Arc<Store>, opts: VfsOptions) -> Result<Arc<Self>> {
-        let local = store.local("mounting")?.clone();
+        // A read-only mount removes nothing: it needs no deferred deletion.
+        let names = store.names(!opts.read_only)?;
         Ok(Arc::new_cyclic(|me: &Weak<Vfs>| {
             let fs: Weak<dyn control::Filesystem> = me.clone();
             let control = control::Control::new(store.clone(), fs);
-            Self::with_control(store, local, opts, control)
+            Self::with_control(store, names, opts, control)
         }))
     }
 
     fn with_control(
         store: Arc<Store>,
-        local: Arc<LocalDir>,
+        names: Arc<dyn Names>,
         opts: VfsOptions,
         control: control::Control,
     ) -> Self {
         let control = Arc::new(control);
-        let trash = if opts.read_only {
-            None
-        } else {
-            match Trash::start(&local.meta().join("trash")) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    tracing::warn!("no deferred deletion (removing names unlinks at once): {e}");
-                    None
-                }
-            }
-        };
         Vfs {
             store,
-            local,
+            names,
             opts,
             nodes: inodes::InodeTable::default(),
             handles: RwLock::new(HashMap::new()),
@@ -317,7 +304,6 @@ impl Vfs {
             buckets: RwLock::new(HashMap::new()),
             control,
             notify: OnceLock::new(),
-            trash,
             trashed: Mutex::new(std::collections::HashSet::new()),
             // SAFETY: geteuid has no preconditions.
             am_root: unsafe { libc::geteuid() } == 0,
@@ -376,10 +362,11 @@ impl Vfs {
         })
     }
 
-    /// Backing path of an inode, and its bucket name (None for the root).
+    /// The name of an inode in the store (its path relative to the store, empty for the root:
+    /// see [`crate::store::names`]), and its bucket name (None for the root).
     fn path_of(&self, ino: u64) -> Result<(PathBuf, Option<OsString>)> {
         let comps = self.components(ino)?;
-        let mut p = self.local.root().to_path_buf();
+        let mut p = PathBuf::new();
         for c in &comps {
             p.push(c);
         }
@@ -394,10 +381,10 @@ impl Vfs {
     }
 
     /// Records the lookup and gives `a` the node id the kernel is to know it by.
-    fn remember(&self, a: &mut Attr, m: &fs::Metadata, parent: u64, name: &OsStr) {
+    fn remember(&self, a: &mut Attr, m: &Meta, parent: u64, name: &OsStr) {
         a.ino = self
             .nodes
-            .remember(a.ino, parent, name, a.kind == Kind::Dir, m.created().ok());
+            .remember(a.ino, parent, name, a.kind == Kind::Dir, m.birth);
     }
 
     /// The kernel forgets `n` lookups of an inode.
@@ -426,7 +413,7 @@ impl Vfs {
         if let Some(r) = self.buckets.read_unpoisoned().get(name) {
             return Ok(r.clone());
         }
-        let rec = read_bucket_record(&self.local.bucket_dir(name), name)?;
+        let rec = self.store.bucket(name)?;
         self.buckets
             .write_unpoisoned()
             .insert(name.to_string(), rec.clone());
@@ -447,26 +434,26 @@ impl Vfs {
         self.nodes.node_id(backing_ino + INO_BASE)
     }
 
-    /// The node id of the store directory `dir` (the store's root is the mount's root), or
-    /// None if it is gone.
+    /// The node id of the store directory `dir` (a name relative to the store: the empty
+    /// path is the mount's root), or None if it is gone.
     pub fn node_id_of_store_dir(&self, dir: &Path) -> Option<u64> {
-        if dir == self.local.root() {
+        if dir.as_os_str().is_empty() {
             return Some(ROOT);
         }
-        let m = fs::symlink_metadata(dir).ok()?;
-        Some(self.node_id_of_backing(m.ino()))
+        let m = self.names.stat(dir).ok()?;
+        Some(self.node_id_of_backing(m.ino))
     }
 
-    fn attr_of_meta(&self, m: &fs::Metadata) -> Attr {
-        let mut a = posix::attr_from_meta(m, m.ino() + INO_BASE);
+    fn attr_of_meta(&self, m: &Meta) -> Attr {
+        let mut a = posix::attr_from_meta(m, m.ino + INO_BASE);
         if a.kind == Kind::File {
-            a.size = self.store.geometry().plain_len_lossy(m.len());
+            a.size = self.store.geometry().plain_len_lossy(m.size);
         }
         a
     }
 
-    fn lstat(path: &Path) -> Result<fs::Metadata> {
-        fs::symlink_metadata(path).map_err(|e| Error::io(format!("stat {}", path.display()), e))
+    fn lstat(&self, path: &Path) -> Result<Meta> {
+        self.names.stat(path)
     }
 
     /// lookup(2)
@@ -477,7 +464,7 @@ impl Vfs {
             NodeKind::Root | NodeKind::Entry => {}
         }
         let (path, _) = self.child_path(parent, name)?;
-        let m = Self::lstat(&path)?;
+        let m = self.lstat(&path)?;
         let mut a = self.attr_of_meta(&m);
         self.remember(&mut a, &m, parent, name);
         Ok(a)
@@ -497,11 +484,11 @@ impl Vfs {
     fn getattr_of(&self, ino: u64, fh: Option<u64>) -> Result<Attr> {
         if let Some(obj) = self.open_obj(ino, fh) {
             let io = obj.io.read_unpoisoned();
-            let m = io.file().metadata().ctx(|| "fstat".to_string())?;
+            let m = self.names.stat_open(io.file())?;
             return Ok(self.attr_of_meta(&m));
         }
         let (path, _) = self.path_of(ino)?;
-        let m = Self::lstat(&path)?;
+        let m = self.lstat(&path)?;
         Ok(self.attr_of_meta(&m))
     }
 
@@ -554,21 +541,24 @@ impl Vfs {
             if let Some(size) = size {
                 truncate_io(&mut io, size)?;
                 if !self.opts.kernel_checks {
-                    clear_setid_after_truncate(&obj, io.file(), caller)?;
+                    clear_setid_after_truncate(&*self.names, &obj, io.file(), caller)?;
                 }
             }
             let f = io.file();
-            if uid.is_some() || gid.is_some() {
-                posix::fchown_opt(f, uid, gid).ctx(|| "fchown".to_string())?;
-            }
+            self.names.set_open_attributes(
+                f,
+                &SetAttributes {
+                    uid,
+                    gid,
+                    mode,
+                    atime,
+                    mtime,
+                },
+            )?;
             if let Some(mode) = mode {
-                posix::fchmod(f, mode & 0o7777).ctx(|| "fchmod".to_string())?;
                 obj.setid.store(has_setid(mode), Ordering::Relaxed);
             }
-            if atime.is_some() || mtime.is_some() {
-                posix::futimens(f, atime, mtime).ctx(|| "futimens".to_string())?;
-            }
-            let m = f.metadata().ctx(|| "fstat".to_string())?;
+            let m = self.names.stat_open(f)?;
             return Ok(self.attr_of_meta(&m));
         }
         let (path, _) = self.path_of(ino)?;
@@ -577,37 +567,33 @@ impl Vfs {
             let mut io = obj.io.write_unpoisoned();
             truncate_io(&mut io, size)?;
             if !self.opts.kernel_checks {
-                clear_setid_after_truncate(&obj, io.file(), caller)?;
+                clear_setid_after_truncate(&*self.names, &obj, io.file(), caller)?;
             }
         }
-        if uid.is_some() || gid.is_some() {
-            posix::lchown(&path, uid, gid).ctx(|| format!("chown {}", path.display()))?;
+        let set = SetAttributes {
+            uid,
+            gid,
+            mode,
+            atime,
+            mtime,
+        };
+        if !set.is_empty() {
+            self.names.set_attributes(&path, &set)?;
         }
         if let Some(mode) = mode {
-            let m = Self::lstat(&path)?;
-            if !m.file_type().is_symlink() {
-                fs::set_permissions(
-                    &path,
-                    std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777),
-                )
-                .ctx(|| format!("chmod {}", path.display()))?;
-                // An object opened meanwhile may have read the mode before this chmod: an open
-                // object gets the new mode's flag, one being opened the hint that it may
-                // have a set-id bit (its opener reads it when it registers the object).
-                let mut t = self.open_table();
-                match t.objects.get_mut(&ino) {
-                    Some(Entry::Open(w)) => {
-                        if let Some(obj) = w.upgrade() {
-                            obj.setid.store(has_setid(mode), Ordering::Relaxed);
-                        }
+            // An object opened meanwhile may have read the mode before this chmod: an open
+            // object gets the new mode's flag, one being opened the hint that it may
+            // have a set-id bit (its opener reads it when it registers the object).
+            let mut t = self.open_table();
+            match t.objects.get_mut(&ino) {
+                Some(Entry::Open(w)) => {
+                    if let Some(obj) = w.upgrade() {
+                        obj.setid.store(has_setid(mode), Ordering::Relaxed);
                     }
-                    Some(Entry::Opening { setid, .. }) => *setid |= has_setid(mode),
-                    None => {}
                 }
+                Some(Entry::Opening { setid, .. }) => *setid |= has_setid(mode),
+                None => {}
             }
-        }
-        if atime.is_some() || mtime.is_some() {
-            posix::utimens(&path, atime, mtime).ctx(|| format!("utimens {}", path.display()))?;
         }
         self.getattr(ino, None)
     }
@@ -712,20 +698,16 @@ impl Vfs {
             .first()
             .ok_or_else(|| Error::IsDirectory("the root is not an object".into()))?;
         let bucket = self.bucket_record(bucket_name)?;
-        let what = path
-            .strip_prefix(self.local.root())
-            .unwrap_or(path)
-            .display()
-            .to_string();
+        let what = path.display().to_string();
         // The backing file, registered before the header is read: a rekey either finds it
         // registered (and refuses), or put its new file in place before (then this opens the
         // new one, after waiting for the rekey to end if it runs now).
         let (file, md) = loop {
-            let file = self.open_backing(path)?;
-            let md = file.metadata().ctx(|| format!("{what}: stat"))?;
+            let file = self.names.open(path, !self.opts.read_only)?;
+            let md = self.names.stat_open(&file)?;
             let mut t = self.open_table();
-            if t.swapping.contains(&md.ino()) {
-                while t.swapping.contains(&md.ino()) {
+            if t.swapping.contains(&md.ino) {
+                while t.swapping.contains(&md.ino) {
                     t = self.swapped.wait_unpoisoned(t);
                 }
                 seen = t.swaps;
@@ -742,12 +724,16 @@ impl Vfs {
             }) = t.objects.get_mut(&ino)
             {
                 if Arc::ptr_eq(g, gate) {
-                    *backing_ino = Some(md.ino());
+                    *backing_ino = Some(md.ino);
                 }
             }
             break (file, md);
         };
-        crate::fault::stall_open(path);
+        // The fault writes beside the backing file: only a local store has one.
+        #[cfg(feature = "fault-injection")]
+        if let Some(d) = self.store.local_dir() {
+            crate::fault::stall_open(&d.root().join(path));
+        }
         let ring = NoteCustomer {
             ring: &self.control,
             asked: std::cell::Cell::new(None),
@@ -758,9 +744,9 @@ impl Vfs {
         }
         Ok(Arc::new(OpenObject {
             io: RwLock::new(io),
-            backing_ino: md.ino(),
+            backing_ino: md.ino,
             customer: ring.asked.get(),
-            setid: AtomicBool::new(has_setid(md.mode())),
+            setid: AtomicBool::new(has_setid(md.mode)),
         }))
     }
 
@@ -774,9 +760,7 @@ impl Vfs {
         match self.header_of(path)?.wrapping {
             Wrapping::Customer { fingerprint } if &fingerprint == fp => Err(Error::NoKey(format!(
                 "{}: customer-provided key {} is not loaded",
-                path.strip_prefix(self.local.root())
-                    .unwrap_or(path)
-                    .display(),
+                path.display(),
                 hex(&fp[..8])
             ))),
             _ => Ok(()),
@@ -810,25 +794,6 @@ impl Vfs {
             backing_ino,
         };
         f()
-    }
-
-    fn open_backing(&self, path: &Path) -> Result<File> {
-        let rw = OpenOptions::new()
-            .read(true)
-            .write(!self.opts.read_only)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path);
-        match rw {
-            Ok(f) => Ok(f),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EROFS)) => {
-                OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(path)
-                    .ctx(|| format!("open {}", path.display()))
-            }
-            Err(e) => Err(Error::io(format!("open {}", path.display()), e)),
-        }
     }
 
     fn new_fh(&self) -> u64 {
@@ -867,7 +832,7 @@ impl Vfs {
         let obj = self.open_object(ino, &path, trunc)?;
         if trunc && !self.opts.kernel_checks {
             let io = obj.io.read_unpoisoned();
-            clear_setid_after_truncate(&obj, io.file(), caller)?;
+            clear_setid_after_truncate(&*self.names, &obj, io.file(), caller)?;
         }
         Ok(self.add_handle(obj, flags))
     }
@@ -887,45 +852,58 @@ impl Vfs {
         let (path, bucket) = self.child_path(parent, name)?;
         let bucket = bucket.ok_or_else(|| einval("no bucket"))?;
         let rec = self.bucket_record(&bucket)?;
+        let bucket_name = bucket
+            .to_str()
+            .ok_or_else(|| einval("bucket names are UTF-8"))?;
+        // The object's name within its bucket: the path without its first component.
+        let in_bucket: PathBuf = path.components().skip(1).collect();
         let am_root = self.am_root;
         let own_gid = self.own_gid;
+        let how = object::Create {
+            mode: mode & 0o7777,
+            exclusive: true,
+            ..object::Create::default()
+        };
         let mut io = self.retry_if_full(|| {
-            object::create_object(&self.store, &rec, &path, mode & 0o7777, true, &mut |o| {
+            object::create_object_in(&self.store, bucket_name, &rec, &in_bucket, &how, &mut |o| {
                 // A caller with the daemon's own uid (root) and gid gets from the backing
                 // filesystem exactly what the kernel would give: no fstat, no chown.
                 if am_root && (uid, gid) != (0, own_gid) {
-                    let m = o.file().metadata().ctx(|| "fstat".to_string())?;
+                    let m = self.names.stat_open(o.file())?;
                     // The backing file got the directory's group if the directory is
                     // set-group-id, else the daemon's: only when that says nothing (the
                     // daemon's group, and the caller's differs) is the directory looked at.
-                    let gid = if m.gid() != own_gid {
-                        m.gid()
+                    let gid = if m.gid != own_gid {
+                        m.gid
                     } else if gid == own_gid {
                         gid
                     } else {
                         self.inherited_gid(parent, gid)?
                     };
-                    if (m.uid(), m.gid()) != (uid, gid) {
-                        posix::fchown(o.file(), uid, gid)
-                            .ctx(|| "chown of a new object".to_string())?;
-                        if mode & 0o6000 != 0 {
-                            // chown clears set-id bits; put back the ones asked for.
-                            posix::fchmod(o.file(), mode & 0o7777).ctx(|| "chmod".to_string())?;
-                        }
+                    if (m.uid, m.gid) != (uid, gid) {
+                        self.names.set_open_attributes(
+                            o.file(),
+                            &SetAttributes {
+                                uid: Some(uid),
+                                gid: Some(gid),
+                                // chown clears set-id bits; put back the ones asked for.
+                                mode: (mode & 0o6000 != 0).then_some(mode & 0o7777),
+                                ..SetAttributes::default()
+                            },
+                        )?;
                     }
                 }
                 Ok(())
             })
         })?;
-        let m = io.file().metadata().ctx(|| "fstat".to_string())?;
-        io.note_metadata(&m);
+        let m = io.stat()?;
         let mut a = self.attr_of_meta(&m);
         self.remember(&mut a, &m, parent, name);
         let obj = Arc::new(OpenObject {
             io: RwLock::new(io),
-            backing_ino: m.ino(),
+            backing_ino: m.ino,
             customer: None,
-            setid: AtomicBool::new(has_setid(m.mode())),
+            setid: AtomicBool::new(has_setid(m.mode)),
         });
         self.open_table()
             .objects
@@ -939,9 +917,9 @@ impl Vfs {
             return Ok(gid);
         }
         let (ppath, _) = self.path_of(parent)?;
-        let pm = Self::lstat(&ppath)?;
-        Ok(if pm.mode() & libc::S_ISGID != 0 {
-            pm.gid()
+        let pm = self.lstat(&ppath)?;
+        Ok(if pm.mode & libc::S_ISGID != 0 {
+            pm.gid
         } else {
             gid
         })
@@ -1036,7 +1014,7 @@ impl Vfs {
             }
             self.store.create_bucket(n, None, mode & 0o7777)?;
         } else {
-            fsutil::mkdir(&path, mode & 0o7777).ctx(|| format!("mkdir {}", path.display()))?;
+            self.names.mkdir(&path, mode & 0o7777)?;
         }
         self.adopt(parent, name, &path, uid, gid)
     }
@@ -1051,16 +1029,18 @@ impl Vfs {
 
     fn own(&self, path: &Path, uid: u32, gid: u32) -> Result<()> {
         if self.am_root {
-            let before = Self::lstat(path)?.mode();
-            posix::lchown(path, Some(uid), Some(gid))
-                .ctx(|| format!("chown {}", path.display()))?;
-            if before & 0o6000 != 0 && before & libc::S_IFMT != libc::S_IFLNK {
-                fs::set_permissions(
-                    path,
-                    std::os::unix::fs::PermissionsExt::from_mode(before & 0o7777),
-                )
-                .ctx(|| format!("chmod {}", path.display()))?;
-            }
+            let before = self.lstat(path)?.mode;
+            self.names.set_attributes(
+                path,
+                &SetAttributes {
+                    uid: Some(uid),
+                    gid: Some(gid),
+                    // chown clears set-id bits: put them back (a symlink has none).
+                    mode: (before & 0o6000 != 0 && before & libc::S_IFMT != libc::S_IFLNK)
+                        .then_some(before & 0o7777),
+                    ..SetAttributes::default()
+                },
+            )?;
         }
         Ok(())
     }
@@ -1084,7 +1064,7 @@ impl Vfs {
             return Ok(a);
         }
         let (path, _) = self.child_path(parent, name)?;
-        posix::mknod(&path, mode, rdev).ctx(|| format!("mknod {}", path.display()))?;
+        self.names.mknod(&path, mode, rdev)?;
         self.adopt(parent, name, &path, uid, gid)
     }
 
@@ -1100,14 +1080,14 @@ impl Vfs {
         self.check_writable()?;
         check_in_bucket(parent)?;
         let (path, _) = self.child_path(parent, name)?;
-        std::os::unix::fs::symlink(target, &path).ctx(|| format!("symlink {}", path.display()))?;
+        self.names.symlink(target, &path)?;
         self.adopt(parent, name, &path, uid, gid)
     }
 
     /// readlink(2)
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
         let (path, _) = self.path_of(ino)?;
-        let t = fs::read_link(&path).ctx(|| format!("readlink {}", path.display()))?;
+        let t = self.names.readlink(&path)?;
         Ok(t.as_os_str().as_bytes().to_vec())
     }
 
@@ -1127,11 +1107,7 @@ impl Vfs {
     pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
         self.check_removable(parent, name)?;
         let (path, _) = self.child_path(parent, name)?;
-        let trashed = match &self.trash {
-            Some(t) => t.remove(&path),
-            None => fs::remove_file(&path).map(|()| false),
-        }
-        .ctx(|| format!("unlink {}", path.display()))?;
+        let trashed = self.names.unlink(&path)?;
         if trashed {
             if let Some(ino) = self.nodes.ino_of(parent, name) {
                 self.trashed.lock_unpoisoned().insert(ino);
@@ -1145,7 +1121,7 @@ impl Vfs {
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
         self.check_removable(parent, name)?;
         let (path, _) = self.child_path(parent, name)?;
-        fs::remove_dir(&path).ctx(|| format!("rmdir {}", path.display()))?;
+        self.names.rmdir(&path)?;
         self.nodes.forget_name(parent, name);
         if parent == ROOT {
             self.invalidate_buckets();
@@ -1168,7 +1144,7 @@ impl Vfs {
                 "hard links cannot cross buckets (each bucket binds its objects' keys)".into(),
             ));
         }
-        fs::hard_link(&from, &to).ctx(|| format!("link {}", to.display()))?;
+        self.names.link(&from, &to)?;
         self.lookup(newparent, newname)
     }
 
@@ -1194,7 +1170,7 @@ impl Vfs {
         }
         let (from, from_bucket) = self.child_path(parent, name)?;
         let (to, to_bucket) = self.child_path(newparent, newname)?;
-        let fm = Self::lstat(&from)?;
+        let fm = self.lstat(&from)?;
         if (kind == NodeKind::Root) != (newkind == NodeKind::Root) {
             return Err(Error::PermissionDenied(
                 "buckets stay at the root and only buckets live there".into(),
@@ -1207,10 +1183,10 @@ impl Vfs {
                 .to_str()
                 .ok_or_else(|| einval("bucket names are UTF-8"))?;
             crate::store::validate_bucket_name(n)?;
-            fsutil::rename_flags(&from, &to, flags).ctx(|| format!("rename {}", from.display()))?;
+            self.names.rename(&from, &to, flags)?;
             self.invalidate_buckets();
         } else if from_bucket == to_bucket {
-            fsutil::rename_flags(&from, &to, flags).ctx(|| format!("rename {}", from.display()))?;
+            self.names.rename(&from, &to, flags)?;
         } else {
             if exchange {
                 return Err(einval("RENAME_EXCHANGE across buckets is not supported"));
@@ -1229,19 +1205,20 @@ impl Vfs {
         &self,
         from: &Path,
         to: &Path,
-        fm: &fs::Metadata,
+        fm: &Meta,
         from_bucket: Option<OsString>,
         to_bucket: Option<OsString>,
         flags: u32,
     ) -> Result<()> {
         let src = self.bucket_record(&from_bucket.ok_or_else(|| einval("no bucket"))?)?;
         let dst = self.bucket_record(&to_bucket.ok_or_else(|| einval("no bucket"))?)?;
-        let objects: Vec<PathBuf> = if fm.is_dir() {
-            crate::store::local::walk_files(from)?
+        let objects: Vec<PathBuf> = if fm.kind == Kind::Dir {
+            self.names
+                .walk_objects(from)?
                 .into_iter()
                 .map(|n| from.join(n))
                 .collect()
-        } else if fm.is_file() {
+        } else if fm.kind == Kind::File {
             vec![from.to_path_buf()]
         } else {
             Vec::new()
@@ -1249,7 +1226,7 @@ impl Vfs {
         // A hard-linked object cannot move: its other names would keep a header bound to
         // the destination bucket. mv then falls back to copy and delete.
         for p in &objects {
-            if Self::lstat(p)?.nlink() > 1 {
+            if self.lstat(p)?.nlink > 1 {
                 return Err(Error::CrossBucket(
                     "a hard-linked object cannot move to another bucket".into(),
                 ));
@@ -1258,12 +1235,8 @@ impl Vfs {
         let mut done: Vec<&PathBuf> = Vec::new();
         let result = (|| -> Result<()> {
             for p in &objects {
-                let what = p
-                    .strip_prefix(self.local.root())
-                    .unwrap_or(p)
-                    .display()
-                    .to_string();
-                let f = crate::store::open_backing(p, &what)?;
+                let what = p.display().to_string();
+                let f = self.names.open_for_header(p)?;
                 let target = self.move_target(&f, &what)?;
                 rewrap::rewrap(
                     &self.store,
@@ -1279,13 +1252,13 @@ impl Vfs {
                 )?;
                 done.push(p);
             }
-            fsutil::rename_flags(from, to, flags).ctx(|| format!("rename {}", from.display()))
+            self.names.rename(from, to, flags)
         })();
         if let Err(e) = result {
             // Put the moved headers back under the source bucket.
             for p in done {
                 let what = p.display().to_string();
-                if let Ok(f) = crate::store::open_backing(p, &what) {
+                if let Ok(f) = self.names.open_for_header(p) {
                     let Ok(target) = self.move_target(&f, &what) else {
                         continue;
                     };
@@ -1306,7 +1279,7 @@ impl Vfs {
             return Err(e);
         }
         if let Some(d) = to.parent() {
-            let _ = fsutil::sync_dir(d);
+            let _ = self.names.sync_dir(d);
         }
         Ok(())
     }
@@ -1347,20 +1320,11 @@ impl Vfs {
             if at_root {
                 entries.push((control::CTL_DIR_INO, Kind::Dir, OsString::from(META_DIR)));
             }
-            for e in fs::read_dir(&path).ctx(|| format!("readdir {}", path.display()))? {
-                let e = e.ctx(|| format!("readdir {}", path.display()))?;
-                let name = e.file_name();
-                if at_root && name == META_DIR {
+            for e in self.names.list(&path)? {
+                if at_root && (e.name == META_DIR || e.kind != Kind::Dir) {
                     continue;
                 }
-                let kind = e
-                    .file_type()
-                    .map(|t| posix::kind_of(&t))
-                    .unwrap_or(Kind::File);
-                if at_root && kind != Kind::Dir {
-                    continue;
-                }
-                entries.push((self.node_id_of_backing(e.ino()), kind, name));
+                entries.push((self.node_id_of_backing(e.ino), e.kind, e.name));
             }
         }
         let fh = self.new_fh();
@@ -1399,19 +1363,14 @@ impl Vfs {
 
     /// statfs(2) of the backing filesystem.
     pub fn statfs(&self) -> Result<posix::StatFs> {
-        posix::statfs(self.local.root()).ctx(|| "statfs".to_string())
+        self.names.statfs()
     }
 
     // ----- xattrs -----
 
     fn header_of(&self, path: &Path) -> Result<crate::format::records::ObjectHeader> {
-        let what = path
-            .strip_prefix(self.local.root())
-            .unwrap_or(path)
-            .display()
-            .to_string();
-        let f = crate::store::open_backing(path, &what)?;
-        object::read_header(&f, &what)
+        let f = self.names.open_for_header(path)?;
+        object::read_header(&f, &path.display().to_string())
     }
 
     /// getxattr(2)
@@ -1422,8 +1381,8 @@ impl Vfs {
         let (path, _) = self.path_of(ino)?;
         let n = name.as_bytes();
         if n.starts_with(XATTR_PREFIX) {
-            let m = Self::lstat(&path)?;
-            if !m.is_file() {
+            let m = self.lstat(&path)?;
+            if m.kind != Kind::File {
                 return Err(Error::NoAttribute("no such attribute".into()));
             }
             let h = self.header_of(&path)?;
@@ -1443,7 +1402,7 @@ impl Vfs {
             return Ok(v.into_bytes());
         }
         check_user_xattr(n)?;
-        match xattr::get(&path, n).ctx(|| format!("getxattr {}", path.display()))? {
+        match self.names.xattr_get(&path, n)? {
             Some(v) => Ok(v),
             None => Err(Error::NoAttribute("no such attribute".into())),
         }
@@ -1459,7 +1418,7 @@ impl Vfs {
         }
         let (path, _) = self.path_of(ino)?;
         let mut out = Vec::new();
-        for n in xattr::list(&path).ctx(|| format!("listxattr {}", path.display()))? {
+        for n in self.names.xattr_list(&path)? {
             if n.starts_with(XATTR_PREFIX) || !n.starts_with(b"user.") {
                 continue;
             }
@@ -1488,7 +1447,7 @@ impl Vfs {
             )));
         }
         check_user_xattr(n)?;
-        xattr::set(&path, n, value, flags).ctx(|| format!("setxattr {}", path.display()))
+        self.names.xattr_set(&path, n, value, flags)
     }
 
     fn reencrypt_object(&self, path: &Path, bucket: &OsStr, value: &[u8]) -> Result<()> {
@@ -1500,12 +1459,8 @@ impl Vfs {
             Some(k) => Target::Master(self.store.resolve_key(k)?),
         };
         let rec = self.bucket_record(bucket)?;
-        let what = path
-            .strip_prefix(self.local.root())
-            .unwrap_or(path)
-            .display()
-            .to_string();
-        let f = crate::store::open_backing(path, &what)?;
+        let what = path.display().to_string();
+        let f = self.names.open_for_header(path)?;
         rewrap::rewrap(
             &self.store,
             &rewrap::Request::single(&f, &what, &rec, &target, &*self.control),
@@ -1528,13 +1483,7 @@ impl Vfs {
             )));
         }
         check_user_xattr(n)?;
-        xattr::remove(&path, n).map_err(|e| {
-            if e.raw_os_error() == Some(libc::ENODATA) {
-                Error::NoAttribute("no such attribute".into())
-            } else {
-                Error::io(format!("removexattr {}", path.display()), e)
-            }
-        })
+        self.names.xattr_remove(&path, n)
     }
 
     /// access(2). The kernel asks only when it does not check modes itself, on a root-only
@@ -1559,8 +1508,8 @@ impl Vfs {
         }
         let io = h.obj.io.read_unpoisoned();
         let f = io.file();
-        let mode = f.metadata().ctx(|| "fstat".to_string())?.mode();
-        let left = kill_setid(f, mode)?;
+        let mode = self.names.stat_open(f)?.mode;
+        let left = kill_setid(&*self.names, f, mode)?;
         h.obj.setid.store(has_setid(left), Ordering::Relaxed);
         Ok(())
     }
@@ -1570,22 +1519,14 @@ impl Vfs {
     /// empties the trash and runs `f` once more.
     fn retry_if_full<T>(&self, mut f: impl FnMut() -> Result<T>) -> Result<T> {
         match f() {
-            Err(e) if e.errno() == libc::ENOSPC => match &self.trash {
-                Some(t) if t.pending() > 0 => {
-                    t.empty();
-                    f()
-                }
-                _ => Err(e),
-            },
+            Err(e) if e.errno() == libc::ENOSPC && self.names.make_room() => f(),
             r => r,
         }
     }
 
     pub fn destroy(&self) {
         self.control.clear_ring();
-        if let Some(t) = &self.trash {
-            t.shutdown();
-        }
+        self.names.shutdown();
         if let Err(e) = self.store.sync_all() {
             tracing::error!("sync at unmount: {e}");
         }
@@ -1633,14 +1574,20 @@ fn has_setid(mode: u32) -> bool {
 /// Clears set-user-id, and set-group-id if the group may execute (the kernel's rule for a
 /// write or truncate by a caller without CAP_FSETID); changes nothing if neither applies.
 /// Returns the mode left.
-fn kill_setid(f: &File, mode: u32) -> Result<u32> {
+fn kill_setid(names: &dyn Names, f: &File, mode: u32) -> Result<u32> {
     let mode = mode & 0o7777;
     let mut new = mode & !libc::S_ISUID;
     if new & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP {
         new &= !libc::S_ISGID;
     }
     if new != mode {
-        posix::fchmod(f, new).ctx(|| "fchmod".to_string())?;
+        names.set_open_attributes(
+            f,
+            &SetAttributes {
+                mode: Some(new),
+                ..SetAttributes::default()
+            },
+        )?;
     }
     Ok(new)
 }
@@ -1648,13 +1595,18 @@ fn kill_setid(f: &File, mode: u32) -> Result<u32> {
 /// The same after a truncate (setattr of the size, open with O_TRUNC) on a root-only mount.
 /// There the request does not say whether the caller lacks CAP_FSETID (fuser drops the
 /// flag), so the caller's capabilities are read, and only when the file has such a bit.
-fn clear_setid_after_truncate(obj: &OpenObject, f: &File, caller: u32) -> Result<()> {
+fn clear_setid_after_truncate(
+    names: &dyn Names,
+    obj: &OpenObject,
+    f: &File,
+    caller: u32,
+) -> Result<()> {
     if !obj.setid.load(Ordering::Relaxed) {
         return Ok(());
     }
-    let mode = f.metadata().ctx(|| "fstat".to_string())?.mode();
+    let mode = names.stat_open(f)?.mode;
     let left = if has_setid(mode) && posix::lacks_cap_fsetid(caller) {
-        kill_setid(f, mode)?
+        kill_setid(names, f, mode)?
     } else {
         mode
     };

@@ -25,7 +25,7 @@ use crate::store::Store;
 use crate::sync::{LockUnpoisoned, RwLockUnpoisoned};
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::SystemTime;
@@ -60,7 +60,7 @@ struct Open {
 
 /// What the control tree needs of the filesystem it belongs to.
 pub trait Filesystem: Send + Sync {
-    /// A command created or replaced the name at backing path `path` (the mount drops the
+    /// A command created or replaced the name `path` (relative to the store; the mount drops the
     /// kernel's cached entry, so the change shows at once).
     fn path_changed(&self, path: &Path);
     /// A command changed buckets (the filesystem drops its cached bucket records).
@@ -105,7 +105,14 @@ impl crate::store::object::Live for Control {
     }
 
     fn replaced(&self, path: &Path) {
-        self.path_changed(path);
+        // A backing file's path: the filesystem takes names relative to the store.
+        if let Some(rel) = self
+            .store
+            .local_dir()
+            .and_then(|d| path.strip_prefix(d.root()).ok())
+        {
+            self.path_changed(rel);
+        }
     }
 }
 
@@ -173,12 +180,9 @@ impl Control {
         let changed = match cmd {
             StoreCommand::Object(command::ObjectCmd::Put {
                 bucket_name, name, ..
-            }) => self
-                .store
-                .local_dir()
-                .map(|d| d.bucket_dir(bucket_name).join(name)),
+            }) => Some(Path::new(bucket_name).join(name)),
             StoreCommand::Bucket(command::BucketCmd::Create { name, .. }) => {
-                self.store.local_dir().map(|d| d.bucket_dir(name))
+                Some(PathBuf::from(name))
             }
             _ => None,
         };
