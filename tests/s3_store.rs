@@ -39,6 +39,25 @@ impl Fixture {
 
     /// `envelopefs ARGS` with the store and key given through the environment.
     #[track_caller]
+    /// `object head --bucket-name BUCKET --name NAME`.
+    fn object_head(&self, bucket: &str, name: &str) -> CmdOut {
+        self.cli(&["object", "head", "--bucket-name", bucket, "--name", name])
+    }
+
+    /// `bucket reencrypt --bucket-name BUCKET --wait-for-state SUCCEEDED`: its work request.
+    fn reencrypt_and_wait(&self, bucket: &str) -> serde_json::Value {
+        self.cli(&[
+            "bucket",
+            "reencrypt",
+            "--bucket-name",
+            bucket,
+            "--wait-for-state",
+            "SUCCEEDED",
+        ])
+        .ok()
+        .json()
+    }
+
     fn cli(&self, args: &[&str]) -> CmdOut {
         let mut c = self.cmd();
         c.env("ENVELOPEFS_STORE", &self.store)
@@ -218,31 +237,11 @@ fn objects_round_trip(f: &Fixture) {
         .ok();
         assert!(fs::read(&out).unwrap() == *data, "{name} read back differs");
     }
-    let h = f
-        .cli(&[
-            "object",
-            "head",
-            "--bucket-name",
-            "photos",
-            "--name",
-            "large",
-        ])
-        .ok()
-        .json();
+    let h = f.object_head("photos", "large").ok().json();
     assert_eq!(field(&h, "size").as_u64(), Some(large.len() as u64), "{h}");
 
     // A missing object is a clear error.
-    fails_with(
-        f.cli(&[
-            "object",
-            "head",
-            "--bucket-name",
-            "photos",
-            "--name",
-            "nope",
-        ]),
-        "nope",
-    );
+    fails_with(f.object_head("photos", "nope"), "nope");
 }
 
 fn rotation_and_bucket_reencrypt(f: &Fixture) {
@@ -255,17 +254,7 @@ fn rotation_and_bucket_reencrypt(f: &Fixture) {
         before.etag
     );
     let old_header = before.metadata["envelopefs-header"].clone();
-    let h0 = f
-        .cli(&[
-            "object",
-            "head",
-            "--bucket-name",
-            "photos",
-            "--name",
-            "large",
-        ])
-        .ok()
-        .json();
+    let h0 = f.object_head("photos", "large").ok().json();
 
     // A bucket re-encrypt needs a key assigned to the bucket (DESIGN).
     f.cli(&[
@@ -278,17 +267,7 @@ fn rotation_and_bucket_reencrypt(f: &Fixture) {
     ])
     .ok();
     f.cli(&["key", "rotate", "default"]).ok();
-    let wr = f
-        .cli(&[
-            "bucket",
-            "reencrypt",
-            "--bucket-name",
-            "photos",
-            "--wait-for-state",
-            "SUCCEEDED",
-        ])
-        .ok()
-        .json();
+    let wr = f.reencrypt_and_wait("photos");
     assert_eq!(field(&wr, "status").as_str(), Some("SUCCEEDED"), "{wr}");
     assert_eq!(field(&wr, "percent_complete").as_f64(), Some(100.0), "{wr}");
     assert_eq!(field(&wr, "objects_rewrapped").as_u64(), Some(22), "{wr}");
@@ -302,17 +281,7 @@ fn rotation_and_bucket_reencrypt(f: &Fixture) {
     );
     let new_header = after.metadata["envelopefs-header"].clone();
     assert_ne!(new_header, old_header, "the header was not rewritten");
-    let h1 = f
-        .cli(&[
-            "object",
-            "head",
-            "--bucket-name",
-            "photos",
-            "--name",
-            "large",
-        ])
-        .ok()
-        .json();
+    let h1 = f.object_head("photos", "large").ok().json();
     assert_ne!(
         field(&h1, "key_version"),
         field(&h0, "key_version"),
@@ -334,17 +303,7 @@ fn rotation_and_bucket_reencrypt(f: &Fixture) {
     f.cli(&["work-request", "wait", &id]).ok();
 
     // Again: everything is under the newest version already, so every object is skipped.
-    let wr2 = f
-        .cli(&[
-            "bucket",
-            "reencrypt",
-            "--bucket-name",
-            "photos",
-            "--wait-for-state",
-            "SUCCEEDED",
-        ])
-        .ok()
-        .json();
+    let wr2 = f.reencrypt_and_wait("photos");
     assert_eq!(field(&wr2, "objects_rewrapped").as_u64(), Some(0), "{wr2}");
 
     // Data still reads back.
@@ -395,8 +354,7 @@ fn the_lease_refuses_a_second_process(f: &Fixture) {
     }
     assert!(holder.wait().unwrap().success());
     // Released: the next command goes through, and sees the object.
-    f.cli(&["object", "head", "--bucket-name", "docs", "--name", "held"])
-        .ok();
+    f.object_head("docs", "held").ok();
 }
 
 fn wrong_endpoint_and_credentials(f: &Fixture) {
