@@ -180,16 +180,8 @@ fn a_killed_job_is_resumed_by_another_process(s: &S3Store) {
     let id = field(&wr, "id").as_str().unwrap().to_string();
     let target = field(&wr, "target_key_version").as_u64().unwrap() as u32;
 
-    // What the killed process left: its request IN_PROGRESS, some objects rewrapped and
-    // some not, and its lease naming it.
-    let got = s.cli(&["work-request", "get", &id]).ok().json();
-    assert_eq!(field(&got, "status").as_str(), Some("IN_PROGRESS"), "{got}");
-    let v = versions(s, &s3);
-    let done = v.iter().filter(|&&x| x == target).count();
-    assert!(
-        done > 0 && done < OBJECTS,
-        "the kill should land mid-job: {done} of {OBJECTS} rewrapped"
-    );
+    // What the killed process left: its lease naming it, its request IN_PROGRESS, some
+    // objects rewrapped and some not.
     let (lease, _) = s3
         .get(&s.key_of(".envelopefs/lease"))
         .unwrap()
@@ -201,6 +193,14 @@ fn a_killed_job_is_resumed_by_another_process(s: &S3Store) {
         "{lease}"
     );
 
+    let got = s.cli(&["work-request", "get", &id]).ok().json();
+    assert_eq!(field(&got, "status").as_str(), Some("IN_PROGRESS"), "{got}");
+    let v = versions(s, &s3);
+    let done = v.iter().filter(|&&x| x == target).count();
+    assert!(
+        done > 0 && done < OBJECTS,
+        "the kill should land mid-job: {done} of {OBJECTS} rewrapped"
+    );
     // Another process takes the lease over at once (its holder is a dead pid of this host)
     // and resumes the request to its end.
     let t0 = Instant::now();
