@@ -89,6 +89,8 @@ fn with_rss(s: &S3Store, args: &[&str]) -> (CmdOut, u64) {
         .stdin(Stdio::null())
         .stdout(fs::File::create(&out).unwrap())
         .stderr(fs::File::create(&err).unwrap());
+    // Reaped by the wait4 below, which also gives its resource usage.
+    #[allow(clippy::zombie_processes)]
     let child = c.spawn().unwrap();
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
