@@ -26,6 +26,8 @@
 //! - `slower-work-requests`: work requests pause 50 ms per object (one at a time), so a
 //!   test can kill the process or Garage nodes in the middle of a job on an object store,
 //!   whose requests may take only a few milliseconds each;
+//! - `slow-rekey-publish`: a rekey in an object store waits 5 s before its last look at the
+//!   object, so a test can change the object meanwhile;
 //! - `s3-die-mid-upload` / `s3-fail-mid-upload`: a multipart upload to an object store is
 //!   cut off once two parts were sent: the process is killed with SIGKILL (after those
 //!   parts were stored), or the third part fails as a cut connection would;

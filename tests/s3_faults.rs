@@ -9,7 +9,9 @@
 //!   request stays IN_PROGRESS, and once the nodes are back it resumes and completes, every
 //!   object still reading back to its content;
 //! - an upload cut off (the process killed after two parts of a multipart upload, or a part
-//!   failing): no partial object is visible under the name, the old content is intact.
+//!   failing): no partial object is visible under the name, the old content is intact;
+//! - an object written (by a writer that ignores the lease) while a rekey of it is under way:
+//!   the rekey refuses to publish over it, and the write is kept.
 //!
 //! Needs a build with the cargo feature `fault-injection` (it says so otherwise).
 #![allow(clippy::unwrap_used)]
@@ -49,6 +51,7 @@ fn faults_of_a_store_in_garage() {
     one_node_of_three_killed_during_a_reencrypt(&s);
     two_nodes_of_three_killed_during_a_reencrypt(&s);
     an_upload_cut_off_leaves_no_partial_object(&s);
+    a_rekey_does_not_publish_over_a_concurrent_write(&s);
 }
 
 /// The key version every object's header is wrapped under (from the raw S3 metadata).
@@ -362,4 +365,51 @@ fn an_upload_cut_off_leaves_no_partial_object(s: &S3Store) {
     }
     let r = s.cli(&["fsck", "--read-data"]).ok().json();
     assert_eq!(field(&r, "ok"), &Value::Bool(true), "{r}");
+}
+
+fn a_rekey_does_not_publish_over_a_concurrent_write(s: &S3Store) {
+    let s3 = s.s3();
+    let (x, other) = (name(0), name(1));
+    let (xk, otherk) = (s.key_of(&format!("b/{x}")), s.key_of(&format!("b/{other}")));
+    let (k, v) = fault_env("slow-rekey-publish");
+    let mut c = s.cmd();
+    c.env(k, v)
+        .args([
+            "object",
+            "reencrypt",
+            "--bucket-name",
+            "b",
+            "--name",
+            &x,
+            "--rekey",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let rekey = c.spawn().unwrap();
+    // Once the rekey holds the lease it opens the object and stages it, then waits 5 s
+    // before its last look: meanwhile a writer that ignores the lease (a raw S3 client)
+    // puts another valid object under the name (the body and header of `other`).
+    let lease = s.key_of(".envelopefs/lease");
+    let t0 = Instant::now();
+    while s3.head(&lease).unwrap().is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no lease taken");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let (body, head) = s3.get(&otherk).unwrap().unwrap();
+    let meta: Vec<(String, String)> = head.metadata.into_iter().collect();
+    let written = s3.put(&xk, body, &meta).unwrap();
+    let (code, out, err) = finish(rekey, Duration::from_secs(120));
+    assert_eq!(code, 1, "the rekey must refuse: {out} {err}");
+    assert!(err.contains("changed while it was being rekeyed"), "{err}");
+    assert_eq!(
+        s3.head(&xk).unwrap().unwrap().etag,
+        written,
+        "the concurrent write was overwritten"
+    );
+    assert!(
+        s.get("b", &x) == content(1),
+        "the concurrent write is what reads back"
+    );
 }

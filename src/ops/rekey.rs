@@ -264,6 +264,9 @@ pub fn rekey_published(
             tracing::error!("fault rekey-crash-before-rename: aborting");
             std::process::abort();
         }
+        if crate::fault::enabled("slow-rekey-publish") {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+        }
         // The last look before publishing over the name.
         let now = store.open_object(bucket_name, name, what)?;
         if now.header(what)? != seen_header || now.len(what)? != seen_len {
