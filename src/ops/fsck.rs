@@ -9,7 +9,10 @@
 //! It runs in two places: offline ([`check_offline`], the CLI with the store's secret; it
 //! does not need [`Store::open`] to succeed, so it can report a damaged config) and inside
 //! a mount ([`check_store`], through `.envelopefs/ctl`), where it reads the backing files
-//! beside the running mount and uses the mount's open keystore.
+//! beside the running mount and uses the mount's open keystore. A store in an object store
+//! is checked by [`check_store`] too, through the storage seam only (`check_backend`): its
+//! records, buckets and objects, with the same problem kinds; a local store's tmp dir,
+//! trash and journal have no counterpart there.
 
 use crate::error::{Error, Result};
 use crate::format::chunk::{self, chunk_aad, Geometry, CHUNK_OVERHEAD, NONCE_LEN, TAG_LEN};
