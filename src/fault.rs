@@ -23,6 +23,14 @@
 //!   so that a test can do other things while one open is in progress;
 //! - `no-journal`: the store runs without its write journal (to measure what it costs, and
 //!   to see the crash tests fail without it);
+//! - `slower-work-requests`: work requests pause 50 ms per object (one at a time), so a
+//!   test can kill the process or Garage nodes in the middle of a job on an object store,
+//!   whose requests may take only a few milliseconds each;
+//! - `slow-rekey-publish`: a rekey in an object store waits 5 s before its last look at the
+//!   object, so a test can change the object meanwhile;
+//! - `s3-die-mid-upload` / `s3-fail-mid-upload`: a multipart upload to an object store is
+//!   cut off once two parts were sent: the process is killed with SIGKILL (after those
+//!   parts were stored), or the third part fails as a cut connection would;
 //! - `deletion-clock-ahead`: the clock that decides whether a key version's scheduled
 //!   deletion is due runs 366 days ahead (and a mount sweeps every second), so tests see a
 //!   version destroyed without waiting days. Test-only: it destroys scheduled versions early.
@@ -128,3 +136,20 @@ pub fn stall_open(backing: &std::path::Path) {
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
 pub fn stall_open(_backing: &std::path::Path) {}
+
+/// Kills this process with SIGKILL, as a crash would (faults of test builds only).
+#[cfg(feature = "fault-injection")]
+#[allow(unsafe_code)]
+pub fn die_now() -> ! {
+    // SAFETY: kill(2) of this very process; it does not return.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    std::process::abort()
+}
+
+/// Never called in a build without `fault-injection` (no fault is ever enabled there).
+#[cfg(not(feature = "fault-injection"))]
+pub fn die_now() -> ! {
+    std::process::abort()
+}

@@ -9,7 +9,10 @@
 //! It runs in two places: offline ([`check_offline`], the CLI with the store's secret; it
 //! does not need [`Store::open`] to succeed, so it can report a damaged config) and inside
 //! a mount ([`check_store`], through `.envelopefs/ctl`), where it reads the backing files
-//! beside the running mount and uses the mount's open keystore.
+//! beside the running mount and uses the mount's open keystore. A store in an object store
+//! is checked by [`check_store`] too, through the storage seam only (`check_backend`): its
+//! records, buckets and objects, with the same problem kinds; a local store's tmp dir,
+//! trash and journal have no counterpart there.
 
 use crate::error::{Error, Result};
 use crate::format::chunk::{self, chunk_aad, Geometry, CHUNK_OVERHEAD, NONCE_LEN, TAG_LEN};
@@ -21,9 +24,10 @@ use crate::format::records::{
 use crate::format::{hex, Id16};
 use crate::keys::crypto::{self, ChunkCipher, Key32};
 use crate::keys::keystore::{key_id_text, KeyStore, Secret};
+use crate::store::seam::{Blob, Record};
 use crate::store::{xattr, Store, META_DIR};
 use serde::Serialize;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
@@ -196,7 +200,9 @@ struct Checker<'a> {
 
 /// Checks a store that is open (the mount's, or one opened offline).
 pub fn check_store(store: &Store, read_data: bool, progress: ProgressFn<'_>) -> Result<Report> {
-    let dir = store.local("fsck")?;
+    let Some(dir) = store.local_dir() else {
+        return check_backend(store, read_data, progress);
+    };
     let mut c = Checker::new(
         dir.root(),
         *store.store_id(),
@@ -207,30 +213,122 @@ pub fn check_store(store: &Store, read_data: bool, progress: ProgressFn<'_>) -> 
     c.check_config_file(Some(store.chunk_size()));
     // The keystore on disk must still open with the sealing key in memory.
     let kpath = dir.meta().join("keystore");
-    match fs::read(&kpath) {
-        Ok(b) => match store.keys().reopen(&b) {
-            Ok(ks) => {
-                if ks.chunk_size() != store.chunk_size() {
-                    c.problem(
-                        ".envelopefs/keystore",
-                        ProblemKind::Keystore,
-                        "keystore on disk records another chunk size than the open store",
-                    );
+    c.check_keystore_bytes(store, fs::read(&kpath).map_err(|e| e.to_string()));
+    c.check_tree(progress)?;
+    Ok(c.finish())
+}
+
+/// Where an object store keeps an object's header, for messages.
+const S3_HEADER_NAME: &str = "user metadata envelopefs-header";
+
+/// Checks a store kept by a backend without local directories (an object store), through
+/// the storage seam: its config and keystore records, every bucket record, what lies at the
+/// top of the store beside the buckets, every object's header, preamble, size and data-key
+/// unwrap, with `read_data` every chunk (read by ranged GETs of at most 4 MiB), and the
+/// work-request records. A local store's temporary files, trash and write journal have no
+/// counterpart there, so nothing of them is checked. Nothing is written.
+fn check_backend(store: &Store, read_data: bool, progress: ProgressFn<'_>) -> Result<Report> {
+    let backend = store.backend();
+    let mut c = Checker::new(
+        Path::new(""),
+        *store.store_id(),
+        store.chunk_size(),
+        Keys::Mounted(store),
+        read_data,
+    );
+    let record = |r: Record<'_>| match backend.read_record(r) {
+        Ok(Some(b)) => Ok(b),
+        Ok(None) => Err("missing".to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    c.check_config_bytes(record(Record::Config), Some(store.chunk_size()));
+    c.check_keystore_bytes(store, record(Record::Keystore));
+
+    // Buckets: every record, then the names at the top that hold objects without one.
+    let mut buckets: Vec<(String, Option<BucketRecord>)> = Vec::new();
+    for name in backend.bucket_names()? {
+        match backend.read_bucket(&name) {
+            Ok(r) => {
+                c.check_bucket_key(&name, &r);
+                buckets.push((name, Some(r)));
+            }
+            // Removed since it was listed.
+            Err(Error::NotFound(_)) => continue,
+            Err(e) => {
+                let kind = match e {
+                    Error::UnsupportedVersion(_) => ProblemKind::BucketRecordVersion,
+                    Error::Corrupt(_) => ProblemKind::BucketRecord,
+                    _ => ProblemKind::Io,
+                };
+                c.problem(&name, kind, &e.to_string());
+                buckets.push((name, None));
+            }
+        }
+        c.report.buckets += 1;
+    }
+    for top in backend.top_names()? {
+        if buckets.iter().any(|(n, _)| *n == top.name) {
+            continue;
+        }
+        if top.has_objects {
+            c.problem(
+                &top.name,
+                ProblemKind::BucketRecordMissing,
+                &format!(
+                    "objects lie under {0}/ but there is no bucket record ({META_DIR}/buckets/{0})",
+                    top.name
+                ),
+            );
+            c.report.buckets += 1;
+            buckets.push((top.name, None));
+        } else {
+            c.problem(
+                &top.name,
+                ProblemKind::StrayEntry,
+                "an object at the top of the store, outside every bucket",
+            );
+        }
+    }
+
+    // Objects of buckets whose record is unreadable cannot be unwrapped; they are still
+    // parsed (headers, preambles, sizes).
+    let mut objects: Vec<(usize, PathBuf)> = Vec::new();
+    for (i, (name, _)) in buckets.iter().enumerate() {
+        for obj in backend.object_names(name)? {
+            objects.push((i, obj));
+        }
+    }
+    let total = objects.len() as u64;
+    progress(0, total);
+    for (n, (bi, obj)) in objects.iter().enumerate() {
+        c.report.objects += 1;
+        let (bucket_name, rec) = &buckets[*bi];
+        let what = format!("{bucket_name}/{}", obj.display());
+        match backend.open_object(bucket_name, obj, &what) {
+            Ok(blob) => {
+                if let Err(e) = c.check_blob(&what, &*blob, S3_HEADER_NAME, rec.as_ref()) {
+                    c.problem(&what, ProblemKind::Io, &e.to_string());
                 }
             }
-            Err(e) => c.problem(
-                ".envelopefs/keystore",
-                ProblemKind::Keystore,
-                &format!("keystore on disk does not open with the mounted store's key: {e}"),
-            ),
-        },
-        Err(e) => c.problem(
-            ".envelopefs/keystore",
-            ProblemKind::Keystore,
-            &format!("cannot read: {e}"),
-        ),
+            // Removed since the listing: nothing to check.
+            Err(Error::NotFound(_)) => {}
+            // The header metadata is there but not base64.
+            Err(e @ Error::Corrupt(_)) => {
+                c.problem(&what, ProblemKind::HeaderCorrupt, &e.to_string())
+            }
+            Err(e) => c.problem(&what, ProblemKind::Io, &e.to_string()),
+        }
+        progress(n as u64 + 1, total);
     }
-    c.check_tree(progress)?;
+
+    for id in backend.work_request_ids()? {
+        let rel = format!("{META_DIR}/work-requests/{id}.json");
+        match backend.read_record(Record::WorkRequest(&id)) {
+            Ok(Some(b)) => c.check_work_request_bytes(&rel, &b),
+            Ok(None) => {}
+            Err(e) => c.problem(&rel, ProblemKind::Io, &e.to_string()),
+        }
+    }
     Ok(c.finish())
 }
 
@@ -409,7 +507,45 @@ impl<'a> Checker<'a> {
     }
 
     fn check_config_file(&mut self, chunk_size: Option<u32>) {
-        match fs::read(self.root.join(META_DIR).join("config.json")) {
+        let read =
+            fs::read(self.root.join(META_DIR).join("config.json")).map_err(|e| e.to_string());
+        self.check_config_bytes(read, chunk_size);
+    }
+
+    /// The keystore as stored must still open with the sealing key of the open store.
+    fn check_keystore_bytes(&mut self, store: &Store, read: std::result::Result<Vec<u8>, String>) {
+        match read {
+            Ok(b) => match store.keys().reopen(&b) {
+                Ok(ks) => {
+                    if ks.chunk_size() != store.chunk_size() {
+                        self.problem(
+                            ".envelopefs/keystore",
+                            ProblemKind::Keystore,
+                            "keystore on disk records another chunk size than the open store",
+                        );
+                    }
+                }
+                Err(e) => self.problem(
+                    ".envelopefs/keystore",
+                    ProblemKind::Keystore,
+                    &format!("keystore on disk does not open with the mounted store's key: {e}"),
+                ),
+            },
+            Err(e) => self.problem(
+                ".envelopefs/keystore",
+                ProblemKind::Keystore,
+                &format!("cannot read: {e}"),
+            ),
+        }
+    }
+
+    /// The config as read (or why it could not be) must parse and agree with the open store.
+    fn check_config_bytes(
+        &mut self,
+        read: std::result::Result<Vec<u8>, String>,
+        chunk_size: Option<u32>,
+    ) {
+        match read {
             Ok(b) => match StoreConfig::parse(&b) {
                 Ok(c) => {
                     if c.store_id_bytes() != Some(self.store_id) {
@@ -549,6 +685,33 @@ impl<'a> Checker<'a> {
         Ok(())
     }
 
+    /// A bucket assigned a master key the keystore does not have.
+    fn check_bucket_key(&mut self, object: &str, r: &BucketRecord) {
+        if let Some(k) = r.kms_key_id {
+            if self.keys.has_key(&k) == Some(false) {
+                self.problem(
+                    object,
+                    ProblemKind::KeyMissing,
+                    &format!(
+                        "bucket is assigned master key {}, which is not in the keystore",
+                        key_id_text(&k)
+                    ),
+                );
+            }
+        }
+    }
+
+    /// A work-request record must parse.
+    fn check_work_request_bytes(&mut self, rel: &str, bytes: &[u8]) {
+        if let Err(why) = serde_json::from_slice::<crate::ops::workreq::WorkRequest>(bytes) {
+            self.problem(
+                rel,
+                ProblemKind::WorkRequest,
+                &format!("work request file does not parse: {why}"),
+            );
+        }
+    }
+
     fn check_work_requests(&mut self) {
         let dir = self.root.join(META_DIR).join("work-requests");
         let Ok(it) = fs::read_dir(&dir) else {
@@ -576,7 +739,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn check_object(&mut self, rel: &Path, bucket: Option<&BucketRecord>) -> io::Result<()> {
+    fn check_object(&mut self, rel: &Path, bucket: Option<&BucketRecord>) -> Result<()> {
         let what = rel_text(rel);
         let path = self.root.join(rel);
         let file = OpenOptions::new()
@@ -593,14 +756,28 @@ impl<'a> Checker<'a> {
             Ok(f) => f,
             // Removed by the running mount since the walk: nothing to check.
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
+            Err(e) => return Err(Error::io(format!("opening {what}"), e)),
         };
-        let header = match xattr::fget(&file, xattr::HEADER.as_bytes())? {
+        self.check_blob(&what, &file, "user.envelopefs.header", bucket)
+    }
+
+    /// Checks one opened object (a local backing file, or an object of an object store):
+    /// its header (`header_name` says where it is kept, for the message), its data preamble,
+    /// its size, the unwrap of its data key and, with `read_data`, every chunk.
+    fn check_blob(
+        &mut self,
+        what: &str,
+        blob: &dyn Blob,
+        header_name: &str,
+        bucket: Option<&BucketRecord>,
+    ) -> Result<()> {
+        let what = what.to_string();
+        let header = match blob.header(&what)? {
             None => {
                 self.problem(
                     &what,
                     ProblemKind::HeaderMissing,
-                    "object has no header (user.envelopefs.header)",
+                    &format!("object has no header ({header_name})"),
                 );
                 None
             }
@@ -618,7 +795,7 @@ impl<'a> Checker<'a> {
             },
         };
         let mut pre = [0u8; chunk::PREAMBLE_LEN as usize];
-        let got = crate::store::object::read_full_at(&file, &mut pre, 0)?;
+        let got = blob.read_body(&mut pre, 0, &what)?;
         let object_id = match chunk::parse_preamble(&pre[..got]) {
             Ok(id) => Some(id),
             Err(m) => {
@@ -626,7 +803,7 @@ impl<'a> Checker<'a> {
                 None
             }
         };
-        let len = file.metadata()?.len();
+        let len = blob.len(&what)?;
         let size = self.geometry.plain_len(len);
         if size.is_none() {
             self.problem(
@@ -701,21 +878,23 @@ impl<'a> Checker<'a> {
             return Ok(());
         };
         if let (true, Some(size)) = (self.read_data, size) {
-            self.read_chunks(&file, &what, &dek, &oid, size)?;
+            self.read_chunks(blob, &what, &dek, &oid, size)?;
         }
         Ok(())
     }
 
+    /// Authenticates every chunk, reading the body in batches of at most 4 MiB (one ranged
+    /// GET each in an object store): memory stays bounded whatever the object's size.
     fn read_chunks(
         &mut self,
-        file: &File,
+        blob: &dyn Blob,
         what: &str,
         dek: &Key32,
         oid: &Id16,
         size: u64,
-    ) -> io::Result<()> {
+    ) -> Result<()> {
         let g = self.geometry;
-        let cipher = ChunkCipher::new(dek).map_err(|e| io::Error::other(e.to_string()))?;
+        let cipher = ChunkCipher::new(dek)?;
         let last = g.final_index(size);
         let per_batch = ((4u64 << 20) / g.stride()).max(1);
         let mut buf = zeroize::Zeroizing::new(Vec::new());
@@ -726,7 +905,7 @@ impl<'a> Checker<'a> {
             let end = g.backing_offset(j1) + CHUNK_OVERHEAD + g.chunk_plain_len(j1, size);
             let need = usize::try_from(end - start).unwrap_or(usize::MAX);
             buf.resize(need, 0);
-            let got = crate::store::object::read_full_at(file, &mut buf[..need], start)?;
+            let got = blob.read_body(&mut buf[..need], start, what)?;
             for j in j0..=j1 {
                 self.report.chunks += 1;
                 let plen = usize::try_from(g.chunk_plain_len(j, size)).unwrap_or(usize::MAX);

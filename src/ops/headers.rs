@@ -126,7 +126,10 @@ pub(crate) fn safe_rel(path_hex: &str, want_components: Option<usize>) -> Option
 
 /// Collects the backup of a store (every decodable bucket record and object header).
 pub fn collect(store: &Store) -> Result<(Backup, Vec<String>)> {
-    let root = store.local("headers export")?.root();
+    let Some(dir) = store.local_dir() else {
+        return collect_backend(store);
+    };
+    let root = dir.root();
     let mut skipped = Vec::new();
     let mut buckets = Vec::new();
     let mut objects = Vec::new();
@@ -188,6 +191,161 @@ pub fn collect(store: &Store) -> Result<(Backup, Vec<String>)> {
         },
         skipped,
     ))
+}
+
+/// A backup of a store without directories (an object store), through the storage seam:
+/// every readable bucket record (as it is stored) and every decodable object header (the
+/// bytes of its metadata).
+fn collect_backend(store: &Store) -> Result<(Backup, Vec<String>)> {
+    let backend = store.backend();
+    let mut skipped = Vec::new();
+    let mut buckets = Vec::new();
+    let mut objects = Vec::new();
+    for name in backend.bucket_names()? {
+        match backend.read_bucket(&name) {
+            Ok(rec) => buckets.push(BucketEntry {
+                name: name.clone(),
+                name_hex: hex(name.as_bytes()),
+                record: hex(&rec.encode()),
+            }),
+            // Removed since it was listed.
+            Err(Error::NotFound(_)) => continue,
+            Err(_) => {
+                skipped.push(format!("{name}: no readable bucket record"));
+                continue;
+            }
+        }
+        for obj in backend.object_names(&name)? {
+            let shown = format!("{name}/{}", obj.display());
+            let header = backend
+                .open_object(&name, &obj, &shown)
+                .and_then(|b| b.header(&shown));
+            match header {
+                Ok(Some(h)) => match ObjectHeader::decode(&h) {
+                    Ok(dec) => objects.push(ObjectEntry {
+                        path_hex: hex(shown.as_bytes()),
+                        path: shown,
+                        object_id: hex(&dec.object_id),
+                        header: hex(&h),
+                    }),
+                    Err(e) => skipped.push(format!("{shown}: {e}")),
+                },
+                Ok(None) => skipped.push(format!("{shown}: no header")),
+                // Removed since the listing: nothing to back up.
+                Err(Error::NotFound(_)) => {}
+                Err(e) => skipped.push(format!("{shown}: reading the header: {e}")),
+            }
+        }
+    }
+    Ok((
+        Backup {
+            format: BACKUP_FORMAT.into(),
+            version: BACKUP_VERSION,
+            store_id: hex(store.store_id()),
+            created_s: crate::keys::keystore::now_s(),
+            buckets,
+            objects,
+        },
+        skipped,
+    ))
+}
+
+/// `headers import` into a store without directories (an object store): a bucket record
+/// is put back where objects lie under its name but the record is gone, an object header
+/// where the object has none (a copy onto itself with the header as its metadata,
+/// conditional on the ETag read, so a concurrent change of the object is not overwritten).
+/// The same checks as locally: the header must name the object's data preamble and, when
+/// its key is usable, unwrap.
+fn import_backend(store: &Store, backup: &Backup) -> Result<ImportSummary> {
+    let backend = store.backend();
+    let mut s = ImportSummary::default();
+    for b in &backup.buckets {
+        let name = safe_rel(&b.name_hex, Some(1))
+            .and_then(|p| p.to_str().map(str::to_string))
+            .filter(|n| crate::store::validate_bucket_name(n).is_ok());
+        let Some(name) = name else {
+            s.refused.push(format!("bucket {:?}: bad name", b.name));
+            continue;
+        };
+        let Some(rec) = unhex_vec(&b.record).and_then(|r| BucketRecord::decode(&r).ok()) else {
+            s.refused.push(format!("bucket {:?}: bad record", b.name));
+            continue;
+        };
+        match backend.read_bucket(&name) {
+            // A damaged record is there too: import never replaces one.
+            Ok(_) | Err(Error::Corrupt(_)) | Err(Error::UnsupportedVersion(_)) => {
+                s.buckets_present += 1
+            }
+            Err(Error::NotFound(_)) => {
+                // A bucket is its record: put it back only where its objects are.
+                if backend.object_names(&name)?.is_empty() {
+                    s.not_in_store += 1;
+                } else {
+                    backend.create_bucket(&name, &rec, crate::store::BUCKET_DIR_MODE)?;
+                    s.buckets_restored += 1;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    for o in &backup.objects {
+        match import_object_backend(store, o) {
+            Ok(Restore::Restored) => s.headers_restored += 1,
+            Ok(Restore::Present) => s.headers_present += 1,
+            Ok(Restore::Absent) => s.not_in_store += 1,
+            Ok(Restore::Refused(why)) => s.refused.push(format!("{}: {why}", o.path)),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(s)
+}
+
+fn import_object_backend(store: &Store, o: &ObjectEntry) -> Result<Restore> {
+    let Some(rel) = safe_rel(&o.path_hex, None) else {
+        return Ok(Restore::Refused("bad path".into()));
+    };
+    let Some((bucket_name, name)) = rel.to_str().and_then(|p| p.split_once('/')) else {
+        return Ok(Restore::Refused(
+            "an object store keeps only UTF-8 names".into(),
+        ));
+    };
+    let Some(bytes) = unhex_vec(&o.header) else {
+        return Ok(Restore::Refused("header is not hex".into()));
+    };
+    let header = match ObjectHeader::decode(&bytes) {
+        Ok(h) => h,
+        Err(e) => return Ok(Restore::Refused(e.to_string())),
+    };
+    let blob = match store
+        .backend()
+        .open_object(bucket_name, Path::new(name), &o.path)
+    {
+        Ok(b) => b,
+        Err(Error::NotFound(_)) => return Ok(Restore::Absent),
+        Err(e) => return Err(e),
+    };
+    if blob.header(&o.path)?.is_some() {
+        return Ok(Restore::Present);
+    }
+    let mut pre = [0u8; PREAMBLE_LEN as usize];
+    let n = blob.read_body(&mut pre, 0, &o.path)?;
+    let oid: Id16 = match crate::format::chunk::parse_preamble(&pre[..n]) {
+        Ok(id) => id,
+        Err(m) => return Ok(Restore::Refused(m)),
+    };
+    if oid != header.object_id {
+        return Ok(Restore::Refused(
+            "the header is of another object than the object's data".into(),
+        ));
+    }
+    if let Ok(bucket) = store.backend().read_bucket(bucket_name) {
+        match object::unwrap_header(store, &bucket, &oid, &header, &NoCustomerKeys, &o.path) {
+            Ok(_) | Err(Error::NoKey(_)) | Err(Error::PermissionDenied(_)) => {}
+            Err(e) => return Ok(Restore::Refused(e.to_string())),
+        }
+    }
+    blob.add_header(&bytes, &o.path)?;
+    Ok(Restore::Restored)
 }
 
 /// `headers export --out F`: writes the backup (mode 0600, atomically) and returns a summary.
@@ -259,7 +417,10 @@ pub fn import(store: &Store, file: &Path) -> Result<ImportSummary> {
             hex(store.store_id())
         )));
     }
-    let root = store.local("headers import")?.root();
+    let Some(dir) = store.local_dir() else {
+        return import_backend(store, &backup);
+    };
+    let root = dir.root();
     let mut s = ImportSummary::default();
     for b in &backup.buckets {
         let Some(rel) = safe_rel(&b.name_hex, Some(1)) else {

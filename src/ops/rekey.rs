@@ -13,6 +13,9 @@
 //!
 //! The old file is never written. A crash leaves at most a `rekey-*` file in
 //! `.envelopefs/tmp`, which the next open of the store (mount or CLI) removes.
+//!
+//! In an object store there is no rename: the new object is published over the name by
+//! one upload, after a last check that the object did not change ([`rekey_published`]).
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::records::{BucketRecord, Wrapping};
@@ -79,22 +82,8 @@ pub fn rekey_path(
         return Err(Error::InvalidArgument(format!("{what} is not an object")));
     }
     let header = object::read_header(&src, what)?;
-    if let Some(scope) = opts.job_scope {
-        if header.created_ns == scope {
-            return Ok(Rekeyed::Skipped(SkipReason::RekeyedByThisRequest));
-        }
-        if header.created_ns > scope {
-            return Ok(Rekeyed::Skipped(SkipReason::CreatedAfter));
-        }
-        // Not rekeyed, so it keeps a data key that may have leaked: the job cannot succeed,
-        // and names it (a failure, not a skip).
-        if matches!(header.wrapping, Wrapping::Customer { .. }) {
-            return Err(Error::NoKey(format!(
-                "{what} is wrapped under a customer-provided key, which a bucket job does not \
-                 hold, so it keeps its old data key: rekey it with `object reencrypt --rekey \
-                 --source-encryption-key-file F` on the mounted store"
-            )));
-        }
+    if let Some(skip) = in_job_scope(&header, opts, what)? {
+        return Ok(skip);
     }
     if meta.nlink() > 1 {
         return Err(Error::InvalidArgument(format!(
@@ -114,15 +103,7 @@ pub fn rekey_path(
         Err(e) => return Err(e),
         Ok(()) => {}
     }
-    // Authorized twice, as a rewrap: the old key must allow decrypt (checked by the unwrap)
-    // and re-encrypt-from, the new one re-encrypt-to and encrypt.
-    if let Wrapping::Master { key_id, .. } = &header.wrapping {
-        store.keys().check_allowed(key_id, ops::REENCRYPT_FROM)?;
-    }
-    let (to, kek) = rewrap::resolve_target(store, bucket, opts.target)?;
-    if let Wrapping::Master { key_id, .. } = &to {
-        store.keys().check_allowed(key_id, ops::ENCRYPT)?;
-    }
+    let (to, kek) = authorize(store, bucket, &header, opts.target)?;
     let src_io = src
         .try_clone()
         .ctx(|| format!("{what}: duplicating a descriptor"))?;
@@ -217,8 +198,8 @@ pub fn rekey_path(
     })
 }
 
-/// Rekeys the object `name` of a bucket (a bucket job's, see [`rekey_path`]). Only a local
-/// store's objects can be rekeyed so far.
+/// Rekeys the object `name` of a bucket (a bucket job's): see [`rekey_path`] for a local
+/// store, [`rekey_published`] for one without directories (an object store).
 pub fn rekey_in(
     store: &Store,
     bucket_name: &str,
@@ -227,8 +208,127 @@ pub fn rekey_in(
     what: &str,
     opts: &Options<'_>,
 ) -> Result<Rekeyed> {
-    let path = store.local("a rekey")?.bucket_dir(bucket_name).join(name);
-    rekey_path(store, bucket, &path, what, opts)
+    match store.local_dir() {
+        Some(dir) => {
+            let path = dir.bucket_dir(bucket_name).join(name);
+            rekey_path(store, bucket, &path, what, opts)
+        }
+        None => rekey_published(store, bucket_name, bucket, name, what, opts),
+    }
+}
+
+/// Rekeys an object of a store without directories (an object store), where an object is
+/// replaced by publishing a new one over its name:
+/// 1. the object is opened (its header and size as one HEAD saw them) and its ciphertext
+///    read into a private unnamed staging file by ranged GETs;
+/// 2. the new object (new DEK, new object id, the data re-encrypted) is written into
+///    another private staging file by [`object::create_object_in`];
+/// 3. the object is looked at once more: if its header or size changed since step 1 (a
+///    rewrap, a new upload), nothing is published and the rekey fails with EBUSY;
+/// 4. the new object is uploaded over the name with its header in one PUT, or one
+///    multipart upload that becomes visible only when it completes (aborted on failure).
+///
+/// The name leads to the old object or the new one, never to a mix, and a crash before
+/// step 4 completes leaves the old object as it was (and at most an unfinished multipart
+/// upload, invisible). The store cannot refuse the PUT if someone wrote the object between
+/// steps 3 and 4 (Garage ignores `If-Match` on PUT): what keeps other writers out is the
+/// store's lease, held by every process that changes the store (docs/DECISIONS.md).
+pub fn rekey_published(
+    store: &Store,
+    bucket_name: &str,
+    bucket: &BucketRecord,
+    name: &Path,
+    what: &str,
+    opts: &Options<'_>,
+) -> Result<Rekeyed> {
+    let blob = store.open_object(bucket_name, name, what)?;
+    let seen_header = blob.header(what)?;
+    let seen_len = blob.len(what)?;
+    let header = object::read_header(&*blob, what)?;
+    if let Some(skip) = in_job_scope(&header, opts, what)? {
+        return Ok(skip);
+    }
+    let (to, kek) = authorize(store, bucket, &header, opts.target)?;
+    let old = object::open_blob(store, bucket, &*blob, what, opts.customer)?;
+    let old_object_id = *old.object_id();
+    let create = object::Create {
+        mode: crate::store::OBJECT_FILE_MODE,
+        exclusive: false,
+        durable: true,
+        wrap: Some((to, &kek)),
+        created_ns: Some(opts.created_ns),
+    };
+    let new = object::create_object_in(store, bucket_name, bucket, name, &create, &mut |obj| {
+        copy_data(&old, obj, what)?;
+        if crate::fault::enabled("rekey-crash-before-rename") {
+            tracing::error!("fault rekey-crash-before-rename: aborting");
+            std::process::abort();
+        }
+        if crate::fault::enabled("slow-rekey-publish") {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+        }
+        // The last look before publishing over the name.
+        let now = store.open_object(bucket_name, name, what)?;
+        if now.header(what)? != seen_header || now.len(what)? != seen_len {
+            return Err(Error::Busy(format!(
+                "{what} changed while it was being rekeyed; try again"
+            )));
+        }
+        Ok(())
+    })?;
+    let new_object_id = *new.object_id();
+    Ok(Rekeyed::Done {
+        from: header.wrapping,
+        to,
+        old_object_id,
+        new_object_id,
+    })
+}
+
+/// What a bucket job does with an object given its header: None to rekey it, a skip, or
+/// an error for an object it cannot rekey (single-object rekeys: always None).
+fn in_job_scope(
+    header: &crate::format::records::ObjectHeader,
+    opts: &Options<'_>,
+    what: &str,
+) -> Result<Option<Rekeyed>> {
+    let Some(scope) = opts.job_scope else {
+        return Ok(None);
+    };
+    if header.created_ns == scope {
+        return Ok(Some(Rekeyed::Skipped(SkipReason::RekeyedByThisRequest)));
+    }
+    if header.created_ns > scope {
+        return Ok(Some(Rekeyed::Skipped(SkipReason::CreatedAfter)));
+    }
+    // Not rekeyed, so it keeps a data key that may have leaked: the job cannot succeed,
+    // and names it (a failure, not a skip).
+    if matches!(header.wrapping, Wrapping::Customer { .. }) {
+        return Err(Error::NoKey(format!(
+            "{what} is wrapped under a customer-provided key, which a bucket job does not \
+             hold, so it keeps its old data key: rekey it with `object reencrypt --rekey \
+             --source-encryption-key-file F` on the mounted store"
+        )));
+    }
+    Ok(None)
+}
+
+/// Authorized twice, as a rewrap: the old key must allow decrypt (checked by the unwrap)
+/// and re-encrypt-from, the new one re-encrypt-to and encrypt. The new wrapping and its key.
+fn authorize(
+    store: &Store,
+    bucket: &BucketRecord,
+    header: &crate::format::records::ObjectHeader,
+    target: &Target,
+) -> Result<(Wrapping, crypto::Key32)> {
+    if let Wrapping::Master { key_id, .. } = &header.wrapping {
+        store.keys().check_allowed(key_id, ops::REENCRYPT_FROM)?;
+    }
+    let (to, kek) = rewrap::resolve_target(store, bucket, target)?;
+    if let Wrapping::Master { key_id, .. } = &to {
+        store.keys().check_allowed(key_id, ops::ENCRYPT)?;
+    }
+    Ok((to, kek))
 }
 
 /// Rekeys the object at `bucket/name` (synchronously, durably).
@@ -241,24 +341,21 @@ pub fn rekey_object(
     live: &dyn Live,
 ) -> Result<Rekeyed> {
     let obj = store.object_ref(bucket_name, name)?;
-    let path = store
-        .local("a rekey")?
-        .bucket_dir(bucket_name)
-        .join(&obj.name);
-    rekey_path(
-        store,
-        &obj.bucket,
-        &path,
-        &obj.what,
-        &Options {
-            target,
-            customer,
-            live,
-            created_ns: object::now_ns(),
-            job_scope: None,
-            durable: true,
-        },
-    )
+    let opts = Options {
+        target,
+        customer,
+        live,
+        created_ns: object::now_ns(),
+        job_scope: None,
+        durable: true,
+    };
+    match store.local_dir() {
+        Some(dir) => {
+            let path = dir.bucket_dir(bucket_name).join(&obj.name);
+            rekey_path(store, &obj.bucket, &path, &obj.what, &opts)
+        }
+        None => rekey_published(store, bucket_name, &obj.bucket, &obj.name, &obj.what, &opts),
+    }
 }
 
 /// Whether the old file was touched since the rekey started (a write through the mount, a

@@ -477,7 +477,9 @@ pub fn run_live(
     // disk reads (inode, header xattr block), and several in flight keep the disk busy. Stop
     // requests are honoured between batches. The slow-work-requests fault keeps one object per
     // batch so that tests can stop a job in its middle.
-    let slow = crate::fault::enabled("slow-work-requests");
+    let slower = crate::fault::enabled("slower-work-requests");
+    let slow = slower || crate::fault::enabled("slow-work-requests");
+    let pause = std::time::Duration::from_millis(if slower { 50 } else { 2 });
     let (batch, threads) = if slow {
         (1, 1)
     } else if is_rekey {
@@ -489,7 +491,7 @@ pub fn run_live(
     let bucket_name = wr.bucket_name.clone();
     let one = |name: &PathBuf| -> Result<Outcome> {
         if slow {
-            std::thread::sleep(std::time::Duration::from_millis(2));
+            std::thread::sleep(pause);
         }
         let what = format!("{}/{}", bucket_name, name.display());
         if is_rekey {
@@ -523,6 +525,21 @@ pub fn run_live(
             Stop::Pause => return save(store, wr, Save::Durable),
         }
         let results = run_parallel(chunk, threads, &one);
+        if let Some(e) = unreachable_store(store, &results) {
+            // Not the objects' fault: the job stops IN_PROGRESS (what this batch did is
+            // redone, idempotently, when it resumes) instead of failing every object.
+            let _ = save(store, wr, Save::Progress);
+            return Err(Error::io(
+                format!(
+                    "work request {} stopped IN_PROGRESS: {} did not answer (it resumes \
+                     with `work-request wait {}` or the next `bucket reencrypt` of the bucket)",
+                    wr.id,
+                    store.backend().location(),
+                    wr.id
+                ),
+                std::io::Error::other(e),
+            ));
+        }
         for (name, res) in chunk.iter().zip(results) {
             match res {
                 Ok(Outcome::Skipped(SkipReason::OpenInMount)) => open.push(name.clone()),
@@ -589,6 +606,23 @@ pub fn run_live(
     wr.percent_complete = 100.0;
     // One syncfs makes the rewrapped headers and the final record durable together.
     finish(store, wr, state, Save::AfterSync)
+}
+
+/// In an object store, the first error of a batch that says the store itself did not answer
+/// (a connection refused or cut, a timeout, a server error such as Garage's 503 when too
+/// few of its nodes are up), as text. None locally, where such errors are the object's.
+fn unreachable_store(store: &Store, results: &[Result<Outcome>]) -> Option<String> {
+    if store.backend().kind() != seam::BackendKind::ObjectStore {
+        return None;
+    }
+    // The S3 client's errors name the endpoint first (`s3 ENDPOINT BUCKET/KEY: ...`); a
+    // local one (a full staging directory) is the object's.
+    results.iter().find_map(|r| match r {
+        Err(e @ (Error::Io { .. } | Error::TimedOut(_))) => {
+            Some(e.to_string()).filter(|m| m.starts_with("s3 "))
+        }
+        _ => None,
+    })
 }
 
 impl WorkRequest {

@@ -144,6 +144,23 @@ pub trait Backend: Send + Sync {
 
     /// Durability barrier: every completed change before it survives a power loss.
     fn sync_all(&self) -> Result<()>;
+
+    /// What lies at the top of the store outside its metadata, as fsck of a store without
+    /// directories sees it: each name with whether objects lie below it (`NAME/...`, a
+    /// bucket if it has a record) or it is a single entry. A local store returns nothing
+    /// here: fsck walks its directory itself.
+    fn top_names(&self) -> Result<Vec<TopName>> {
+        Ok(Vec::new())
+    }
+}
+
+/// A name at the top of a store (see [`Backend::top_names`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopName {
+    /// The name, without a trailing `/`.
+    pub name: String,
+    /// Whether objects lie below it (else it is one entry at the top).
+    pub has_objects: bool,
 }
 
 /// A local backing file is a [`Blob`]: its header is an xattr, its body the file.

@@ -168,6 +168,46 @@ impl Cluster {
         ]);
     }
 
+    /// Kills node `i` (1-based) with SIGKILL by its pid, as a crash would, keeping its data
+    /// dir; returns when its process is gone. [`Cluster::start_node`] brings it back.
+    #[track_caller]
+    pub fn kill_node(&self, i: usize) {
+        self.check_node(i);
+        let pid = self
+            .pids()
+            .into_iter()
+            .find(|(n, _)| *n == i)
+            .map(|(_, p)| p)
+            .unwrap_or_else(|| panic!("node {i} has no recorded pid: is it running?"));
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let config = self.config(i).display().to_string();
+        assert!(
+            String::from_utf8_lossy(&cmdline).contains(&config),
+            "pid {pid} is not the server of node {i} any more"
+        );
+        // SAFETY: kill(2) of a process this cluster started, checked just above.
+        #[allow(unsafe_code)]
+        let r = unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        assert_eq!(r, 0, "kill -9 {pid}: {}", std::io::Error::last_os_error());
+        // Gone once /proc has no such process (or only a zombie of it, until reaped).
+        let t0 = std::time::Instant::now();
+        loop {
+            let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            if status.is_empty()
+                || status
+                    .lines()
+                    .any(|l| l.starts_with("State:") && l.contains('Z'))
+            {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "node {i} (pid {pid}) still runs 10 s after SIGKILL"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits until every running node sees `n` storage nodes up (after [`Cluster::stop_node`]
     /// the others notice within about 10 s; requests work meanwhile).
     #[track_caller]

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod garage;
+pub mod s3;
 pub mod snapshot;
 pub mod workreq;
 

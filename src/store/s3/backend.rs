@@ -19,7 +19,7 @@
 use super::client::{Head, S3Client};
 use crate::error::{Error, IoContext, Result};
 use crate::format::records::BucketRecord;
-use crate::store::seam::{Backend, BackendKind, Blob, NewObject, Record, Save};
+use crate::store::seam::{Backend, BackendKind, Blob, NewObject, Record, Save, TopName};
 use crate::store::META_DIR;
 use crate::sync::LockUnpoisoned;
 use base64::Engine;
@@ -324,6 +324,40 @@ impl Backend for ObjectStoreBackend {
 
     fn sync_all(&self) -> Result<()> {
         Ok(())
+    }
+
+    fn top_names(&self) -> Result<Vec<TopName>> {
+        let prefix = self.at.key("");
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list(&prefix, Some("/"), after.as_deref(), PAGE)?;
+            for o in &page.objects {
+                if let Some(rel) = o.key.strip_prefix(&prefix) {
+                    out.push(TopName {
+                        name: rel.to_string(),
+                        has_objects: false,
+                    });
+                }
+            }
+            for p in &page.prefixes {
+                if let Some(rel) = p.strip_prefix(&prefix) {
+                    out.push(TopName {
+                        name: rel.trim_end_matches('/').to_string(),
+                        has_objects: true,
+                    });
+                }
+            }
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        out.retain(|t| t.name != META_DIR);
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
     }
 }
 
