@@ -25,7 +25,10 @@
 //!   to see the crash tests fail without it);
 //! - `deletion-clock-ahead`: the clock that decides whether a key version's scheduled
 //!   deletion is due runs 366 days ahead (and a mount sweeps every second), so tests see a
-//!   version destroyed without waiting days. Test-only: it destroys scheduled versions early.
+//!   version destroyed without waiting days. Test-only: it destroys scheduled versions early;
+//! - `copy-stall-after-N`: `store copy` stops for good after copying its N-th object (N a
+//!   number), having written `fault copy-stall-after-N: stalled` on stderr, so that a test can
+//!   kill it at a known point and run it again.
 
 /// The environment variable.
 pub const ENV: &str = "ENVELOPEFS_FAULT_INJECTION";
@@ -36,6 +39,12 @@ pub const COMPILED_IN: bool = cfg!(feature = "fault-injection");
 /// Whether fault `name` is switched on (never, in a build without `fault-injection`).
 #[cfg(feature = "fault-injection")]
 pub fn enabled(name: &str) -> bool {
+    switched_on().iter().any(|f| f == name)
+}
+
+/// The faults switched on in this process.
+#[cfg(feature = "fault-injection")]
+fn switched_on() -> &'static [String] {
     use std::sync::OnceLock;
     static SET: OnceLock<Vec<String>> = OnceLock::new();
     SET.get_or_init(|| {
@@ -47,8 +56,6 @@ pub fn enabled(name: &str) -> bool {
         }
         set
     })
-    .iter()
-    .any(|f| f == name)
 }
 
 /// Whether fault `name` is switched on: never, in a build without `fault-injection`.
@@ -128,3 +135,25 @@ pub fn stall_open(backing: &std::path::Path) {
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
 pub fn stall_open(_backing: &std::path::Path) {}
+
+/// The `copy-stall-after-N` fault: if it is on and `copied` objects have been copied, N of
+/// them, says so on stderr and never returns (the test kills the process).
+#[cfg(feature = "fault-injection")]
+pub fn copy_stall(copied: u64) {
+    const NAME: &str = "copy-stall-after-";
+    let stall_at = switched_on()
+        .iter()
+        .find_map(|f| f.strip_prefix(NAME).and_then(|n| n.parse::<u64>().ok()));
+    if stall_at != Some(copied) {
+        return;
+    }
+    eprintln!("fault {NAME}{copied}: stalled");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+/// The `copy-stall-after-N` fault: nothing, in a build without `fault-injection`.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn copy_stall(_copied: u64) {}
