@@ -573,6 +573,37 @@ fn refuses_another_store_and_a_mounted_source(f: &mut Fixture) {
         "something was written into a foreign directory"
     );
 
+    // A source in an object store that another process holds (its lease) is refused,
+    // naming that process.
+    let held_store = f.s3_url("copy1");
+    let mut c = f.cmd();
+    c.arg("--store")
+        .arg(&held_store)
+        .arg("--key-file")
+        .arg(&f.src.key)
+        .args(["object", "put", "--bucket-name", "docs", "--name", "held"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut holder = c.spawn().unwrap();
+    let t0 = Instant::now();
+    while s3.head("copy1/.envelopefs/lease").unwrap().is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no lease taken");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let msg = fails_with(
+        f.run(&["store", "copy", &held_store, &f.s3_url("copy5")]),
+        "in use",
+    );
+    assert!(msg.contains(&holder.id().to_string()), "{msg}");
+    {
+        use std::io::Write;
+        let mut stdin = holder.stdin.take().unwrap();
+        stdin.write_all(b"held data").unwrap();
+    }
+    assert!(holder.wait().unwrap().success());
+    assert!(s3_keys(&s3, "copy5").is_empty(), "the refused copy wrote");
+
     // A mounted source is refused.
     f.src.mount();
     fails_with(
