@@ -16,7 +16,7 @@ fn place(cli: &Cli, p: &Path) -> Result<Place> {
 }
 
 /// Runs `store copy`.
-pub fn run(cli: &Cli, src: &Path, dst: &Path) -> Result<()> {
+pub fn run(cli: &Cli, src: &Path, dst: &Path, parallel: usize) -> Result<()> {
     let (src, dst) = (place(cli, src)?, place(cli, dst)?);
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = indicatif::ProgressBar::new(0);
@@ -35,7 +35,7 @@ pub fn run(cli: &Cli, src: &Path, dst: &Path) -> Result<()> {
             b.set_message(indicatif::HumanBytes(p.bytes_copied).to_string());
         }
     };
-    let r = copy::copy(&src, &dst, &mut progress);
+    let r = copy::copy(&src, &dst, parallel, &mut progress);
     if let Some(b) = &bar {
         b.finish_and_clear();
     }

@@ -123,6 +123,9 @@ pub enum StoresCmd {
         /// Where to copy it: a new or empty directory or s3://BUCKET[/PREFIX].
         #[arg(value_name = "DST")]
         dst: PathBuf,
+        /// Objects copied at once (those above 1 MiB are copied one at a time).
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+        parallel: u16,
     },
 }
 
@@ -193,7 +196,9 @@ fn dispatch(cli: &Cli) -> Result<()> {
         Top::Mount(args) => mount(cli, args),
         Top::Unmount { mountpoint } => crate::daemon::unmount(mountpoint),
         Top::Store(cmd) => run_store_command(cli, cmd),
-        Top::Stores(StoresCmd::Copy { src, dst }) => copy::run(cli, src, dst),
+        Top::Stores(StoresCmd::Copy { src, dst, parallel }) => {
+            copy::run(cli, src, dst, usize::from(*parallel))
+        }
         Top::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "envelopefs", &mut std::io::stdout());

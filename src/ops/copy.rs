@@ -29,10 +29,12 @@ use crate::store::s3::backend::ObjectStoreBackend;
 use crate::store::s3::lease::{self, Lease};
 use crate::store::seam::{Backend, Record, Save};
 use crate::store::{journal, Store, StoreLock, BUCKET_DIR_MODE, META_DIR, OBJECT_FILE_MODE};
+use crate::sync::LockUnpoisoned;
 use serde::Serialize;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Body bytes read and written per step: the memory a copy holds for data, whatever an
 /// object's size.
@@ -125,11 +127,12 @@ enum Found {
     ThisStore,
 }
 
-/// Copies the store at `src` to `dst` (see the module's documentation); `progress` is called
-/// after each object.
+/// Copies the store at `src` to `dst` (see the module's documentation), `parallel` objects
+/// at a time (those above 1 MiB one at a time); `progress` is called every 100 ms.
 pub fn copy(
     src: &Place,
     dst: &Place,
+    parallel: usize,
     progress: &mut dyn FnMut(&CopyProgress),
 ) -> Result<CopySummary> {
     refuse_same_place(src, dst)?;
@@ -184,7 +187,7 @@ pub fn copy(
         d.write_record(Record::Keystore, &keystore, Save::Durable)?;
     }
     copy_buckets(&source, &dest, &mut sum)?;
-    copy_objects(&source, d, &mut sum, progress)?;
+    copy_objects(&source, d, parallel, &mut sum, progress)?;
     for id in s.work_request_ids()? {
         let Some(bytes) = s.read_record(Record::WorkRequest(&id))? else {
             continue;
@@ -440,77 +443,183 @@ fn copy_buckets(source: &Held, dest: &Held, sum: &mut CopySummary) -> Result<()>
 fn copy_objects(
     source: &Held,
     d: &dyn Backend,
+    parallel: usize,
     sum: &mut CopySummary,
     progress: &mut dyn FnMut(&CopyProgress),
 ) -> Result<()> {
     let s = &*source.backend;
-    let mut all = Vec::new();
+    let mut all: Vec<(String, PathBuf)> = Vec::new();
     for bucket in s.bucket_names()? {
         if s.read_bucket(&bucket).is_err() {
             continue;
         }
-        let names = s.object_names(&bucket)?;
-        all.push((bucket, names));
-    }
-    let mut at = CopyProgress {
-        objects_total: all.iter().map(|(_, n)| n.len() as u64).sum(),
-        ..CopyProgress::default()
-    };
-    sum.objects_total = at.objects_total;
-    progress(&at);
-    let mut buf = vec![0u8; STEP];
-    for (bucket, names) in &all {
-        for name in names {
-            let what = format!("{bucket}/{}", name.display());
-            let blob = s.open_object(bucket, name, &what)?;
-            let len = blob.len(&what)?;
-            match blob.header(&what)? {
-                None => {
-                    tracing::warn!("not copied: {what} has no header");
-                    sum.without_header.push(what);
-                }
-                Some(header) => {
-                    let same = match d.open_object(bucket, name, &what) {
-                        Ok(there) => {
-                            there.len(&what)? == len
-                                && there.header(&what)?.as_deref() == Some(&header[..])
-                        }
-                        Err(Error::NotFound(_)) => false,
-                        Err(e) => return Err(e),
-                    };
-                    if same {
-                        sum.objects_skipped += 1;
-                        sum.bytes_skipped += len;
-                    } else {
-                        let rel = Path::new(bucket).join(name);
-                        let mode =
-                            local_mode(source.local.as_ref(), &rel).unwrap_or(OBJECT_FILE_MODE);
-                        d.make_parents(bucket, name, BUCKET_DIR_MODE, &what)?;
-                        let (file, new) = d.new_object(bucket, name, mode, false, &what)?;
-                        let mut off = 0u64;
-                        while off < len {
-                            let want = STEP.min(usize::try_from(len - off).unwrap_or(STEP));
-                            let n = blob.read_body(&mut buf[..want], off, &what)?;
-                            if n == 0 {
-                                return Err(Error::Corrupt(format!(
-                                    "{what}: ended at {off} of {len} bytes while being copied"
-                                )));
-                            }
-                            file.write_all_at(&buf[..n], off)
-                                .ctx(|| format!("{what}: writing its copy"))?;
-                            off += n as u64;
-                        }
-                        new.publish(&file, &header, true)?;
-                        sum.objects_copied += 1;
-                        sum.bytes_copied += len;
-                        at.bytes_copied += len;
-                        crate::fault::copy_stall(sum.objects_copied);
-                    }
-                }
-            }
-            at.objects_done += 1;
-            progress(&at);
+        for name in s.object_names(&bucket)? {
+            all.push((bucket.clone(), name));
         }
     }
+    sum.objects_total = all.len() as u64;
+    let work = Work {
+        all: &all,
+        next: AtomicUsize::new(0),
+        stop: AtomicBool::new(false),
+        large: Mutex::new(()),
+        done: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        tally: Mutex::new(Tally::default()),
+        failed: Mutex::new(None),
+    };
+    let report = |p: &mut dyn FnMut(&CopyProgress)| {
+        p(&CopyProgress {
+            objects_done: work.done.load(Ordering::Relaxed),
+            objects_total: all.len() as u64,
+            bytes_copied: work.bytes.load(Ordering::Relaxed),
+        })
+    };
+    report(progress);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..parallel.clamp(1, all.len().max(1)))
+            .map(|_| scope.spawn(|| work.run(source, d)))
+            .collect();
+        // This thread shows progress while the workers copy.
+        while !workers.iter().all(|w| w.is_finished()) {
+            report(progress);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        for w in workers {
+            if w.join().is_err() {
+                work.fail(Error::Corrupt("a copying thread panicked".into()));
+            }
+        }
+    });
+    report(progress);
+    if let Some(e) = work.failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    let t = work.tally.into_inner().unwrap_or_else(|p| p.into_inner());
+    sum.objects_copied = t.copied;
+    sum.objects_skipped = t.skipped;
+    sum.bytes_copied = t.bytes_copied;
+    sum.bytes_skipped = t.bytes_skipped;
+    sum.without_header = t.without_header;
+    sum.without_header.sort();
     Ok(())
+}
+
+/// Objects bigger than this are copied one at a time (a multipart upload holds several
+/// parts in memory); smaller ones by every worker at once.
+const LARGE: u64 = 1 << 20;
+
+/// What the workers of [`copy_objects`] share.
+struct Work<'a> {
+    all: &'a [(String, PathBuf)],
+    /// The index of the next object to take.
+    next: AtomicUsize,
+    /// Set on the first error: the workers stop taking objects.
+    stop: AtomicBool,
+    /// Held while a large object is copied.
+    large: Mutex<()>,
+    /// Objects looked at, and body bytes written (for progress).
+    done: AtomicU64,
+    bytes: AtomicU64,
+    tally: Mutex<Tally>,
+    failed: Mutex<Option<Error>>,
+}
+
+#[derive(Default)]
+struct Tally {
+    copied: u64,
+    skipped: u64,
+    bytes_copied: u64,
+    bytes_skipped: u64,
+    without_header: Vec<String>,
+}
+
+impl Work<'_> {
+    fn fail(&self, e: Error) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.failed.lock_unpoisoned().get_or_insert(e);
+    }
+
+    /// One worker: takes objects until there are none or one failed.
+    fn run(&self, source: &Held, d: &dyn Backend) {
+        let mut buf = Vec::new();
+        while !self.stop.load(Ordering::Relaxed) {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some((bucket, name)) = self.all.get(i) else {
+                return;
+            };
+            if let Err(e) = self.one(source, d, bucket, name, &mut buf) {
+                self.fail(e);
+                return;
+            }
+            self.done.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Copies one object unless it is at the destination already.
+    fn one(
+        &self,
+        source: &Held,
+        d: &dyn Backend,
+        bucket: &str,
+        name: &Path,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        let s = &*source.backend;
+        let what = format!("{bucket}/{}", name.display());
+        let blob = s.open_object(bucket, name, &what)?;
+        let len = blob.len(&what)?;
+        let Some(header) = blob.header(&what)? else {
+            tracing::warn!("not copied: {what} has no header");
+            self.tally.lock_unpoisoned().without_header.push(what);
+            return Ok(());
+        };
+        let same = match d.open_object(bucket, name, &what) {
+            Ok(there) => {
+                there.len(&what)? == len && there.header(&what)?.as_deref() == Some(&header[..])
+            }
+            Err(Error::NotFound(_)) => false,
+            Err(e) => return Err(e),
+        };
+        if same {
+            let mut t = self.tally.lock_unpoisoned();
+            t.skipped += 1;
+            t.bytes_skipped += len;
+            return Ok(());
+        }
+        let _one_at_a_time = (len > LARGE).then(|| self.large.lock_unpoisoned());
+        let step = usize::try_from(len).unwrap_or(STEP).clamp(1, STEP);
+        if buf.len() < step {
+            buf.resize(step, 0);
+        }
+        let rel = Path::new(bucket).join(name);
+        let mode = local_mode(source.local.as_ref(), &rel).unwrap_or(OBJECT_FILE_MODE);
+        d.make_parents(bucket, name, BUCKET_DIR_MODE, &what)?;
+        let (file, new) = d.new_object(bucket, name, mode, false, &what)?;
+        let mut off = 0u64;
+        while off < len {
+            let want = step.min(usize::try_from(len - off).unwrap_or(step));
+            let n = blob.read_body(&mut buf[..want], off, &what)?;
+            if n == 0 {
+                return Err(Error::Corrupt(format!(
+                    "{what}: ended at {off} of {len} bytes while being copied"
+                )));
+            }
+            file.write_all_at(&buf[..n], off)
+                .ctx(|| format!("{what}: writing its copy"))?;
+            off += n as u64;
+        }
+        new.publish(&file, &header, true)?;
+        if len > LARGE {
+            // Large buffers are not kept for the small objects that follow.
+            *buf = Vec::new();
+        }
+        self.bytes.fetch_add(len, Ordering::Relaxed);
+        let mut t = self.tally.lock_unpoisoned();
+        t.copied += 1;
+        t.bytes_copied += len;
+        // Stalled holding the tally: no other worker gets past the object it has in hand.
+        crate::fault::copy_stall(t.copied);
+        Ok(())
+    }
 }
