@@ -620,6 +620,20 @@ fn refuses_another_store_and_a_mounted_source(f: &mut Fixture) {
     assert!(holder.wait().unwrap().success());
     assert!(s3_keys(&s3, "copy5").is_empty(), "the refused copy wrote");
 
+    // Places that overlap are refused: a store into itself, into a directory inside it, an
+    // object-store prefix into itself or below itself.
+    let inside = f.src.store.join("sub").display().to_string();
+    for (from, to) in [
+        (f.src_path(), f.src_path()),
+        (f.src_path(), inside.clone()),
+        (f.s3_url("copy1"), f.s3_url("copy1")),
+        (f.s3_url("copy1"), f.s3_url("copy1/deeper")),
+    ] {
+        fails_with(f.run(&["store", "copy", &from, &to]), "overlap");
+    }
+    assert!(!Path::new(&inside).exists(), "a refused copy made {inside}");
+    assert!(s3_keys(&s3, "copy1/deeper").is_empty());
+
     // A mounted source is refused.
     f.src.mount();
     fails_with(
