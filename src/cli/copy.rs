@@ -25,6 +25,7 @@ pub fn run(cli: &Cli, src: &Path, dst: &Path, parallel: usize) -> Result<()> {
         ) {
             b.set_style(style);
         }
+        b.set_message(indicatif::HumanBytes(0).to_string());
         b.enable_steady_tick(std::time::Duration::from_millis(200));
         b
     });
