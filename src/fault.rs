@@ -33,7 +33,10 @@
 //!   parts were stored), or the third part fails as a cut connection would;
 //! - `deletion-clock-ahead`: the clock that decides whether a key version's scheduled
 //!   deletion is due runs 366 days ahead (and a mount sweeps every second), so tests see a
-//!   version destroyed without waiting days. Test-only: it destroys scheduled versions early.
+//!   version destroyed without waiting days. Test-only: it destroys scheduled versions early;
+//! - `copy-stall-after-N`: `store copy` stops for good after copying its N-th object (N a
+//!   number), having written `fault copy-stall-after-N: stalled` on stderr, so that a test can
+//!   kill it at a known point and run it again.
 
 /// The environment variable.
 pub const ENV: &str = "ENVELOPEFS_FAULT_INJECTION";
@@ -44,6 +47,12 @@ pub const COMPILED_IN: bool = cfg!(feature = "fault-injection");
 /// Whether fault `name` is switched on (never, in a build without `fault-injection`).
 #[cfg(feature = "fault-injection")]
 pub fn enabled(name: &str) -> bool {
+    switched_on().iter().any(|f| f == name)
+}
+
+/// The faults switched on in this process.
+#[cfg(feature = "fault-injection")]
+fn switched_on() -> &'static [String] {
     use std::sync::OnceLock;
     static SET: OnceLock<Vec<String>> = OnceLock::new();
     SET.get_or_init(|| {
@@ -55,8 +64,6 @@ pub fn enabled(name: &str) -> bool {
         }
         set
     })
-    .iter()
-    .any(|f| f == name)
 }
 
 /// Whether fault `name` is switched on: never, in a build without `fault-injection`.
@@ -153,3 +160,25 @@ pub fn die_now() -> ! {
 pub fn die_now() -> ! {
     std::process::abort()
 }
+
+/// The `copy-stall-after-N` fault: if it is on and `copied` objects have been copied, N of
+/// them, says so on stderr and never returns (the test kills the process).
+#[cfg(feature = "fault-injection")]
+pub fn copy_stall(copied: u64) {
+    const NAME: &str = "copy-stall-after-";
+    let stall_at = switched_on()
+        .iter()
+        .find_map(|f| f.strip_prefix(NAME).and_then(|n| n.parse::<u64>().ok()));
+    if stall_at != Some(copied) {
+        return;
+    }
+    eprintln!("fault {NAME}{copied}: stalled");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+/// The `copy-stall-after-N` fault: nothing, in a build without `fault-injection`.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn copy_stall(_copied: u64) {}

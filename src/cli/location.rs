@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::store::s3::backend::{ObjectStoreBackend, S3Location};
 use crate::store::s3::client::{S3Client, S3Options};
 use crate::store::s3::lease::Lease;
-use crate::store::{Store, META_DIR};
+use crate::store::Store;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -58,7 +58,7 @@ pub fn backend(cli: &Cli, at: &S3Location) -> Result<Arc<ObjectStoreBackend>> {
 pub fn open_object_store(cli: &Cli, at: &S3Location, what: &str) -> Result<Store> {
     let backend = backend(cli, at)?;
     let cfg = Store::read_config_from(&*backend)?;
-    let lease_key = at.key(&format!("{META_DIR}/lease"));
+    let lease_key = crate::store::s3::lease::key_of(at);
     let lease = Lease::acquire(backend.client(), &lease_key, &at.display(), what)?;
     let secret = secret::for_open(cli, &cfg.key_source)?;
     Store::open_on(backend, Some(Box::new(lease)), &secret)

@@ -1,6 +1,7 @@
 //! The companion CLI: a thin layer over the core. JSON on stdout, messages and progress on
 //! stderr. Exit codes: 0 success, 1 error, 2 a wait timed out.
 
+pub mod copy;
 pub mod location;
 pub mod mounthelper;
 pub mod output;
@@ -86,6 +87,10 @@ pub enum Top {
     },
     #[command(flatten)]
     Store(StoreCommand),
+    /// Whole stores: copy.
+    /// Example: envelopefs store copy ~/vault s3://backups/vault
+    #[command(subcommand, name = "store")]
+    Stores(StoresCmd),
     /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
     /// Example: envelopefs completions bash > /usr/share/bash-completion/completions/envelopefs
     Completions {
@@ -98,6 +103,29 @@ pub enum Top {
         /// Directory to write every page into (default: print envelopefs.1).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+    },
+}
+
+/// `store ...`: what works on a whole store as it is stored, without its secret.
+#[derive(Debug, Subcommand)]
+pub enum StoresCmd {
+    /// Copy a whole store to another place, a directory or s3://BUCKET[/PREFIX], as it is
+    /// stored: config, sealed keystore, bucket records, work requests, and every object's
+    /// ciphertext and header byte for byte. Nothing is decrypted and no passphrase or key
+    /// file is needed. The destination must be new or empty, or an earlier (perhaps
+    /// interrupted) copy of the same store: run again, a copy goes on where it stopped and
+    /// skips what is already there. Neither store may be mounted or in use meanwhile.
+    /// Example: envelopefs store copy ~/vault s3://backups/vault --endpoint-url http://localhost:3900
+    Copy {
+        /// The store to copy: a directory or s3://BUCKET[/PREFIX].
+        #[arg(value_name = "SRC")]
+        src: PathBuf,
+        /// Where to copy it: a new or empty directory or s3://BUCKET[/PREFIX].
+        #[arg(value_name = "DST")]
+        dst: PathBuf,
+        /// Objects copied at once (those above 1 MiB are copied one at a time).
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+        parallel: u16,
     },
 }
 
@@ -168,6 +196,9 @@ fn dispatch(cli: &Cli) -> Result<()> {
         Top::Mount(args) => mount(cli, args),
         Top::Unmount { mountpoint } => crate::daemon::unmount(mountpoint),
         Top::Store(cmd) => run_store_command(cli, cmd),
+        Top::Stores(StoresCmd::Copy { src, dst, parallel }) => {
+            copy::run(cli, src, dst, usize::from(*parallel))
+        }
         Top::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "envelopefs", &mut std::io::stdout());

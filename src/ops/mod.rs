@@ -1,7 +1,8 @@
 //! Operations over a store, the same for every storage backend: rewrapping and rekeying
 //! objects ([`rewrap`], [`rekey`]), persisted bucket jobs ([`workreq`]), the key lifecycle and
-//! envelope blobs ([`kms`]), checking ([`fsck`]), header backups ([`headers`]) and one look at
-//! a store ([`status`]). They reach the bytes only through [`crate::store`].
+//! envelope blobs ([`kms`]), checking ([`fsck`]), header backups ([`headers`]), one look at a
+//! store ([`status`]) and copying a whole store as it is stored ([`copy`]). They reach the
+//! bytes only through [`crate::store`].
 
 /// An enum of unit variants, each persisted and printed as one fixed string: serde
 /// (de)serializes a variant as its string (and refuses any other string), `as_str` and
@@ -53,6 +54,7 @@ macro_rules! string_enum {
     };
 }
 
+pub mod copy;
 pub mod fsck;
 pub mod headers;
 pub mod kms;

@@ -74,6 +74,25 @@ impl StoreLock {
         wait_for(root, file, Patience::Command).map(|f| Some(StoreLock { _file: f }))
     }
 
+    /// For a store being written by `store copy`, which has no config until the copy ends:
+    /// takes the lock like [`StoreLock::acquire`] (refusing a live mount, waiting for a
+    /// daemon shutting down), creating the lock file in `STORE/.envelopefs` (which must
+    /// exist) whether or not there is a config yet.
+    pub fn acquire_incomplete(root: &Path) -> Result<Self> {
+        let path = root.join(META_DIR).join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(META_FILE_MODE)
+            .open(&path)
+            .ctx(|| format!("opening {}", path.display()))?;
+        fsutil::set_mode(&file, META_FILE_MODE)
+            .ctx(|| format!("setting the mode of {}", path.display()))?;
+        wait_for(root, file, Patience::Command).map(|f| StoreLock { _file: f })
+    }
+
     /// Takes the lock if it is free, without waiting: `None` if another process holds it.
     pub fn try_acquire(root: &Path) -> Result<Option<Self>> {
         let file = open_lock_file(root)?;

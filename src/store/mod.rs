@@ -173,6 +173,19 @@ impl Store {
         init_records(&LocalDir::new(root), chunk_size, secret).map(drop)
     }
 
+    /// Makes a local directory ready to receive a store copied into it (`store copy`):
+    /// created if missing (mode [`ROOT_DIR_MODE`]), its filesystem checked for `user.*`
+    /// xattrs, `.envelopefs/` and the directories below it made. Writes no record: the
+    /// caller has checked that `root` is new, empty, or a copy of the same store.
+    pub fn prepare_local_root(root: &Path) -> Result<()> {
+        if !root.exists() {
+            fsutil::create_dir_all_exact(root, ROOT_DIR_MODE)
+                .ctx(|| format!("creating {}", root.display()))?;
+        }
+        check_xattr_support(root)?;
+        ensure_meta_dirs(&root.join(META_DIR))
+    }
+
     /// Creates a store on a backend that holds nothing of a store yet (an object store's
     /// prefix): AlreadyExists if it has a config.
     pub fn init_on(backend: &dyn Backend, chunk_size: u32, secret: &Secret) -> Result<StoreConfig> {

@@ -21,6 +21,11 @@ use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+/// The key of the lease of the store at `at`: `PREFIX/.envelopefs/lease`.
+pub fn key_of(at: &super::backend::S3Location) -> String {
+    at.key(&format!("{}/lease", crate::store::META_DIR))
+}
+
 /// How long a lease lasts without renewal.
 pub const TTL_SECONDS: u64 = 30;
 /// How often a held lease is renewed.
