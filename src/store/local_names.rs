@@ -42,8 +42,15 @@ impl LocalNames {
         LocalNames { dir, trash }
     }
 
+    /// The backing path of a name, in one allocation.
     fn abs(&self, path: &Path) -> PathBuf {
-        self.dir.root().join(path)
+        let root = self.dir.root();
+        let mut p = PathBuf::with_capacity(root.as_os_str().len() + 1 + path.as_os_str().len());
+        p.push(root);
+        if !path.as_os_str().is_empty() {
+            p.push(path);
+        }
+        p
     }
 }
 

@@ -365,9 +365,19 @@ impl Vfs {
     /// The name of an inode in the store (its path relative to the store, empty for the root:
     /// see [`crate::store::names`]), and its bucket name (None for the root).
     fn path_of(&self, ino: u64) -> Result<(PathBuf, Option<OsString>)> {
+        self.path_with(ino, None)
+    }
+
+    /// [`Vfs::path_of`] with `child` appended, built in one allocation (lookups are the
+    /// hottest metadata path: no reallocation while it grows).
+    fn path_with(&self, ino: u64, child: Option<&OsStr>) -> Result<(PathBuf, Option<OsString>)> {
         let comps = self.components(ino)?;
-        let mut p = PathBuf::new();
+        let len = comps.iter().map(|c| c.len() + 1).sum::<usize>() + child.map_or(0, OsStr::len);
+        let mut p = PathBuf::with_capacity(len);
         for c in &comps {
+            p.push(c);
+        }
+        if let Some(c) = child {
             p.push(c);
         }
         Ok((p, comps.into_iter().next()))
@@ -375,8 +385,7 @@ impl Vfs {
 
     fn child_path(&self, parent: u64, name: &OsStr) -> Result<(PathBuf, Option<OsString>)> {
         check_name(name)?;
-        let (mut p, bucket) = self.path_of(parent)?;
-        p.push(name);
+        let (p, bucket) = self.path_with(parent, Some(name))?;
         Ok((p, Some(bucket.unwrap_or_else(|| name.to_os_string()))))
     }
 
