@@ -10,6 +10,10 @@
 //!   object still reading back to its content;
 //! - an upload cut off (the process killed after two parts of a multipart upload, or a part
 //!   failing): no partial object is visible under the name, the old content is intact;
+//!   a killed one leaves an unfinished upload, which fsck reports (`unfinished-upload`) and
+//!   the next command that takes the lease aborts;
+//! - an upload under way by a live holder of the lease: another process is refused the
+//!   lease and aborts nothing, and the upload completes;
 //! - an object written (by a writer that ignores the lease) while a rekey of it is under way:
 //!   the rekey refuses to publish over it, and the write is kept.
 //!
@@ -51,6 +55,7 @@ fn faults_of_a_store_in_garage() {
     one_node_of_three_killed_during_a_reencrypt(&s);
     two_nodes_of_three_killed_during_a_reencrypt(&s);
     an_upload_cut_off_leaves_no_partial_object(&s);
+    an_upload_under_way_is_not_aborted(&s);
     a_rekey_does_not_publish_over_a_concurrent_write(&s);
 }
 
@@ -345,25 +350,131 @@ fn an_upload_cut_off_leaves_no_partial_object(s: &S3Store) {
                 assert!(o.stderr.contains("connection was cut"), "{}", o.stderr);
             }
             let what = format!("{fault}, b/{obj}");
+            // Looked at with a raw client first: an envelopefs command would take the lease.
             if existed {
                 let h = s3.head(&key).unwrap().unwrap();
                 assert_eq!(h.etag, etag, "{what}: the object changed");
-                assert!(s.get("b", "big") == old, "{what}: the old content is gone");
             } else {
                 assert!(
                     s3.head(&s.key_of("b/fresh")).unwrap().is_none(),
                     "{what}: a partial object is visible"
                 );
-                s.cli(&["object", "head", "--bucket-name", "b", "--name", "fresh"])
-                    .fails();
             }
-            // A killed process leaves its unfinished upload (invisible, and removable); a
+            // A killed process leaves its unfinished upload (invisible) and its lease; a
             // failed one aborts its own.
-            let left = s3.abort_uploads(&s.key_of("b/")).unwrap();
-            assert_eq!(left, usize::from(dies), "{what}: unfinished uploads");
+            let uploads = s3.list_uploads(&s.key_of("")).unwrap();
+            if !dies {
+                assert!(uploads.is_empty(), "{what}: unfinished uploads {uploads:?}");
+            } else {
+                let [u] = &uploads[..] else {
+                    panic!("{what}: one unfinished upload: {uploads:?}")
+                };
+                assert_eq!(u.key, s.key_of(&format!("b/{obj}")), "{what}");
+                assert!(
+                    s3.head(&s.key_of(".envelopefs/lease")).unwrap().is_some(),
+                    "{what}: the killed process's lease is left behind"
+                );
+                if existed {
+                    // fsck (which takes over the dead holder's lease, and changes nothing)
+                    // reports it, and leaves it there.
+                    let o = s.cli(&["fsck"]);
+                    let r = o.json();
+                    assert_eq!(o.code, 1, "{what}: {r}");
+                    let problems = field(&r, "problems").as_array().unwrap();
+                    assert_eq!(problems.len(), 1, "{what}: {r}");
+                    assert_eq!(
+                        field(&problems[0], "kind").as_str(),
+                        Some("unfinished-upload"),
+                        "{what}: {r}"
+                    );
+                    assert_eq!(
+                        field(&problems[0], "object").as_str(),
+                        Some("b/big"),
+                        "{what}: {r}"
+                    );
+                    assert_eq!(s3.list_uploads(&s.key_of("")).unwrap(), uploads, "{what}");
+                }
+            }
+            // The next command takes the lease (the dead holder's, or after fsck a free one)
+            // and aborts what earlier holders left.
+            let o = if existed {
+                s.cli(&["object", "head", "--bucket-name", "b", "--name", "big"])
+                    .ok()
+            } else {
+                s.cli(&["object", "head", "--bucket-name", "b", "--name", "fresh"])
+                    .fails()
+            };
+            if dies {
+                assert!(
+                    o.stderr.contains("aborted an unfinished upload"),
+                    "{what}: {}",
+                    o.stderr
+                );
+            }
+            let left = s3.list_uploads(&s.key_of("")).unwrap();
+            assert!(left.is_empty(), "{what}: unfinished uploads {left:?}");
+            if existed {
+                assert!(s.get("b", "big") == old, "{what}: the old content is gone");
+            }
+            let r = s.cli(&["fsck"]).ok().json();
+            assert_eq!(field(&r, "ok"), &Value::Bool(true), "{what}: {r}");
         }
     }
     let r = s.cli(&["fsck", "--read-data"]).ok().json();
+    assert_eq!(field(&r, "ok"), &Value::Bool(true), "{r}");
+}
+
+/// An upload under way by a live holder of the lease is never aborted: another process is
+/// refused the lease meanwhile (and aborts nothing), and the upload completes.
+fn an_upload_under_way_is_not_aborted(s: &S3Store) {
+    let s3 = s.s3();
+    let data = pattern(3 * PART_SIZE as usize + 1000, 7);
+    let file = s.path("slow");
+    std::fs::write(&file, &data).unwrap();
+    let file = file.display().to_string();
+    let (k, v) = fault_env("s3-slow-upload");
+    let mut c = s.cmd();
+    c.env(k, v)
+        .args([
+            "object",
+            "put",
+            "--bucket-name",
+            "b",
+            "--name",
+            "slow",
+            "--file",
+            &file,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let put = c.spawn().unwrap();
+    let t0 = Instant::now();
+    let under_way = loop {
+        let u = s3.list_uploads(&s.key_of("")).unwrap();
+        if !u.is_empty() {
+            break u;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "no upload began");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(under_way.len(), 1, "{under_way:?}");
+    assert_eq!(under_way[0].key, s.key_of("b/slow"));
+    // Four parts, each 1 s late: the upload lasts seconds after its first part.
+    let msg = fails_with(s.cli(&["bucket", "list"]), "is in use by");
+    assert!(msg.contains("envelopefs object"), "{msg}");
+    let msg = fails_with(s.cli(&["fsck"]), "is in use by");
+    assert!(msg.contains("envelopefs object"), "{msg}");
+    assert_eq!(
+        s3.list_uploads(&s.key_of("")).unwrap(),
+        under_way,
+        "the upload under way was touched"
+    );
+    let (code, out, err) = finish(put, Duration::from_secs(120));
+    assert_eq!(code, 0, "the upload must complete: {out} {err}");
+    assert!(s3.list_uploads(&s.key_of("")).unwrap().is_empty());
+    assert!(s.get("b", "slow") == data, "b/slow reads back differently");
+    let r = s.cli(&["fsck"]).ok().json();
     assert_eq!(field(&r, "ok"), &Value::Bool(true), "{r}");
 }
 
