@@ -14,6 +14,8 @@
 //!   the next command that takes the lease aborts;
 //! - an upload under way by a live holder of the lease: another process is refused the
 //!   lease and aborts nothing, and the upload completes;
+//! - the clean-up's line: an upload begun before the lease was taken is aborted, one begun
+//!   after it is not;
 //! - an object written (by a writer that ignores the lease) while a rekey of it is under way:
 //!   the rekey refuses to publish over it, and the write is kept.
 //!
@@ -27,6 +29,7 @@ use common::s3::{field, pattern, S3Store};
 use common::{fails_with, fault_env, run_cmd};
 use envelopefs::format::records::{ObjectHeader, Wrapping};
 use envelopefs::store::s3::client::{S3Client, PART_SIZE};
+use envelopefs::store::s3::lease::Lease;
 use serde_json::Value;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -57,6 +60,7 @@ fn faults_of_a_store_in_garage() {
     an_upload_cut_off_leaves_no_partial_object(&s);
     an_upload_under_way_is_not_aborted(&s);
     a_rekey_does_not_publish_over_a_concurrent_write(&s);
+    only_uploads_begun_before_the_lease_are_aborted(&s);
 }
 
 /// The key version every object's header is wrapped under (from the raw S3 metadata).
@@ -523,4 +527,81 @@ fn a_rekey_does_not_publish_over_a_concurrent_write(s: &S3Store) {
         s.get("b", &x) == content(1),
         "the concurrent write is what reads back"
     );
+}
+
+/// A reader that yields nothing until it is told to go, then as many bytes as asked.
+struct Gated(std::sync::mpsc::Receiver<()>, bool);
+
+impl std::io::Read for Gated {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.1 {
+            let _ = self.0.recv();
+            self.1 = true;
+        }
+        buf.fill(7);
+        Ok(buf.len())
+    }
+}
+
+/// The clean-up's line is the lease: of two uploads under way (each begun, then held back
+/// before its first part), the one begun before the lease was taken is aborted (its
+/// completion then fails and nothing becomes visible) and the one begun after it (as the
+/// holder's own are) is left alone and completes.
+fn only_uploads_begun_before_the_lease_are_aborted(s: &S3Store) {
+    let s3 = s.s3();
+    let start = |name: &str| {
+        let (go, gate) = std::sync::mpsc::channel::<()>();
+        let (s3, key) = (s3.clone(), s.key_of(name));
+        let t = std::thread::spawn(move || {
+            s3.put_reader(&key, &mut Gated(gate, false), 2 * PART_SIZE + 1, &[])
+        });
+        (go, t)
+    };
+    let wait_for = |n: usize| {
+        let t0 = Instant::now();
+        loop {
+            let u = s3.list_uploads(&s.key_of("")).unwrap();
+            if u.len() >= n {
+                return u;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(60), "uploads: {u:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let (go_early, early) = start("b/early");
+    wait_for(1);
+    std::thread::sleep(Duration::from_millis(50));
+    let lease = Lease::acquire(&s3, &s.key_of(".envelopefs/lease"), "test", "a test").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let (go_late, late) = start("b/late");
+    assert_eq!(wait_for(2).len(), 2);
+    let aborted: Vec<String> = lease
+        .abort_stale_uploads(&s.key_of(""))
+        .unwrap()
+        .into_iter()
+        .map(|u| u.key)
+        .collect();
+    assert_eq!(aborted, vec![s.key_of("b/early")]);
+    let left: Vec<String> = s3
+        .list_uploads(&s.key_of(""))
+        .unwrap()
+        .into_iter()
+        .map(|u| u.key)
+        .collect();
+    assert_eq!(left, vec![s.key_of("b/late")]);
+    go_early.send(()).unwrap();
+    go_late.send(()).unwrap();
+    assert!(
+        early.join().unwrap().is_err(),
+        "an aborted upload completed"
+    );
+    late.join().unwrap().unwrap();
+    assert!(s3.head(&s.key_of("b/early")).unwrap().is_none());
+    assert_eq!(
+        s3.head(&s.key_of("b/late")).unwrap().unwrap().size,
+        2 * PART_SIZE + 1
+    );
+    drop(lease);
+    s3.delete(&s.key_of("b/late")).unwrap();
+    assert!(s3.list_uploads(&s.key_of("")).unwrap().is_empty());
 }
