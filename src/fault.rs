@@ -31,6 +31,8 @@
 //! - `s3-die-mid-upload` / `s3-fail-mid-upload`: a multipart upload to an object store is
 //!   cut off once two parts were sent: the process is killed with SIGKILL (after those
 //!   parts were stored), or the third part fails as a cut connection would;
+//! - `s3-slow-upload`: each part of a multipart upload waits 1 s before it is sent, so a
+//!   test can act while the upload is under way;
 //! - `deletion-clock-ahead`: the clock that decides whether a key version's scheduled
 //!   deletion is due runs 366 days ahead (and a mount sweeps every second), so tests see a
 //!   version destroyed without waiting days. Test-only: it destroys scheduled versions early;

@@ -10,6 +10,12 @@
 //!   object still reading back to its content;
 //! - an upload cut off (the process killed after two parts of a multipart upload, or a part
 //!   failing): no partial object is visible under the name, the old content is intact;
+//!   a killed one leaves an unfinished upload, which fsck reports (`unfinished-upload`) and
+//!   the next command that takes the lease aborts;
+//! - an upload under way by a live holder of the lease: another process is refused the
+//!   lease and aborts nothing, and the upload completes;
+//! - the clean-up's line: an upload begun before the lease was taken is aborted, one begun
+//!   after it is not;
 //! - an object written (by a writer that ignores the lease) while a rekey of it is under way:
 //!   the rekey refuses to publish over it, and the write is kept.
 //!
@@ -23,6 +29,7 @@ use common::s3::{field, pattern, S3Store};
 use common::{fails_with, fault_env, run_cmd};
 use envelopefs::format::records::{ObjectHeader, Wrapping};
 use envelopefs::store::s3::client::{S3Client, PART_SIZE};
+use envelopefs::store::s3::lease::Lease;
 use serde_json::Value;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -51,7 +58,9 @@ fn faults_of_a_store_in_garage() {
     one_node_of_three_killed_during_a_reencrypt(&s);
     two_nodes_of_three_killed_during_a_reencrypt(&s);
     an_upload_cut_off_leaves_no_partial_object(&s);
+    an_upload_under_way_is_not_aborted(&s);
     a_rekey_does_not_publish_over_a_concurrent_write(&s);
+    only_uploads_begun_before_the_lease_are_aborted(&s);
 }
 
 /// The key version every object's header is wrapped under (from the raw S3 metadata).
@@ -345,25 +354,131 @@ fn an_upload_cut_off_leaves_no_partial_object(s: &S3Store) {
                 assert!(o.stderr.contains("connection was cut"), "{}", o.stderr);
             }
             let what = format!("{fault}, b/{obj}");
+            // Looked at with a raw client first: an envelopefs command would take the lease.
             if existed {
                 let h = s3.head(&key).unwrap().unwrap();
                 assert_eq!(h.etag, etag, "{what}: the object changed");
-                assert!(s.get("b", "big") == old, "{what}: the old content is gone");
             } else {
                 assert!(
                     s3.head(&s.key_of("b/fresh")).unwrap().is_none(),
                     "{what}: a partial object is visible"
                 );
-                s.cli(&["object", "head", "--bucket-name", "b", "--name", "fresh"])
-                    .fails();
             }
-            // A killed process leaves its unfinished upload (invisible, and removable); a
+            // A killed process leaves its unfinished upload (invisible) and its lease; a
             // failed one aborts its own.
-            let left = s3.abort_uploads(&s.key_of("b/")).unwrap();
-            assert_eq!(left, usize::from(dies), "{what}: unfinished uploads");
+            let uploads = s3.list_uploads(&s.key_of("")).unwrap();
+            if !dies {
+                assert!(uploads.is_empty(), "{what}: unfinished uploads {uploads:?}");
+            } else {
+                let [u] = &uploads[..] else {
+                    panic!("{what}: one unfinished upload: {uploads:?}")
+                };
+                assert_eq!(u.key, s.key_of(&format!("b/{obj}")), "{what}");
+                assert!(
+                    s3.head(&s.key_of(".envelopefs/lease")).unwrap().is_some(),
+                    "{what}: the killed process's lease is left behind"
+                );
+                if existed {
+                    // fsck (which takes over the dead holder's lease, and changes nothing)
+                    // reports it, and leaves it there.
+                    let o = s.cli(&["fsck"]);
+                    let r = o.json();
+                    assert_eq!(o.code, 1, "{what}: {r}");
+                    let problems = field(&r, "problems").as_array().unwrap();
+                    assert_eq!(problems.len(), 1, "{what}: {r}");
+                    assert_eq!(
+                        field(&problems[0], "kind").as_str(),
+                        Some("unfinished-upload"),
+                        "{what}: {r}"
+                    );
+                    assert_eq!(
+                        field(&problems[0], "object").as_str(),
+                        Some("b/big"),
+                        "{what}: {r}"
+                    );
+                    assert_eq!(s3.list_uploads(&s.key_of("")).unwrap(), uploads, "{what}");
+                }
+            }
+            // The next command takes the lease (the dead holder's, or after fsck a free one)
+            // and aborts what earlier holders left.
+            let o = if existed {
+                s.cli(&["object", "head", "--bucket-name", "b", "--name", "big"])
+                    .ok()
+            } else {
+                s.cli(&["object", "head", "--bucket-name", "b", "--name", "fresh"])
+                    .fails()
+            };
+            if dies {
+                assert!(
+                    o.stderr.contains("aborted an unfinished upload"),
+                    "{what}: {}",
+                    o.stderr
+                );
+            }
+            let left = s3.list_uploads(&s.key_of("")).unwrap();
+            assert!(left.is_empty(), "{what}: unfinished uploads {left:?}");
+            if existed {
+                assert!(s.get("b", "big") == old, "{what}: the old content is gone");
+            }
+            let r = s.cli(&["fsck"]).ok().json();
+            assert_eq!(field(&r, "ok"), &Value::Bool(true), "{what}: {r}");
         }
     }
     let r = s.cli(&["fsck", "--read-data"]).ok().json();
+    assert_eq!(field(&r, "ok"), &Value::Bool(true), "{r}");
+}
+
+/// An upload under way by a live holder of the lease is never aborted: another process is
+/// refused the lease meanwhile (and aborts nothing), and the upload completes.
+fn an_upload_under_way_is_not_aborted(s: &S3Store) {
+    let s3 = s.s3();
+    let data = pattern(3 * PART_SIZE as usize + 1000, 7);
+    let file = s.path("slow");
+    std::fs::write(&file, &data).unwrap();
+    let file = file.display().to_string();
+    let (k, v) = fault_env("s3-slow-upload");
+    let mut c = s.cmd();
+    c.env(k, v)
+        .args([
+            "object",
+            "put",
+            "--bucket-name",
+            "b",
+            "--name",
+            "slow",
+            "--file",
+            &file,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let put = c.spawn().unwrap();
+    let t0 = Instant::now();
+    let under_way = loop {
+        let u = s3.list_uploads(&s.key_of("")).unwrap();
+        if !u.is_empty() {
+            break u;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "no upload began");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(under_way.len(), 1, "{under_way:?}");
+    assert_eq!(under_way[0].key, s.key_of("b/slow"));
+    // Four parts, each 1 s late: the upload lasts seconds after its first part.
+    let msg = fails_with(s.cli(&["bucket", "list"]), "is in use by");
+    assert!(msg.contains("envelopefs object"), "{msg}");
+    let msg = fails_with(s.cli(&["fsck"]), "is in use by");
+    assert!(msg.contains("envelopefs object"), "{msg}");
+    assert_eq!(
+        s3.list_uploads(&s.key_of("")).unwrap(),
+        under_way,
+        "the upload under way was touched"
+    );
+    let (code, out, err) = finish(put, Duration::from_secs(120));
+    assert_eq!(code, 0, "the upload must complete: {out} {err}");
+    assert!(s3.list_uploads(&s.key_of("")).unwrap().is_empty());
+    assert!(s.get("b", "slow") == data, "b/slow reads back differently");
+    let r = s.cli(&["fsck"]).ok().json();
     assert_eq!(field(&r, "ok"), &Value::Bool(true), "{r}");
 }
 
@@ -412,4 +527,81 @@ fn a_rekey_does_not_publish_over_a_concurrent_write(s: &S3Store) {
         s.get("b", &x) == content(1),
         "the concurrent write is what reads back"
     );
+}
+
+/// A reader that yields nothing until it is told to go, then as many bytes as asked.
+struct Gated(std::sync::mpsc::Receiver<()>, bool);
+
+impl std::io::Read for Gated {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.1 {
+            let _ = self.0.recv();
+            self.1 = true;
+        }
+        buf.fill(7);
+        Ok(buf.len())
+    }
+}
+
+/// The clean-up's line is the lease: of two uploads under way (each begun, then held back
+/// before its first part), the one begun before the lease was taken is aborted (its
+/// completion then fails and nothing becomes visible) and the one begun after it (as the
+/// holder's own are) is left alone and completes.
+fn only_uploads_begun_before_the_lease_are_aborted(s: &S3Store) {
+    let s3 = s.s3();
+    let start = |name: &str| {
+        let (go, gate) = std::sync::mpsc::channel::<()>();
+        let (s3, key) = (s3.clone(), s.key_of(name));
+        let t = std::thread::spawn(move || {
+            s3.put_reader(&key, &mut Gated(gate, false), 2 * PART_SIZE + 1, &[])
+        });
+        (go, t)
+    };
+    let wait_for = |n: usize| {
+        let t0 = Instant::now();
+        loop {
+            let u = s3.list_uploads(&s.key_of("")).unwrap();
+            if u.len() >= n {
+                return u;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(60), "uploads: {u:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let (go_early, early) = start("b/early");
+    wait_for(1);
+    std::thread::sleep(Duration::from_millis(50));
+    let lease = Lease::acquire(&s3, &s.key_of(".envelopefs/lease"), "test", "a test").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let (go_late, late) = start("b/late");
+    assert_eq!(wait_for(2).len(), 2);
+    let aborted: Vec<String> = lease
+        .abort_stale_uploads(&s.key_of(""))
+        .unwrap()
+        .into_iter()
+        .map(|u| u.key)
+        .collect();
+    assert_eq!(aborted, vec![s.key_of("b/early")]);
+    let left: Vec<String> = s3
+        .list_uploads(&s.key_of(""))
+        .unwrap()
+        .into_iter()
+        .map(|u| u.key)
+        .collect();
+    assert_eq!(left, vec![s.key_of("b/late")]);
+    go_early.send(()).unwrap();
+    go_late.send(()).unwrap();
+    assert!(
+        early.join().unwrap().is_err(),
+        "an aborted upload completed"
+    );
+    late.join().unwrap().unwrap();
+    assert!(s3.head(&s.key_of("b/early")).unwrap().is_none());
+    assert_eq!(
+        s3.head(&s.key_of("b/late")).unwrap().unwrap().size,
+        2 * PART_SIZE + 1
+    );
+    drop(lease);
+    s3.delete(&s.key_of("b/late")).unwrap();
+    assert!(s3.list_uploads(&s.key_of("")).unwrap().is_empty());
 }

@@ -4,7 +4,8 @@
 //! from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` or the shared files; never a secret on
 //! the command line).
 
-use super::{secret, Cli};
+use super::{secret, Cli, Top};
+use crate::command::StoreCommand;
 use crate::error::{Error, Result};
 use crate::store::s3::backend::{ObjectStoreBackend, S3Location};
 use crate::store::s3::client::{S3Client, S3Options};
@@ -55,13 +56,41 @@ pub fn backend(cli: &Cli, at: &S3Location) -> Result<Arc<ObjectStoreBackend>> {
 /// Opens a store in an object store for a command: its config first (a wrong endpoint,
 /// credentials or address fails before any secret is asked for), then its single-writer
 /// lease (a clear error naming the holder if another process has it), then the secret.
+/// Holding the lease, it aborts the unfinished uploads earlier holders left (not for `fsck`,
+/// which reports them and changes nothing).
 pub fn open_object_store(cli: &Cli, at: &S3Location, what: &str) -> Result<Store> {
     let backend = backend(cli, at)?;
     let cfg = Store::read_config_from(&*backend)?;
     let lease_key = crate::store::s3::lease::key_of(at);
     let lease = Lease::acquire(backend.client(), &lease_key, &at.display(), what)?;
+    if !matches!(cli.command, Top::Store(StoreCommand::Fsck(_))) {
+        abort_stale_uploads(&lease, at);
+    }
     let secret = secret::for_open(cli, &cfg.key_source)?;
     Store::open_on(backend, Some(Box::new(lease)), &secret)
+}
+
+/// Aborts the unfinished uploads under the store's prefix that earlier holders of the lease
+/// left (docs/DECISIONS.md, "unfinished uploads"). Housekeeping: a failure is a warning, the
+/// command goes on.
+fn abort_stale_uploads(lease: &Lease, at: &S3Location) {
+    match lease.abort_stale_uploads(&at.key("")) {
+        Ok(aborted) => {
+            for u in aborted {
+                tracing::warn!(
+                    "{}: aborted an unfinished upload of {} (initiated {}) that an earlier \
+                     process left",
+                    at.display(),
+                    u.key,
+                    u.initiated_text
+                );
+            }
+        }
+        Err(e) => tracing::warn!(
+            "{}: the unfinished uploads of earlier processes were not aborted: {e}",
+            at.display()
+        ),
+    }
 }
 
 /// Refuses what only a local store can do yet.

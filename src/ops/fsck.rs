@@ -11,8 +11,9 @@
 //! a mount ([`check_store`], through `.envelopefs/ctl`), where it reads the backing files
 //! beside the running mount and uses the mount's open keystore. A store in an object store
 //! is checked by [`check_store`] too, through the storage seam only (`check_backend`): its
-//! records, buckets and objects, with the same problem kinds; a local store's tmp dir,
-//! trash and journal have no counterpart there.
+//! records, buckets and objects, with the same problem kinds, and its unfinished multipart
+//! uploads (`unfinished-upload`); a local store's tmp dir, trash and journal have no
+//! counterpart there.
 
 use crate::error::{Error, Result};
 use crate::format::chunk::{self, chunk_aad, Geometry, CHUNK_OVERHEAD, NONCE_LEN, TAG_LEN};
@@ -87,6 +88,9 @@ string_enum! {
         Journal = "journal",
         /// A system call failed while checking.
         Io = "io",
+        /// An object store's multipart upload begun under the store and never completed
+        /// nor aborted (its process died): invisible, but its parts take space.
+        UnfinishedUpload = "unfinished-upload",
     }
 }
 
@@ -225,7 +229,8 @@ const S3_HEADER_NAME: &str = "user metadata envelopefs-header";
 /// the storage seam: its config and keystore records, every bucket record, what lies at the
 /// top of the store beside the buckets, every object's header, preamble, size and data-key
 /// unwrap, with `read_data` every chunk (read by ranged GETs of at most 4 MiB), and the
-/// work-request records. A local store's temporary files, trash and write journal have no
+/// work-request records, then the unfinished multipart uploads under the store's prefix. A
+/// local store's temporary files, trash and write journal have no
 /// counterpart there, so nothing of them is checked. Nothing is written.
 fn check_backend(store: &Store, read_data: bool, progress: ProgressFn<'_>) -> Result<Report> {
     let backend = store.backend();
@@ -328,6 +333,19 @@ fn check_backend(store: &Store, read_data: bool, progress: ProgressFn<'_>) -> Re
             Ok(None) => {}
             Err(e) => c.problem(&rel, ProblemKind::Io, &e.to_string()),
         }
+    }
+
+    // Uploads a dead process left; the next command that takes the lease aborts them.
+    for u in backend.unfinished_uploads()? {
+        c.problem(
+            &u.name,
+            ProblemKind::UnfinishedUpload,
+            &format!(
+                "{} and never completed nor aborted (a process died while uploading); the \
+                 next command that takes the store's lease aborts it",
+                u.detail
+            ),
+        );
     }
     Ok(c.finish())
 }
@@ -942,7 +960,7 @@ mod tests {
     use super::*;
 
     /// The kinds as fsck has always printed them.
-    const TODAY: [(ProblemKind, &str); 19] = [
+    const TODAY: [(ProblemKind, &str); 20] = [
         (ProblemKind::Config, "config"),
         (ProblemKind::Keystore, "keystore"),
         (ProblemKind::StrayEntry, "stray-entry"),
@@ -962,6 +980,7 @@ mod tests {
         (ProblemKind::InterruptedWrite, "interrupted-write"),
         (ProblemKind::Journal, "journal"),
         (ProblemKind::Io, "io"),
+        (ProblemKind::UnfinishedUpload, "unfinished-upload"),
     ];
 
     #[test]

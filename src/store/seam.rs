@@ -152,6 +152,22 @@ pub trait Backend: Send + Sync {
     fn top_names(&self) -> Result<Vec<TopName>> {
         Ok(Vec::new())
     }
+
+    /// Writes begun under the store and never finished nor cancelled, which take space
+    /// without being visible (an object store's unfinished multipart uploads), for fsck. A
+    /// local store has none: its staging files are unnamed and go with their process.
+    fn unfinished_uploads(&self) -> Result<Vec<UnfinishedUpload>> {
+        Ok(Vec::new())
+    }
+}
+
+/// An unfinished write (see [`Backend::unfinished_uploads`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnfinishedUpload {
+    /// What it would create, relative to the store (`bucket/name`).
+    pub name: String,
+    /// Which upload it is, and when it began, for a person.
+    pub detail: String,
 }
 
 /// A name at the top of a store (see [`Backend::top_names`]).

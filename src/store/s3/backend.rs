@@ -19,7 +19,9 @@
 use super::client::{Head, S3Client};
 use crate::error::{Error, IoContext, Result};
 use crate::format::records::BucketRecord;
-use crate::store::seam::{Backend, BackendKind, Blob, NewObject, Record, Save, TopName};
+use crate::store::seam::{
+    Backend, BackendKind, Blob, NewObject, Record, Save, TopName, UnfinishedUpload,
+};
 use crate::store::META_DIR;
 use crate::sync::LockUnpoisoned;
 use base64::Engine;
@@ -358,6 +360,22 @@ impl Backend for ObjectStoreBackend {
         out.retain(|t| t.name != META_DIR);
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    fn unfinished_uploads(&self) -> Result<Vec<UnfinishedUpload>> {
+        let prefix = self.at.key("");
+        Ok(self
+            .client
+            .list_uploads(&prefix)?
+            .into_iter()
+            .map(|u| UnfinishedUpload {
+                name: u.key.strip_prefix(&prefix).unwrap_or(&u.key).to_string(),
+                detail: format!(
+                    "multipart upload {} of {}, initiated {}",
+                    u.upload_id, u.key, u.initiated_text
+                ),
+            })
+            .collect())
     }
 }
 

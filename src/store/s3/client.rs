@@ -28,14 +28,14 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::primitives::{ByteStream, DateTimeFormat};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Objects up to this size go up in one PUT; larger ones in parts of [`PART_SIZE`].
 pub const MULTIPART_THRESHOLD: u64 = 8 << 20;
@@ -90,6 +90,19 @@ pub struct Listed {
     pub size: u64,
     /// ETag without the quotes.
     pub etag: String,
+}
+
+/// An unfinished multipart upload (ListMultipartUploads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    /// The key it would create.
+    pub key: String,
+    /// Its upload id.
+    pub upload_id: String,
+    /// When it was initiated, by the server's clock (`None` if the server gave no time).
+    pub initiated: Option<SystemTime>,
+    /// The same, as the server gave it (RFC 3339), for messages.
+    pub initiated_text: String,
 }
 
 /// One page of a listing.
@@ -493,6 +506,10 @@ impl S3Client {
             }
             number += 1;
             off += n;
+            if crate::fault::enabled("s3-slow-upload") {
+                // Test builds: an upload that lasts, so a test can act while it is under way.
+                std::thread::sleep(Duration::from_secs(1));
+            }
             let sdk = self.sdk.clone();
             let (bucket, k, id) = (self.bucket.clone(), key.to_string(), upload_id.to_string());
             let at = self.clone();
@@ -671,9 +688,9 @@ impl S3Client {
         })
     }
 
-    /// Aborts every unfinished multipart upload under `prefix`; returns how many.
-    pub fn abort_uploads(&self, prefix: &str) -> Result<usize> {
-        let mut n = 0;
+    /// Every unfinished multipart upload under `prefix` (all pages), in key order.
+    pub fn list_uploads(&self, prefix: &str) -> Result<Vec<Upload>> {
+        let mut out = Vec::new();
         let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
         loop {
             let o = self
@@ -692,32 +709,81 @@ impl S3Client {
                 let (Some(k), Some(id)) = (u.key(), u.upload_id()) else {
                     continue;
                 };
-                let r = self.rt.block_on(
-                    self.sdk
-                        .abort_multipart_upload()
-                        .bucket(&self.bucket)
-                        .key(k)
-                        .upload_id(id)
-                        .send(),
-                );
-                match r {
-                    Ok(_) => n += 1,
-                    Err(e) if status_of(&e) == Some(404) => {}
-                    Err(e) => return Err(self.error(k, "AbortMultipartUpload", e)),
-                }
+                out.push(Upload {
+                    key: k.to_string(),
+                    upload_id: id.to_string(),
+                    initiated: u.initiated().and_then(|t| SystemTime::try_from(*t).ok()),
+                    initiated_text: u
+                        .initiated()
+                        .and_then(|t| t.fmt(DateTimeFormat::DateTime).ok())
+                        .unwrap_or_else(|| "unknown".to_string()),
+                });
             }
             if o.is_truncated() != Some(true) {
-                return Ok(n);
+                return Ok(out);
             }
             let next = (
                 o.next_key_marker().map(str::to_string),
                 o.next_upload_id_marker().map(str::to_string),
             );
             if next.0.is_none() || (next.0 == key_marker && next.1 == id_marker) {
-                return Ok(n);
+                return Ok(out);
             }
             (key_marker, id_marker) = next;
         }
+    }
+
+    /// Aborts one unfinished multipart upload; `false` if there was no such upload (any
+    /// more).
+    pub fn abort_upload(&self, upload: &Upload) -> Result<bool> {
+        let r = self.rt.block_on(
+            self.sdk
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&upload.key)
+                .upload_id(&upload.upload_id)
+                .send(),
+        );
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if status_of(&e) == Some(404) => Ok(false),
+            Err(e) => Err(self.error(&upload.key, "AbortMultipartUpload", e)),
+        }
+    }
+
+    /// Aborts every unfinished multipart upload under `prefix`, whoever started it (for
+    /// tests and tools; a store's own clean-up is [`super::lease::Lease::abort_stale_uploads`],
+    /// which spares uploads started after its lease); returns how many.
+    pub fn abort_uploads(&self, prefix: &str) -> Result<usize> {
+        let mut n = 0;
+        for u in self.list_uploads(prefix)? {
+            if self.abort_upload(&u)? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// When the object `key` was last written, by the server's clock and to the
+    /// millisecond (from a listing: a HEAD's `Last-Modified` has whole seconds only);
+    /// `None` if there is no such object or the server gives no time.
+    pub fn modified_at(&self, key: &str) -> Result<Option<SystemTime>> {
+        let o = self
+            .rt
+            .block_on(
+                self.sdk
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(key)
+                    .max_keys(1)
+                    .send(),
+            )
+            .map_err(|e| self.error(key, "LIST", e))?;
+        Ok(o.contents()
+            .iter()
+            .find(|c| c.key() == Some(key))
+            .and_then(|c| c.last_modified())
+            .and_then(|t| SystemTime::try_from(*t).ok()))
     }
 
     /// Maps an SDK error to the project's error, naming the endpoint, bucket and key.

@@ -13,13 +13,22 @@
 //! (a race the store cannot settle): the read-back after the write narrows the window to
 //! one round trip, and docs/DECISIONS.md says what that means. No content write is lost even
 //! then: a rewrap is conditional on the ETag it read (see [`super::backend`]).
+//!
+//! A holder killed in the middle of a multipart upload leaves it unfinished: invisible, but
+//! its parts take space until someone aborts it. The lease says who that someone is: a
+//! process that took the lease (so no other holder is live) aborts, with
+//! [`Lease::abort_stale_uploads`], every unfinished upload under the store's prefix that was
+//! initiated before its lease was written, by the server's clock; an upload initiated after
+//! that (its own, or a racing writer's) is left alone (docs/DECISIONS.md, "unfinished
+//! uploads").
 
 use super::client::S3Client;
+use super::client::Upload;
 use crate::error::{Error, Result};
 use crate::sync::LockUnpoisoned;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// The key of the lease of the store at `at`: `PREFIX/.envelopefs/lease`.
 pub fn key_of(at: &super::backend::S3Location) -> String {
@@ -83,6 +92,8 @@ pub struct Lease {
     client: S3Client,
     key: String,
     nonce: String,
+    /// When our lease record was written, by the server's clock (None if unknown).
+    taken_at: Option<SystemTime>,
 }
 
 impl Lease {
@@ -123,6 +134,12 @@ impl Lease {
                 }
             }
         }
+        // The server's time of our write: the line between uploads of earlier holders and
+        // ours (none of which has started yet).
+        let taken_at = client.modified_at(key).unwrap_or_else(|e| {
+            tracing::warn!("{location}: the time of the lease is unknown ({e})");
+            None
+        });
         let shared = Arc::new((Mutex::new(false), Condvar::new()));
         let renewer = {
             let shared = shared.clone();
@@ -154,7 +171,35 @@ impl Lease {
             client: client.clone(),
             key: key.to_string(),
             nonce,
+            taken_at,
         })
+    }
+
+    /// The unfinished multipart uploads under `prefix` that were initiated before this
+    /// lease was taken (by the server's clock): left by earlier holders, dead or no longer
+    /// holders, since no other holder was live when this one was taken.
+    pub fn stale_uploads(&self, prefix: &str) -> Result<Vec<Upload>> {
+        let Some(taken_at) = self.taken_at else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .client
+            .list_uploads(prefix)?
+            .into_iter()
+            .filter(|u| u.initiated.is_some_and(|t| t < taken_at))
+            .collect())
+    }
+
+    /// Aborts [`Lease::stale_uploads`]; returns those it aborted. Never one initiated after
+    /// the lease was taken: this process's own uploads all are.
+    pub fn abort_stale_uploads(&self, prefix: &str) -> Result<Vec<Upload>> {
+        let mut aborted = Vec::new();
+        for u in self.stale_uploads(prefix)? {
+            if self.client.abort_upload(&u)? {
+                aborted.push(u);
+            }
+        }
+        Ok(aborted)
     }
 }
 
