@@ -26,6 +26,12 @@
 #   BENCH_S3_ROUNDS [3] BENCH_S3_SMALL [10000] BENCH_S3_LARGE [100] BENCH_S3_LARGE_MB [64]
 #   BENCH_S3_SIZES_COUNT [100] BENCH_S3_CONCURRENCY [8] BENCH_S3_SWEEP [1,8,16,32,64]
 #   BENCH_S3_KEEP [0]   1: leave the cluster running and its directory in place
+#
+#   BENCH_S3_BLOCK_SIZES=default,16M,64M scripts/bench-s3.sh
+#       only the per-object copy time by size (4 KiB, 1 MiB, 16 MiB, 64 MiB; BENCH_S3_SIZES_COUNT
+#       objects each, copied one at a time), on one fresh cluster per Garage block_size
+#       (GARAGE_BLOCK_SIZE of scripts/garage.sh; "default" for Garage's own, 1 MiB); prints
+#       a table block size x object size -> p50 ms (p90).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$PWD"
@@ -50,6 +56,48 @@ S3_REWRAP_BIN="$(realpath "$S3_REWRAP_BIN")"
 export ENVELOPEFS_BIN S3_REWRAP_BIN
 
 scripts/garage.sh path >/dev/null || die "no garage (scripts/garage.sh install)"
+py=python3
+[ -x /usr/bin/python3 ] && py=/usr/bin/python3
+
+if [ -n "${BENCH_S3_BLOCK_SIZES:-}" ]; then
+    export BENCH_S3_RESULTS="${BENCH_S3_RESULTS:-$repo/target/bench-results/s3-block-$(date -u +%Y%m%d-%H%M%S)}"
+    mkdir -p "$BENCH_S3_RESULTS"
+    GARAGE_DIR=""
+    stop_one() {
+        if [ -n "$GARAGE_DIR" ]; then
+            scripts/garage.sh stop "$GARAGE_DIR" || true
+            rm -rf "$GARAGE_DIR"
+        fi
+        GARAGE_DIR=""
+    }
+    trap stop_one EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    tsv="$BENCH_S3_RESULTS/per-size.tsv"
+    : >"$tsv"
+    IFS=, read -r -a blocks <<<"$BENCH_S3_BLOCK_SIZES"
+    for bs in "${blocks[@]}"; do
+        GARAGE_DIR="$(mktemp -d "${TMPDIR:-/tmp}/bench-s3.XXXXXX")"
+        export GARAGE_DIR
+        if [ "$bs" = default ]; then
+            unset GARAGE_BLOCK_SIZE
+        else
+            export GARAGE_BLOCK_SIZE="$bs"
+        fi
+        scripts/garage.sh start "$GARAGE_DIR" --nodes 3
+        grep -h '^block_size' "$GARAGE_DIR/node1/garage.toml" >&2 || note "block_size: Garage's default"
+        export ENVELOPEFS_STAGING_DIR="$GARAGE_DIR/staging"
+        BENCH_S3_PER_SIZE=1 "$py" scripts/bench/bench_s3.py | tee -a "$tsv"
+        stop_one
+    done
+    {
+        echo "Per-object copy onto itself (metadata REPLACE), one at a time, p50 ms (p90), $(date -u '+%Y-%m-%d %H:%M UTC'):"
+        echo
+        "$py" scripts/bench/bench_s3.py --table "$tsv"
+    } | tee "$BENCH_S3_RESULTS/report.md"
+    note "raw results in $BENCH_S3_RESULTS"
+    exit 0
+fi
 GARAGE_DIR="$(mktemp -d "${TMPDIR:-/tmp}/bench-s3.XXXXXX")"
 export GARAGE_DIR
 stop() {
@@ -69,7 +117,5 @@ export BENCH_S3_RESULTS="${BENCH_S3_RESULTS:-$repo/target/bench-results/s3-$(dat
 mkdir -p "$BENCH_S3_RESULTS"
 # Staged objects (ciphertext only) go to the real disk, not a tmpfs /tmp.
 export ENVELOPEFS_STAGING_DIR="$GARAGE_DIR/staging"
-py=python3
-[ -x /usr/bin/python3 ] && py=/usr/bin/python3
 "$py" scripts/bench/bench_s3.py | tee "$BENCH_S3_RESULTS/report.md"
 note "raw results in $BENCH_S3_RESULTS"

@@ -38,6 +38,10 @@
 #   GARAGE_BIN       the garage binary to use (its version is checked all the same)
 #   GARAGE_VERSION   the version to require and install (default 2.5.0)
 #   GARAGE_FEATURES  the cargo features to build it with (default bundled-libs,lmdb)
+#   GARAGE_BLOCK_SIZE  `start` only: the clusters' block_size, in bytes or with a K, M or G
+#                    suffix (powers of 1024), e.g. 16M; unset: Garage's default, 1 MiB. A
+#                    copy costs Garage one metadata entry per block (docs/BENCHMARKS.md,
+#                    "Object store: bucket re-encrypt"); a block is held whole in memory.
 #   CARGO_HOME, CARGO_INSTALL_ROOT  honoured as by cargo itself
 set -euo pipefail
 
@@ -402,11 +406,30 @@ port_owner() {
     fi
 }
 
+# GARAGE_BLOCK_SIZE in bytes (empty when unset), or failure.
+block_size_bytes() {
+    local v="${GARAGE_BLOCK_SIZE:-}" num unit
+    [ -n "$v" ] || return 0
+    [[ "$v" =~ ^([1-9][0-9]*)([KMG]?)$ ]] ||
+        die "GARAGE_BLOCK_SIZE must be a positive number of bytes, optionally with K, M or G, not $v"
+    num="${BASH_REMATCH[1]}"
+    unit="${BASH_REMATCH[2]}"
+    case "$unit" in
+        K) num=$((num << 10)) ;;
+        M) num=$((num << 20)) ;;
+        G) num=$((num << 30)) ;;
+    esac
+    echo "$num"
+}
+
 write_config() {
     local d="$1" i="$2" n="$3" rpc="$4" s3="$5" admin="$6" secret="$7" token="$8"
-    local nd="$d/node$i" rf=3
+    local nd="$d/node$i" rf=3 block=""
     [ "$n" -ge 3 ] || rf="$n"
     mkdir -p "$nd/meta" "$nd/data"
+    if [ -n "$BLOCK_SIZE" ]; then
+        block="block_size = $BLOCK_SIZE"
+    fi
     (
         umask 077
         cat >"$nd/garage.toml" <<EOF
@@ -419,6 +442,7 @@ replication_factor = $rf
 # Test clusters run without fsync (faster; a crash of the machine may lose their data).
 metadata_fsync = false
 data_fsync = false
+$block
 
 rpc_bind_addr = "127.0.0.1:$rpc"
 rpc_public_addr = "127.0.0.1:$rpc"
@@ -622,6 +646,7 @@ cmd_start() {
     [ -n "$d" ] || usage
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "--nodes must be a positive number, not $n"
     BIN="$(require_garage)"
+    BLOCK_SIZE="$(block_size_bytes)"
     mkdir -p "$d"
     chmod 700 "$d"
     d="$(cd "$d" && pwd -P)"

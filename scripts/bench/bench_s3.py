@@ -14,6 +14,27 @@ import subprocess
 import sys
 import time
 
+
+
+def per_size_table(path):
+    """The markdown table of the TSV lines per_size_only printed (one run per block size)."""
+    rows = [l.rstrip("\n").split("\t") for l in open(path) if l.strip()]
+    sizes = sorted({int(r[1]) for r in rows})
+    label = lambda s: f"{s >> 20} MiB" if s >= 1 << 20 else f"{s >> 10} KiB"
+    blocks = list(dict.fromkeys(r[0] for r in rows))
+    out = ["| block_size | " + " | ".join(label(s) for s in sizes) + " |",
+           "|---|" + "---|" * len(sizes)]
+    for b in blocks:
+        cell = {int(r[1]): f"{r[3]} ({r[4]})" for r in rows if r[0] == b}
+        out.append(f"| {b} | " + " | ".join(cell.get(s, "-") for s in sizes) + " |")
+    return "\n".join(out)
+
+
+# `bench_s3.py --table TSV` (bench-s3.sh, BENCH_S3_BLOCK_SIZES) needs no cluster.
+if len(sys.argv) == 3 and sys.argv[1] == "--table":
+    print(per_size_table(sys.argv[2]))
+    sys.exit(0)
+
 ENV = dict(os.environ)
 EFS = ENV["ENVELOPEFS_BIN"]
 TOOL = ENV["S3_REWRAP_BIN"]
@@ -237,6 +258,33 @@ def main():
     print(report(started, minutes, sets, res, reqs, lat, sweep, seq, per_size, multipart, etag_kept, before))
 
 
+def per_size_only():
+    """BENCH_S3_PER_SIZE=1: only the per-object copy time by size, one at a time (c=1), on
+    this cluster (bench-s3.sh runs it once per block size of BENCH_S3_BLOCK_SIZES). Prints
+    one TSV line per size: block size, object size, objects, p50 ms, p90 ms."""
+    with open(KEY, "wb") as f:
+        f.write(os.urandom(32))
+    os.chmod(KEY, 0o600)
+    run(EFS, "init", STORE, "--key-file", KEY)
+    block = ENV.get("GARAGE_BLOCK_SIZE", "") or "default"
+    sets = [("s4k", 4096), ("s1m", 1 << 20), ("s16m", 16 << 20), ("s64m", 64 << 20)]
+    for b, size in sets:
+        efs("key", "create", "--alias", f"k-{b}")
+        efs("bucket", "create", "--name", b, "--kms-key-id", f"k-{b}")
+        t = time.monotonic()
+        run(TOOL, "populate", STORE, KEY, b, str(SIZES_COUNT), str(size), "8")
+        note(f"block {block}: populated {b}: {SIZES_COUNT} x {size} B in {time.monotonic() - t:.1f} s")
+    before = etags("s64m")
+    for b, size in sets:
+        f = plain(b, 1, "copy", SIZES_COUNT)
+        raw("per-size", block, b, SIZES_COUNT, f["p50_ms"], f["p90_ms"])
+        note(f"block {block}: {b} c=1 p50 {f['p50_ms']} ms p90 {f['p90_ms']} ms")
+        print(f"{block}\t{size}\t{SIZES_COUNT}\t{f['p50_ms']}\t{f['p90_ms']}", flush=True)
+    after = etags("s64m")
+    kept = sum(1 for k, e in before.items() if after.get(k) == e)
+    note(f"block {block}: s64m ETags unchanged by the copy: {kept} of {len(before)}")
+
+
 def ratio(res, b, who):
     e, p = res.get((b, "envelopefs"), []), res.get((b, who), [])
     return med([x / y for x, y in zip(e, p)]) if e and p else float("nan")
@@ -299,4 +347,7 @@ def report(started, minutes, sets, res, reqs, lat, sweep, seq, per_size, multipa
 
 
 if __name__ == "__main__":
-    main()
+    if ENV.get("BENCH_S3_PER_SIZE") == "1":
+        per_size_only()
+    else:
+        main()
