@@ -79,17 +79,7 @@ impl StoreLock {
     /// daemon shutting down), creating the lock file in `STORE/.envelopefs` (which must
     /// exist) whether or not there is a config yet.
     pub fn acquire_incomplete(root: &Path) -> Result<Self> {
-        let path = root.join(META_DIR).join("lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .mode(META_FILE_MODE)
-            .open(&path)
-            .ctx(|| format!("opening {}", path.display()))?;
-        fsutil::set_mode(&file, META_FILE_MODE)
-            .ctx(|| format!("setting the mode of {}", path.display()))?;
+        let file = create_lock_file(root)?;
         wait_for(root, file, Patience::Command).map(|f| StoreLock { _file: f })
     }
 
@@ -111,7 +101,12 @@ fn open_lock_file(root: &Path) -> Result<File> {
             root.display()
         )));
     }
-    let path = meta.join("lock");
+    create_lock_file(root)
+}
+
+/// Opens (creating it if need be, mode 0600) `STORE/.envelopefs/lock`.
+fn create_lock_file(root: &Path) -> Result<File> {
+    let path = root.join(META_DIR).join("lock");
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
