@@ -274,19 +274,24 @@ fn hold_source(src: &Place) -> Result<Held> {
         Place::ObjectStore(b) => {
             // Not a store: said before a lease is written there.
             Store::read_config_from(&**b)?;
-            let lease = Lease::acquire(
-                b.client(),
-                &lease::key_of(b.at()),
-                &b.location(),
-                LEASE_WHAT,
-            )?;
-            Ok(Held {
-                backend: b.clone(),
-                local: None,
-                _guard: Guard::Lease(lease),
-            })
+            hold_object_store(b)
         }
     }
+}
+
+/// Holds a store in an object store by its lease.
+fn hold_object_store(b: &Arc<ObjectStoreBackend>) -> Result<Held> {
+    let lease = Lease::acquire(
+        b.client(),
+        &lease::key_of(b.at()),
+        &b.location(),
+        LEASE_WHAT,
+    )?;
+    Ok(Held {
+        backend: b.clone(),
+        local: None,
+        _guard: Guard::Lease(lease),
+    })
 }
 
 /// Holds the destination (made ready first, locally).
@@ -304,19 +309,7 @@ fn hold_destination(dst: &Place) -> Result<Held> {
                 _guard: Guard::Lock(lock),
             })
         }
-        Place::ObjectStore(b) => {
-            let lease = Lease::acquire(
-                b.client(),
-                &lease::key_of(b.at()),
-                &b.location(),
-                LEASE_WHAT,
-            )?;
-            Ok(Held {
-                backend: b.clone(),
-                local: None,
-                _guard: Guard::Lease(lease),
-            })
-        }
+        Place::ObjectStore(b) => hold_object_store(b),
     }
 }
 
