@@ -385,7 +385,7 @@ fn run_parallel<T: Sync, R: Send>(
         return items.iter().map(f).collect();
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut parts: Vec<Vec<(usize, R)>> = std::thread::scope(|s| {
+    let parts: Vec<Vec<(usize, R)>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
@@ -399,12 +399,22 @@ fn run_parallel<T: Sync, R: Send>(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
+        join_all(handles)
     });
-    let mut all: Vec<(usize, R)> = parts.drain(..).flatten().collect();
+    in_item_order(parts)
+}
+
+/// The results of scoped worker threads (a worker's panic goes on in the caller).
+fn join_all<T>(handles: Vec<std::thread::ScopedJoinHandle<'_, T>>) -> Vec<T> {
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+        .collect()
+}
+
+/// The workers' `(item index, result)` lists merged into item order.
+fn in_item_order<R>(parts: Vec<Vec<(usize, R)>>) -> Vec<R> {
+    let mut all: Vec<(usize, R)> = parts.into_iter().flatten().collect();
     all.sort_by_key(|(i, _)| *i);
     all.into_iter().map(|(_, r)| r).collect()
 }
@@ -429,7 +439,7 @@ fn run_staged<T: Sync, M: Send, R: Send>(
     // Held by the second stage only: should its threads all end early, the first stage's
     // sends fail and it stops too.
     let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
-    let mut parts: Vec<Vec<(usize, R)>> = std::thread::scope(|s| {
+    let parts: Vec<Vec<(usize, R)>> = std::thread::scope(|s| {
         for _ in 0..threads {
             let tx = tx.clone();
             let next = &next;
@@ -458,14 +468,9 @@ fn run_staged<T: Sync, M: Send, R: Send>(
             })
             .collect();
         drop(rx);
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
+        join_all(handles)
     });
-    let mut all: Vec<(usize, R)> = parts.drain(..).flatten().collect();
-    all.sort_by_key(|(i, _)| *i);
-    all.into_iter().map(|(_, r)| r).collect()
+    in_item_order(parts)
 }
 
 /// What a running work request should do next (polled between objects).
