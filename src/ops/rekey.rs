@@ -189,7 +189,13 @@ pub fn rekey_path(
         }
         let _ = fsutil::sync_dir(&tmp_dir);
     }
-    opts.live.replaced(path);
+    // The mount takes names relative to the store.
+    if let Some(rel) = store
+        .local_dir()
+        .and_then(|d| path.strip_prefix(d.root()).ok())
+    {
+        opts.live.replaced(rel);
+    }
     Ok(Rekeyed::Done {
         from: header.wrapping,
         to,
@@ -349,13 +355,7 @@ pub fn rekey_object(
         job_scope: None,
         durable: true,
     };
-    match store.local_dir() {
-        Some(dir) => {
-            let path = dir.bucket_dir(bucket_name).join(&obj.name);
-            rekey_path(store, &obj.bucket, &path, &obj.what, &opts)
-        }
-        None => rekey_published(store, bucket_name, &obj.bucket, &obj.name, &obj.what, &opts),
-    }
+    rekey_in(store, bucket_name, &obj.bucket, &obj.name, &obj.what, &opts)
 }
 
 /// Whether the old file was touched since the rekey started (a write through the mount, a

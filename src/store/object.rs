@@ -35,7 +35,8 @@ pub trait Live: Sync {
     /// Runs `f` while the mount cannot open the object whose backing inode number is
     /// `ino`; fails with EBUSY, without running `f`, if the mount has it open now.
     fn while_closed(&self, ino: u64, f: &mut dyn FnMut() -> Result<()>) -> Result<()>;
-    /// The name at `path` (a backing file's path) now leads to another backing file.
+    /// The name `path` (relative to the store, as [`super::names::Names`] takes names) now
+    /// leads to another backing file.
     fn replaced(&self, path: &Path);
 }
 

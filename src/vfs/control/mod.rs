@@ -105,14 +105,7 @@ impl crate::store::object::Live for Control {
     }
 
     fn replaced(&self, path: &Path) {
-        // A backing file's path: the filesystem takes names relative to the store.
-        if let Some(rel) = self
-            .store
-            .local_dir()
-            .and_then(|d| path.strip_prefix(d.root()).ok())
-        {
-            self.path_changed(rel);
-        }
+        self.path_changed(path);
     }
 }
 
