@@ -162,35 +162,50 @@ pub fn collect(store: &Store) -> Result<(Backup, Vec<String>)> {
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(root.join(&obj))
-                .and_then(|f| xattr::fget(&f, xattr::HEADER.as_bytes()));
-            match header {
-                Ok(Some(h)) => match ObjectHeader::decode(&h) {
-                    Ok(dec) => objects.push(ObjectEntry {
-                        path: shown,
-                        path_hex: hex(obj.as_os_str().as_bytes()),
-                        object_id: hex(&dec.object_id),
-                        header: hex(&h),
-                    }),
-                    Err(e) => skipped.push(format!("{shown}: {e}")),
-                },
-                Ok(None) => skipped.push(format!("{shown}: no header")),
-                // Removed meanwhile (a running mount): nothing to back up.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => skipped.push(format!("{shown}: reading the header: {e}")),
-            }
+                .and_then(|f| xattr::fget(&f, xattr::HEADER.as_bytes()))
+                .map_err(|e| Error::io("reading the header", e));
+            let path_bytes = obj.as_os_str().as_bytes().to_vec();
+            file_header(header, shown, &path_bytes, &mut objects, &mut skipped);
         }
     }
-    Ok((
-        Backup {
-            format: BACKUP_FORMAT.into(),
-            version: BACKUP_VERSION,
-            store_id: hex(store.store_id()),
-            created_s: crate::keys::keystore::now_s(),
-            buckets,
-            objects,
+    Ok((backup(store, buckets, objects), skipped))
+}
+
+/// Files what reading an object's header gave: its entry in the backup, or why it is left
+/// out. An object removed since the listing (a running mount) is left out silently.
+fn file_header(
+    header: Result<Option<Vec<u8>>>,
+    shown: String,
+    path_bytes: &[u8],
+    objects: &mut Vec<ObjectEntry>,
+    skipped: &mut Vec<String>,
+) {
+    match header {
+        Ok(Some(h)) => match ObjectHeader::decode(&h) {
+            Ok(dec) => objects.push(ObjectEntry {
+                path: shown,
+                path_hex: hex(path_bytes),
+                object_id: hex(&dec.object_id),
+                header: hex(&h),
+            }),
+            Err(e) => skipped.push(format!("{shown}: {e}")),
         },
-        skipped,
-    ))
+        Ok(None) => skipped.push(format!("{shown}: no header")),
+        Err(e) if e.errno() == libc::ENOENT => {}
+        Err(e) => skipped.push(format!("{shown}: reading the header: {e}")),
+    }
+}
+
+/// The backup of `store` holding these entries, made now.
+fn backup(store: &Store, buckets: Vec<BucketEntry>, objects: Vec<ObjectEntry>) -> Backup {
+    Backup {
+        format: BACKUP_FORMAT.into(),
+        version: BACKUP_VERSION,
+        store_id: hex(store.store_id()),
+        created_s: crate::keys::keystore::now_s(),
+        buckets,
+        objects,
+    }
 }
 
 /// A backup of a store without directories (an object store), through the storage seam:
@@ -220,34 +235,11 @@ fn collect_backend(store: &Store) -> Result<(Backup, Vec<String>)> {
             let header = backend
                 .open_object(&name, &obj, &shown)
                 .and_then(|b| b.header(&shown));
-            match header {
-                Ok(Some(h)) => match ObjectHeader::decode(&h) {
-                    Ok(dec) => objects.push(ObjectEntry {
-                        path_hex: hex(shown.as_bytes()),
-                        path: shown,
-                        object_id: hex(&dec.object_id),
-                        header: hex(&h),
-                    }),
-                    Err(e) => skipped.push(format!("{shown}: {e}")),
-                },
-                Ok(None) => skipped.push(format!("{shown}: no header")),
-                // Removed since the listing: nothing to back up.
-                Err(Error::NotFound(_)) => {}
-                Err(e) => skipped.push(format!("{shown}: reading the header: {e}")),
-            }
+            let path_bytes = shown.as_bytes().to_vec();
+            file_header(header, shown, &path_bytes, &mut objects, &mut skipped);
         }
     }
-    Ok((
-        Backup {
-            format: BACKUP_FORMAT.into(),
-            version: BACKUP_VERSION,
-            store_id: hex(store.store_id()),
-            created_s: crate::keys::keystore::now_s(),
-            buckets,
-            objects,
-        },
-        skipped,
-    ))
+    Ok((backup(store, buckets, objects), skipped))
 }
 
 /// `headers import` into a store without directories (an object store): a bucket record
