@@ -37,8 +37,9 @@ fn put(store: &Store, b: &str, name: &str, data: &[u8]) {
     .expect("create object");
 }
 
-/// The checks. `store` has a bucket `b` and nothing in it; `names` are its names.
-fn contract(store: &Store, names: &dyn Names) {
+/// The checks. `store` has a bucket `b` and nothing in it; `names` are its names, which
+/// defer the deletion of an unlinked object if `expect_deferred`.
+fn contract(store: &Store, names: &dyn Names, expect_deferred: bool) {
     let p = Path::new;
 
     // The root lists the bucket as a directory; a bucket starts empty.
@@ -186,7 +187,11 @@ fn contract(store: &Store, names: &dyn Names) {
 
     // Unlink: the names go; the open content still reads (deferred or not).
     names.unlink(p("b/link")).expect("unlink the hard link");
-    names.unlink(p("b/d/obj")).expect("unlink the object");
+    let deferred = names.unlink(p("b/d/obj")).expect("unlink the object");
+    assert_eq!(
+        deferred, expect_deferred,
+        "an object's last name: deferred deletion {expect_deferred} expected"
+    );
     assert_eq!(errno(names.stat(p("b/d/obj"))), libc::ENOENT);
     let mut buf = [0u8; 4];
     std::os::unix::fs::FileExt::read_at(&f, &mut buf, 0).expect("the open content reads");
@@ -200,34 +205,35 @@ fn contract(store: &Store, names: &dyn Names) {
     names.shutdown();
 }
 
-#[test]
-fn local_names_keep_the_contract_with_deferred_deletion() {
+/// A new local store with a bucket `b` (the temp dir holding it, its root, the store).
+fn local_store() -> (tempfile::TempDir, std::path::PathBuf, Store) {
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path().join("store");
     Store::init(&root, 4096, &secret()).expect("init");
     let lock = StoreLock::acquire(&root).expect("lock");
     let store = Store::open(&root, lock, &secret()).expect("open");
     store.create_bucket("b", None, 0o755).expect("bucket");
+    (dir, root, store)
+}
+
+#[test]
+fn local_names_keep_the_contract_with_deferred_deletion() {
+    let (_dir, root, store) = local_store();
     let names = store.names(true).expect("a local store has names");
-    contract(&store, &*names);
+    contract(&store, &*names, true);
     // The deferred deletion emptied at shutdown: the trash holds nothing.
-    let trash = root.join(".envelopefs/trash");
-    let left: Vec<_> = std::fs::read_dir(&trash)
-        .map(|it| it.filter_map(|e| e.ok()).collect())
-        .unwrap_or_default();
+    let left: Vec<_> = std::fs::read_dir(root.join(".envelopefs/trash"))
+        .expect("the trash directory")
+        .filter_map(|e| e.ok())
+        .collect();
     assert!(left.is_empty(), "the trash still holds {left:?}");
 }
 
 #[test]
 fn local_names_keep_the_contract_without_deferred_deletion() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let root = dir.path().join("store");
-    Store::init(&root, 4096, &secret()).expect("init");
-    let lock = StoreLock::acquire(&root).expect("lock");
-    let store = Store::open(&root, lock, &secret()).expect("open");
-    store.create_bucket("b", None, 0o755).expect("bucket");
+    let (_dir, _root, store) = local_store();
     let names = store.names(false).expect("a local store has names");
-    contract(&store, &*names);
+    contract(&store, &*names, false);
     // Nothing waits: make_room has nothing to free.
     assert!(!names.make_room());
 }
