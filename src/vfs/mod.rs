@@ -865,7 +865,9 @@ impl Vfs {
             .to_str()
             .ok_or_else(|| einval("bucket names are UTF-8"))?;
         // The object's name within its bucket: the path without its first component.
-        let in_bucket: PathBuf = path.components().skip(1).collect();
+        let mut parts = path.components();
+        parts.next();
+        let in_bucket = parts.as_path();
         let am_root = self.am_root;
         let own_gid = self.own_gid;
         let how = object::Create {
@@ -874,7 +876,7 @@ impl Vfs {
             ..object::Create::default()
         };
         let mut io = self.retry_if_full(|| {
-            object::create_object_in(&self.store, bucket_name, &rec, &in_bucket, &how, &mut |o| {
+            object::create_object_in(&self.store, bucket_name, &rec, in_bucket, &how, &mut |o| {
                 // A caller with the daemon's own uid (root) and gid gets from the backing
                 // filesystem exactly what the kernel would give: no fstat, no chown.
                 if am_root && (uid, gid) != (0, own_gid) {
