@@ -38,7 +38,12 @@
 //!   version destroyed without waiting days. Test-only: it destroys scheduled versions early;
 //! - `copy-stall-after-N`: `store copy` stops for good after copying its N-th object (N a
 //!   number), having written `fault copy-stall-after-N: stalled` on stderr, so that a test can
-//!   kill it at a known point and run it again.
+//!   kill it at a known point and run it again;
+//! - `job-page-N`: a bucket job lists N object names at a time instead of 1,000, so that
+//!   tests see a job walk many pages of a small bucket;
+//! - `die-after-job-page`: a bucket job saves its progress and kills its process with
+//!   SIGKILL once it has handled its first page of objects, so that tests resume a job from
+//!   a known resume point.
 
 /// The environment variable.
 pub const ENV: &str = "ENVELOPEFS_FAULT_INJECTION";
@@ -66,6 +71,21 @@ fn switched_on() -> &'static [String] {
         }
         set
     })
+}
+
+/// The number N of a switched-on fault named `prefix` + N (`job-page-7`), if one is.
+#[cfg(feature = "fault-injection")]
+pub fn number(prefix: &str) -> Option<u64> {
+    switched_on()
+        .iter()
+        .find_map(|f| f.strip_prefix(prefix).and_then(|n| n.parse::<u64>().ok()))
+}
+
+/// Never a number, in a build without `fault-injection`.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn number(_prefix: &str) -> Option<u64> {
+    None
 }
 
 /// Whether fault `name` is switched on: never, in a build without `fault-injection`.
@@ -168,10 +188,7 @@ pub fn die_now() -> ! {
 #[cfg(feature = "fault-injection")]
 pub fn copy_stall(copied: u64) {
     const NAME: &str = "copy-stall-after-";
-    let stall_at = switched_on()
-        .iter()
-        .find_map(|f| f.strip_prefix(NAME).and_then(|n| n.parse::<u64>().ok()));
-    if stall_at != Some(copied) {
+    if number(NAME) != Some(copied) {
         return;
     }
     eprintln!("fault {NAME}{copied}: stalled");

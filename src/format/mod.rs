@@ -66,6 +66,21 @@ pub fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
+/// Parses hex of any even length into its bytes.
+pub fn unhex_vec(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    if !b.len().is_multiple_of(2) {
+        return None;
+    }
+    b.chunks_exact(2)
+        .map(|pair| {
+            let hi = (pair[0] as char).to_digit(16)?;
+            let lo = (pair[1] as char).to_digit(16)?;
+            u8::try_from(hi * 16 + lo).ok()
+        })
+        .collect()
+}
+
 /// Checks the 4-byte magic and 2-byte version that begin every binary record, so an unknown
 /// version is reported as such rather than as a parse error.
 pub(crate) fn check_magic_version(bytes: &[u8], magic: &[u8; 4], what: &str) -> Result<()> {

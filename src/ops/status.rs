@@ -43,7 +43,7 @@ pub fn status(store: &Store) -> Result<StatusReply> {
     let mut buckets = Vec::new();
     for (name, rec) in store.buckets()? {
         let key = ks.find(&store.bucket_key(&rec));
-        let objects = store.backend().object_names(&name)?.len();
+        let objects = store.backend().count_objects(&name)?;
         let d = store.describe_bucket(&name, &rec);
         buckets.push(BucketStatus {
             key_alias: key.and_then(|k| k.alias.clone()),
@@ -135,7 +135,7 @@ pub struct BucketStatus {
     /// The bucket.
     pub name: String,
     /// How many objects it holds.
-    pub objects: usize,
+    pub objects: u64,
 }
 
 /// A work request in flight in [`StatusReply`].

@@ -26,6 +26,7 @@ use crate::store::Store;
 use crate::sync::LockUnpoisoned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -138,6 +139,15 @@ pub struct WorkRequest {
     /// [`DEFAULT_OPEN_WAIT_SECONDS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_wait_seconds: Option<u64>,
+    /// While IN_PROGRESS: the last object (hex of its name's bytes, in the backend's listing
+    /// order) that the counts of this record include; every header they count was durable
+    /// before the record was saved. A resumed run keeps the counts and goes on after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_after: Option<String>,
+    /// While IN_PROGRESS: objects a rekey found open in the mount and retries at its end
+    /// (hex names), not yet counted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open_retry: Vec<String>,
 }
 
 /// How long a bucket rekey waits for open objects to close, unless told otherwise.
@@ -339,6 +349,8 @@ pub fn accept_op(
         cancel_requested: false,
         errors: Vec::new(),
         open_wait_seconds,
+        resume_after: None,
+        open_retry: Vec::new(),
     };
     save(store, &wr, Save::Durable)?;
     Ok(wr)
@@ -369,7 +381,9 @@ const JOB_THREADS: usize = 8;
 const REKEY_BATCH: usize = 32;
 /// Threads that rekey the objects of a batch.
 const REKEY_THREADS: usize = 2;
-/// How often a running job saves its progress (a local store).
+/// Object names a bucket job lists at a time (its memory is bounded by this, docs/SCALING.md).
+const JOB_PAGE: usize = seam::LIST_PAGE;
+/// How often a running job saves its progress locally (each save after a syncfs).
 const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// How often a running job saves its progress in an object store (each save is a PUT).
 const OBJECT_STORE_SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
@@ -529,17 +543,31 @@ pub fn run_live(
         .ok_or_else(|| Error::Corrupt(format!("work request {}: bad target key id", wr.id)))?;
     let target = Target::MasterVersion(key_id, wr.target_key_version);
     let is_rekey = wr.operation_type == Operation::RekeyBucket;
-    let names = store.backend().object_names(&wr.bucket_name)?;
+    // A run that saved a resume point goes on after it with its counts; any other run
+    // starts over, counting the objects first (a listing pass: memory stays bounded by a
+    // page, docs/SCALING.md).
+    let resume = match wr.resume_after.as_deref() {
+        Some(h) if wr.status == State::InProgress => Some(cursor_name(h, &wr.id)?),
+        _ => None,
+    };
+    let mut open: Vec<PathBuf> = Vec::new();
+    if resume.is_some() {
+        for h in &wr.open_retry {
+            open.push(cursor_name(h, &wr.id)?);
+        }
+    } else {
+        wr.objects_total = store.backend().count_objects(&wr.bucket_name)?;
+        wr.objects_rewrapped = 0;
+        wr.objects_rekeyed = 0;
+        wr.objects_skipped = 0;
+        wr.skipped_reasons.clear();
+        wr.objects_failed = 0;
+        wr.errors.clear();
+        wr.percent_complete = 0.0;
+        wr.open_retry.clear();
+    }
     wr.status = State::InProgress;
     wr.time_started.get_or_insert_with(now_s);
-    wr.objects_total = names.len() as u64;
-    wr.objects_rewrapped = 0;
-    wr.objects_rekeyed = 0;
-    wr.objects_skipped = 0;
-    wr.skipped_reasons.clear();
-    wr.objects_failed = 0;
-    wr.errors.clear();
-    wr.percent_complete = 0.0;
     save(store, wr, Save::Progress)?;
     let mut last_save = Instant::now();
     // Objects are rewrapped in batches by a few threads: with a cold cache each object costs
@@ -556,6 +584,7 @@ pub fn run_live(
     } else {
         (JOB_BATCH, JOB_THREADS)
     };
+    let page_size = crate::fault::number("job-page-").map_or(JOB_PAGE, |n| n.max(1) as usize);
     let scope = wr.scope_created_before_ns;
     let bucket_name = wr.bucket_name.clone();
     let one = |name: &PathBuf| -> Result<Outcome> {
@@ -590,12 +619,12 @@ pub fn run_live(
     // object store: the HEADs ahead of the copies").
     let in_object_store = store.backend().kind() == BackendKind::ObjectStore;
     let staged = !is_rekey && !slow && in_object_store;
-    // Progress is saved between batches, while no object is being worked on: locally a save
-    // costs a fraction of a millisecond, in an object store a PUT (tens of ms), so there it
-    // is saved less often. (Nothing else reads it meanwhile: the lease keeps other
-    // processes out, and a resumed request starts its counts again.) Under the slow faults
-    // (test builds) it is saved every second as locally: the fault tests watch the record
-    // to kill a job in its middle.
+    // Progress is saved between batches, while no object is being worked on, with the last
+    // object counted as the resume point: so each save is a durability barrier first (locally
+    // a syncfs; in an object store every change is durable when acknowledged and the save is
+    // a PUT, tens of ms, so there it is saved less often). Under the slow faults (test
+    // builds) it is saved every second as locally: the fault tests watch the record to kill
+    // a job in its middle.
     let save_every = if in_object_store && !slow {
         OBJECT_STORE_SAVE_EVERY
     } else {
@@ -612,50 +641,72 @@ pub fn run_live(
             &rewrap::Request::job(&*f?, &what, &bucket, &target, scope),
         )
     };
-    // Objects a rekey found open in the mount: retried after the others, see below.
-    let mut open: Vec<PathBuf> = Vec::new();
-    for chunk in names.chunks(batch) {
-        match stop() {
-            Stop::Continue => {}
-            Stop::Cancel => return finish_cancel(store, wr),
-            Stop::Pause => return save(store, wr, Save::Durable),
+    // Objects a rekey found open in the mount are retried after the others, see below.
+    let mut walk = store
+        .backend()
+        .object_pages(&wr.bucket_name, resume.as_deref())?;
+    loop {
+        let page = walk.next_page(page_size)?;
+        if page.is_empty() {
+            break;
         }
-        let results = if staged {
-            run_staged(chunk, threads, &open_blob, &rewrap_opened)
-        } else {
-            run_parallel(chunk, threads, &one)
-        };
-        if let Some(e) = unreachable_store(store, &results) {
-            // Not the objects' fault: the job stops IN_PROGRESS (what this batch did is
-            // redone, idempotently, when it resumes) instead of failing every object.
-            let _ = save(store, wr, Save::Progress);
-            return Err(Error::io(
-                format!(
-                    "work request {} stopped IN_PROGRESS: {} did not answer (it resumes \
-                     with `work-request wait {}` or the next `bucket reencrypt` of the bucket)",
-                    wr.id,
-                    store.backend().location(),
-                    wr.id
-                ),
-                std::io::Error::other(e),
-            ));
-        }
-        for (name, res) in chunk.iter().zip(results) {
-            match res {
-                Ok(Outcome::Skipped(SkipReason::OpenInMount)) => open.push(name.clone()),
-                res => wr.count(name, res, is_rekey),
+        for chunk in page.chunks(batch) {
+            match stop() {
+                Stop::Continue => {}
+                Stop::Cancel => return finish_cancel(store, wr),
+                Stop::Pause => return save(store, wr, Save::AfterSync),
             }
-            progress(wr);
+            let results = if staged {
+                run_staged(chunk, threads, &open_blob, &rewrap_opened)
+            } else {
+                run_parallel(chunk, threads, &one)
+            };
+            if let Some(e) = unreachable_store(store, &results) {
+                // Not the objects' fault: the job stops IN_PROGRESS (this batch is redone,
+                // idempotently, after the resume point when it resumes) instead of failing
+                // every object.
+                let _ = save(store, wr, Save::AfterSync);
+                return Err(Error::io(
+                    format!(
+                        "work request {} stopped IN_PROGRESS: {} did not answer (it resumes \
+                         with `work-request wait {}` or the next `bucket reencrypt` of the \
+                         bucket)",
+                        wr.id,
+                        store.backend().location(),
+                        wr.id
+                    ),
+                    std::io::Error::other(e),
+                ));
+            }
+            for (name, res) in chunk.iter().zip(results) {
+                match res {
+                    Ok(Outcome::Skipped(SkipReason::OpenInMount)) => {
+                        wr.open_retry.push(hex(name.as_os_str().as_bytes()));
+                        open.push(name.clone());
+                    }
+                    res => wr.count(name, res, is_rekey),
+                }
+                progress(wr);
+            }
+            if let Some(last) = chunk.last() {
+                wr.resume_after = Some(hex(last.as_os_str().as_bytes()));
+            }
+            if last_save.elapsed() >= save_every {
+                save(store, wr, Save::AfterSync)?;
+                last_save = Instant::now();
+            }
         }
-        if last_save.elapsed() >= save_every {
-            save(store, wr, Save::Progress)?;
-            last_save = Instant::now();
+        if crate::fault::enabled("die-after-job-page") {
+            // Saved first, so a test knows where the resume point is when the process dies.
+            save(store, wr, Save::AfterSync)?;
+            crate::fault::die_now();
         }
     }
+    drop(walk);
     if !open.is_empty() {
         // Wait (bounded) for them to be closed, retrying every OPEN_RETRY_INTERVAL; a reader
         // of the record meanwhile sees IN_PROGRESS with these objects not yet counted.
-        save(store, wr, Save::Progress)?;
+        save(store, wr, Save::AfterSync)?;
         last_save = Instant::now();
         let secs = wr
             .open_wait_seconds
@@ -666,7 +717,7 @@ pub fn run_live(
             match stop() {
                 Stop::Continue => {}
                 Stop::Cancel => return finish_cancel(store, wr),
-                Stop::Pause => return save(store, wr, Save::Durable),
+                Stop::Pause => return save(store, wr, Save::AfterSync),
             }
             std::thread::sleep(
                 OPEN_RETRY_INTERVAL.min(deadline.saturating_duration_since(Instant::now())),
@@ -681,8 +732,9 @@ pub fn run_live(
                 progress(wr);
             }
             open = still;
+            wr.open_retry = open.iter().map(|n| hex(n.as_os_str().as_bytes())).collect();
             if last_save.elapsed() >= save_every {
-                save(store, wr, Save::Progress)?;
+                save(store, wr, Save::AfterSync)?;
                 last_save = Instant::now();
             }
         }
@@ -706,6 +758,14 @@ pub fn run_live(
     wr.percent_complete = 100.0;
     // One syncfs makes the rewrapped headers and the final record durable together.
     finish(store, wr, state, Save::AfterSync)
+}
+
+/// A name saved in a work request as hex of its bytes.
+fn cursor_name(h: &str, id: &str) -> Result<PathBuf> {
+    crate::format::unhex_vec(h)
+        .filter(|b| !b.is_empty())
+        .map(|b| PathBuf::from(std::ffi::OsString::from_vec(b)))
+        .ok_or_else(|| Error::Corrupt(format!("work request {id}: bad object name {h:?}")))
 }
 
 /// In an object store, the first error of a batch that says the store itself did not answer
@@ -778,6 +838,8 @@ fn finish_cancel(store: &Store, wr: &mut WorkRequest) -> Result<()> {
 
 fn finish(store: &Store, wr: &mut WorkRequest, state: State, how: Save) -> Result<()> {
     wr.status = state;
+    wr.resume_after = None;
+    wr.open_retry.clear();
     wr.time_finished = Some(now_s());
     save(store, wr, how)
 }

@@ -8,7 +8,7 @@
 //! ```
 
 use super::fsutil::{self, Replace};
-use super::seam::{Backend, BackendKind, Blob, NewObject, Record, Save};
+use super::seam::{Backend, BackendKind, Blob, NewObject, ObjectWalk, Record, Save};
 use super::{xattr, META_DIR, META_FILE_MODE};
 use crate::error::{Error, IoContext, Result};
 use crate::format::records::BucketRecord;
@@ -156,6 +156,10 @@ impl Backend for LocalDir {
 
     fn object_names(&self, bucket: &str) -> Result<Vec<PathBuf>> {
         walk_files(&self.bucket_dir(bucket))
+    }
+
+    fn object_pages(&self, bucket: &str, after: Option<&Path>) -> Result<Box<dyn ObjectWalk + '_>> {
+        Ok(Box::new(FileWalk::new(&self.bucket_dir(bucket), after)?))
     }
 
     fn open_object(&self, bucket: &str, name: &Path, what: &str) -> Result<Box<dyn Blob>> {
@@ -321,28 +325,232 @@ fn open_unnamed(final_path: &Path, mode: u32) -> Result<Option<File>> {
 /// bytes: a name that is not UTF-8 is an object like any other. A directory or entry removed
 /// while the walk runs (by a live mount) is passed over.
 pub fn walk_files(top: &Path) -> Result<Vec<PathBuf>> {
+    let mut walk = FileWalk::new(top, None)?;
     let mut out = Vec::new();
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let d = top.join(&rel);
-        let entries = match fs::read_dir(&d) {
-            Ok(it) => it,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !rel.as_os_str().is_empty() => {
-                continue
-            }
-            Err(e) => return Err(Error::io(format!("listing {}", d.display()), e)),
+    loop {
+        let page = walk.next_page(super::seam::LIST_PAGE)?;
+        if page.is_empty() {
+            return Ok(out);
+        }
+        out.extend(page);
+    }
+}
+
+/// A walk over the regular files under a directory in `Path` order, a page at a time (see
+/// [`Backend::object_pages`]): depth first, each directory's entries sorted by their bytes.
+/// It holds the sorted entries of the directories on the path to the current file, never
+/// the whole tree; a directory or entry removed meanwhile is passed over.
+pub struct FileWalk {
+    top: PathBuf,
+    /// The directories being walked, outermost first.
+    levels: Vec<Level>,
+}
+
+struct Level {
+    /// The directory, relative to the top.
+    rel: PathBuf,
+    /// Its subdirectories and regular files, sorted by name; `true` for a directory.
+    entries: Vec<(std::ffi::OsString, bool)>,
+    /// The next entry to visit.
+    next: usize,
+}
+
+impl FileWalk {
+    /// The walk of the files under `top` that come after `after` (relative to `top`).
+    pub fn new(top: &Path, after: Option<&Path>) -> Result<FileWalk> {
+        let mut walk = FileWalk {
+            top: top.to_path_buf(),
+            levels: Vec::new(),
         };
-        for e in entries {
-            let e = e.ctx(|| format!("listing {}", d.display()))?;
-            let Ok(ft) = e.file_type() else { continue };
-            let child = rel.join(e.file_name());
-            if ft.is_dir() {
-                stack.push(child);
-            } else if ft.is_file() {
-                out.push(child);
+        // The top must exist; the directories on the way to `after` need not any more.
+        let Some(mut level) = walk.read_level(PathBuf::new())? else {
+            return Err(Error::NotFound(format!("no directory {}", top.display())));
+        };
+        let mut rest = after.map(|a| a.components());
+        loop {
+            let Some(c) = rest.as_mut().and_then(|r| r.next()) else {
+                walk.levels.push(level);
+                return Ok(walk);
+            };
+            let c = c.as_os_str();
+            let at = level.entries.partition_point(|(n, _)| n.as_os_str() < c);
+            level.next = at;
+            let here = level.entries.get(at).filter(|(n, _)| n.as_os_str() == c);
+            let Some(&(_, is_dir)) = here else {
+                // Nothing of that name: what follows `after` starts at `at`.
+                walk.levels.push(level);
+                return Ok(walk);
+            };
+            // `after` itself, or a name on its path: either way not visited again.
+            level.next = at + 1;
+            if !is_dir {
+                // A file, or a file now where `after` had a directory: both come before
+                // everything that follows them.
+                walk.levels.push(level);
+                return Ok(walk);
+            }
+            let rel = level.rel.join(c);
+            walk.levels.push(level);
+            match walk.read_level(rel)? {
+                Some(l) => level = l,
+                None => return Ok(walk),
             }
         }
     }
-    out.sort();
-    Ok(out)
+
+    /// A directory's sorted entries, None if it is gone.
+    fn read_level(&self, rel: PathBuf) -> Result<Option<Level>> {
+        let d = self.top.join(&rel);
+        let it = match fs::read_dir(&d) {
+            Ok(it) => it,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("listing {}", d.display()), e)),
+        };
+        let mut entries = Vec::new();
+        for e in it {
+            let e = e.ctx(|| format!("listing {}", d.display()))?;
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() || ft.is_file() {
+                entries.push((e.file_name(), ft.is_dir()));
+            }
+        }
+        entries.sort_unstable();
+        Ok(Some(Level {
+            rel,
+            entries,
+            next: 0,
+        }))
+    }
+}
+
+impl ObjectWalk for FileWalk {
+    fn next_page(&mut self, max: usize) -> Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(level) = self.levels.last_mut() else {
+                break;
+            };
+            let Some((name, is_dir)) = level.entries.get(level.next) else {
+                self.levels.pop();
+                continue;
+            };
+            level.next += 1;
+            let child = level.rel.join(name);
+            if *is_dir {
+                if let Some(l) = self.read_level(child)? {
+                    self.levels.push(l);
+                }
+            } else {
+                out.push(child);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::seam::ObjectWalk;
+
+    /// A tree whose `Path` order differs from the byte order of whole names (`a-c` sorts
+    /// after `a/...` by components, before it by bytes), with an empty directory and a
+    /// name that is not UTF-8.
+    fn tree() -> (tempfile::TempDir, Vec<PathBuf>) {
+        use std::os::unix::ffi::OsStrExt;
+        let d = tempfile::tempdir().unwrap();
+        let names: Vec<PathBuf> = [
+            &b"a/x"[..],
+            b"a/y/z",
+            b"a-c",
+            b"b",
+            b"c/d/e/f",
+            b"c/\xff",
+            b"z",
+        ]
+        .iter()
+        .map(|n| PathBuf::from(std::ffi::OsStr::from_bytes(n)))
+        .collect();
+        for n in &names {
+            let p = d.path().join(n);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, b"x").unwrap();
+        }
+        fs::create_dir_all(d.path().join("empty/deeper")).unwrap();
+        let mut sorted = names.clone();
+        sorted.sort();
+        (d, sorted)
+    }
+
+    fn pages(top: &Path, after: Option<&Path>, size: usize) -> Vec<PathBuf> {
+        let mut w = FileWalk::new(top, after).unwrap();
+        let mut all = Vec::new();
+        loop {
+            let p = w.next_page(size).unwrap();
+            assert!(p.len() <= size, "a page of {} for {size}", p.len());
+            if p.is_empty() {
+                return all;
+            }
+            all.extend(p);
+        }
+    }
+
+    #[test]
+    fn a_paged_walk_lists_every_file_once_in_path_order_for_any_page_size() {
+        let (d, sorted) = tree();
+        for size in 1..=sorted.len() + 1 {
+            assert_eq!(pages(d.path(), None, size), sorted, "page size {size}");
+        }
+        assert_eq!(walk_files(d.path()).unwrap(), sorted);
+    }
+
+    #[test]
+    fn a_walk_resumed_after_any_name_lists_exactly_the_names_after_it() {
+        let (d, sorted) = tree();
+        for (i, after) in sorted.iter().enumerate() {
+            assert_eq!(
+                pages(d.path(), Some(after), 2),
+                sorted[i + 1..].to_vec(),
+                "after {after:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_resume_point_that_is_gone_or_changed_kind_still_resumes_in_order() {
+        let (d, sorted) = tree();
+        // Removed since: its directory too.
+        fs::remove_dir_all(d.path().join("a/y")).unwrap();
+        let want: Vec<PathBuf> = sorted
+            .iter()
+            .filter(|n| n.as_path() > Path::new("a/y/z"))
+            .cloned()
+            .collect();
+        assert_eq!(pages(d.path(), Some(Path::new("a/y/z")), 3), want);
+        // A name that never existed, between two that do.
+        assert_eq!(
+            pages(d.path(), Some(Path::new("a/xx")), 3),
+            want,
+            "after a/xx"
+        );
+        // `b` was a file and is now a directory: what is below it comes after `b`.
+        fs::remove_file(d.path().join("b")).unwrap();
+        fs::create_dir(d.path().join("b")).unwrap();
+        fs::write(d.path().join("b/inner"), b"x").unwrap();
+        let got = pages(d.path(), Some(Path::new("b")), 3);
+        assert_eq!(got[0], Path::new("b/inner"), "{got:?}");
+        // `c/d` was a directory the resume point lay in, and is now a file: after it.
+        fs::remove_dir_all(d.path().join("c/d")).unwrap();
+        fs::write(d.path().join("c/d"), b"x").unwrap();
+        let got = pages(d.path(), Some(Path::new("c/d/e/f")), 3);
+        assert!(!got.contains(&PathBuf::from("c/d")), "{got:?}");
+        assert_eq!(got.last().unwrap(), Path::new("z"), "{got:?}");
+    }
+
+    #[test]
+    fn a_walk_of_a_missing_directory_is_not_found() {
+        let d = tempfile::tempdir().unwrap();
+        let e = FileWalk::new(&d.path().join("nope"), None).err().unwrap();
+        assert!(matches!(e, Error::NotFound(_)), "{e}");
+    }
 }

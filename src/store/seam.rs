@@ -121,9 +121,42 @@ pub trait Backend: Send + Sync {
     /// Replaces an existing bucket's record atomically.
     fn replace_bucket(&self, name: &str, record: &BucketRecord) -> Result<()>;
 
-    /// Every object of a bucket, sorted by name. An object removed meanwhile by someone else
-    /// may be listed or not.
-    fn object_names(&self, bucket: &str) -> Result<Vec<PathBuf>>;
+    /// Every object of a bucket, sorted by name (`Path` order). An object removed meanwhile
+    /// by someone else may be listed or not. The whole list is held in memory (about 100
+    /// bytes a name): a walk over a bucket of any size goes page by page with
+    /// [`Backend::object_pages`] instead.
+    fn object_names(&self, bucket: &str) -> Result<Vec<PathBuf>> {
+        let mut walk = self.object_pages(bucket, None)?;
+        let mut all = Vec::new();
+        loop {
+            let page = walk.next_page(LIST_PAGE)?;
+            if page.is_empty() {
+                break;
+            }
+            all.extend(page);
+        }
+        all.sort();
+        Ok(all)
+    }
+    /// A bucket's objects a page at a time, in the backend's listing order (a total order
+    /// of names, stable while they exist: `Path` order locally, key byte order in an object
+    /// store), starting strictly after `after` (a name an earlier walk returned, which need
+    /// no longer exist). Memory is bounded by the page, plus, locally, the entries of the
+    /// directories on the path to the current name. Objects created or removed during the
+    /// walk may be listed or not; every object that exists throughout is listed once.
+    fn object_pages(&self, bucket: &str, after: Option<&Path>) -> Result<Box<dyn ObjectWalk + '_>>;
+    /// How many objects a bucket has, counted page by page (memory stays bounded).
+    fn count_objects(&self, bucket: &str) -> Result<u64> {
+        let mut walk = self.object_pages(bucket, None)?;
+        let mut n = 0u64;
+        loop {
+            let page = walk.next_page(LIST_PAGE)?;
+            if page.is_empty() {
+                return Ok(n);
+            }
+            n += page.len() as u64;
+        }
+    }
     /// Opens an object: NotFound "no object WHAT" if it does not exist.
     fn open_object(&self, bucket: &str, name: &Path, what: &str) -> Result<Box<dyn Blob>>;
     /// Starts creating an object: the file to write its body into (read-write, private),
@@ -159,6 +192,17 @@ pub trait Backend: Send + Sync {
     fn unfinished_uploads(&self) -> Result<Vec<UnfinishedUpload>> {
         Ok(Vec::new())
     }
+}
+
+/// Names listed per page by the provided walks of [`Backend`] (an S3 LIST returns at most
+/// 1,000 keys a request).
+pub const LIST_PAGE: usize = 1000;
+
+/// A walk over a bucket's objects (see [`Backend::object_pages`]).
+pub trait ObjectWalk: Send {
+    /// The next names, at most `max` (and at least one unless the walk is at its end): an
+    /// empty page is the end.
+    fn next_page(&mut self, max: usize) -> Result<Vec<PathBuf>>;
 }
 
 /// An unfinished write (see [`Backend::unfinished_uploads`]).

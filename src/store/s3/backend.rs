@@ -20,7 +20,7 @@ use super::client::{Head, S3Client};
 use crate::error::{Error, IoContext, Result};
 use crate::format::records::BucketRecord;
 use crate::store::seam::{
-    Backend, BackendKind, Blob, NewObject, Record, Save, TopName, UnfinishedUpload,
+    Backend, BackendKind, Blob, NewObject, ObjectWalk, Record, Save, TopName, UnfinishedUpload,
 };
 use crate::store::META_DIR;
 use crate::sync::LockUnpoisoned;
@@ -175,6 +175,44 @@ impl ObjectStoreBackend {
     }
 }
 
+/// The objects under a key prefix in key byte order, one LIST request a page (see
+/// [`Backend::object_pages`]).
+struct KeyWalk<'a> {
+    client: &'a S3Client,
+    prefix: String,
+    /// The last key listed (or the key to start after).
+    start_after: Option<String>,
+    done: bool,
+}
+
+impl ObjectWalk for KeyWalk<'_> {
+    fn next_page(&mut self, max: usize) -> Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        while !self.done && out.len() < max {
+            let want = i32::try_from(max - out.len()).unwrap_or(PAGE).min(PAGE);
+            let page = self
+                .client
+                .list(&self.prefix, None, self.start_after.as_deref(), want)?;
+            for o in page.objects {
+                // A key ending in `/` is not an object (a directory marker of a mount).
+                if let Some(rel) = o
+                    .key
+                    .strip_prefix(&self.prefix)
+                    .filter(|r| !r.is_empty() && !r.ends_with('/'))
+                {
+                    out.push(PathBuf::from(rel));
+                }
+                self.start_after = Some(o.key);
+            }
+            match page.next {
+                Some(n) => self.start_after = Some(n),
+                None => self.done = true,
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Decodes the header of an object from its metadata (None when it has none).
 fn header_of(head: &Head, what: &str) -> Result<Option<Vec<u8>>> {
     match head.metadata.get(HEADER_META) {
@@ -261,15 +299,18 @@ impl Backend for ObjectStoreBackend {
         self.client.put(&key, record.encode(), &[]).map(drop)
     }
 
-    fn object_names(&self, bucket: &str) -> Result<Vec<PathBuf>> {
+    fn object_pages(&self, bucket: &str, after: Option<&Path>) -> Result<Box<dyn ObjectWalk + '_>> {
         let prefix = self.at.key(&format!("{bucket}/"));
-        let mut names: Vec<PathBuf> = self
-            .list_all(&prefix)?
-            .into_iter()
-            .map(PathBuf::from)
-            .collect();
-        names.sort();
-        Ok(names)
+        let start_after = match after {
+            Some(a) => Some(self.object_key(bucket, a)?),
+            None => None,
+        };
+        Ok(Box::new(KeyWalk {
+            client: &self.client,
+            prefix,
+            start_after,
+            done: false,
+        }))
     }
 
     fn open_object(&self, bucket: &str, name: &Path, what: &str) -> Result<Box<dyn Blob>> {
