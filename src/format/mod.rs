@@ -10,13 +10,21 @@ pub mod config;
 pub mod context;
 pub mod journal;
 pub mod kms_blob;
+pub mod names;
 pub mod records;
 
 use crate::error::{Error, Result};
 use bincode::config::{Configuration, Fixint, Limit, LittleEndian};
 
-/// The format version this build writes, and the only one it reads.
+/// The format version of every record whose layout version 1 defined (object header, data
+/// preamble, keystore, the version 1 bucket record): such records carry 1 in stores of both
+/// versions.
 pub const FORMAT_VERSION: u16 = 1;
+
+/// The store format version with encrypted names (docs/FORMAT.md "Encrypted names"): its
+/// bucket records carry the wrapped name key and this version, and its directories carry a
+/// directory record of this version. Everything else keeps its version 1 layout.
+pub const NAMES_FORMAT_VERSION: u16 = 2;
 
 /// Largest encoded object header or bucket record we accept (bytes).
 pub const RECORD_LIMIT: usize = 1024;
@@ -84,13 +92,23 @@ pub fn unhex_vec(s: &str) -> Option<Vec<u8>> {
 /// Checks the 4-byte magic and 2-byte version that begin every binary record, so an unknown
 /// version is reported as such rather than as a parse error.
 pub(crate) fn check_magic_version(bytes: &[u8], magic: &[u8; 4], what: &str) -> Result<()> {
+    check_magic_version_is(bytes, magic, what, FORMAT_VERSION)
+}
+
+/// [`check_magic_version`] for a record whose layout has another version than 1.
+pub(crate) fn check_magic_version_is(
+    bytes: &[u8],
+    magic: &[u8; 4],
+    what: &str,
+    expected: u16,
+) -> Result<()> {
     if bytes.len() < 6 || &bytes[..4] != magic {
         return Err(Error::Corrupt(format!("{what}: bad magic or too short")));
     }
     let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-    if version != FORMAT_VERSION {
+    if version != expected {
         return Err(Error::UnsupportedVersion(format!(
-            "{what}: format version {version} is not supported by this build (it reads version {FORMAT_VERSION})"
+            "{what}: format version {version} is not supported by this build (it reads version {expected})"
         )));
     }
     Ok(())

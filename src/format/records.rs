@@ -2,7 +2,8 @@
 //!
 //! Each starts with a 4-byte magic and a u16 format version, checked before decoding.
 
-use super::{check_magic_version, decode_record, encode_record, Id16, FORMAT_VERSION};
+use super::{check_magic_version, check_magic_version_is, decode_record, encode_record, Id16};
+use super::{FORMAT_VERSION, NAMES_FORMAT_VERSION};
 use super::{KEYSTORE_CONFIG, KEYSTORE_LIMIT};
 use crate::error::{Error, Result};
 use bincode::{Decode, Encode};
@@ -69,12 +70,35 @@ impl ObjectHeader {
     }
 }
 
+/// A bucket's name key, wrapped under a master key version (docs/FORMAT.md "Encrypted
+/// names"): `wrapped = seal(KEK, nonce, name-key context, name key)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct WrappedNameKey {
+    /// The master key that wraps it.
+    pub key_id: Id16,
+    /// The version of that key.
+    pub version: u32,
+    /// Nonce of the wrap, fresh on every (re)wrap.
+    pub nonce: [u8; 12],
+    /// AES-256-GCM(KEK, nonce, name key, name-key context) = ciphertext | tag.
+    pub wrapped: [u8; WRAPPED_DEK_LEN],
+}
+
+/// The name keys of a bucket of a version 2 store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct NameKeys {
+    /// The key every name is encrypted under.
+    pub current: WrappedNameKey,
+    /// Only while a name rekey of the bucket runs: the key it is renaming entries away from.
+    pub previous: Option<WrappedNameKey>,
+}
+
 /// The bucket record, stored in the bucket directory's `user.envelopefs.bucket` xattr.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BucketRecord {
     /// `EFSB`.
     pub magic: [u8; 4],
-    /// Format version (1).
+    /// 1 (plaintext names, no `names`) or 2 (encrypted names, `names` present).
     pub version: u16,
     /// The bucket id (bound into every DEK wrap of the bucket).
     pub bucket_id: Id16,
@@ -82,10 +106,33 @@ pub struct BucketRecord {
     pub kms_key_id: Option<Id16>,
     /// Creation time, seconds since the Unix epoch.
     pub created_s: u64,
+    /// The wrapped name keys: present exactly in version 2 records.
+    pub names: Option<NameKeys>,
+}
+
+/// The version 1 layout (docs/FORMAT.md "Bucket record").
+#[derive(Encode, Decode)]
+struct BucketRecordV1 {
+    magic: [u8; 4],
+    version: u16,
+    bucket_id: Id16,
+    kms_key_id: Option<Id16>,
+    created_s: u64,
+}
+
+/// The version 2 layout: version 1's fields, then the name keys.
+#[derive(Encode, Decode)]
+struct BucketRecordV2 {
+    magic: [u8; 4],
+    version: u16,
+    bucket_id: Id16,
+    kms_key_id: Option<Id16>,
+    created_s: u64,
+    names: NameKeys,
 }
 
 impl BucketRecord {
-    /// A new record.
+    /// A new version 1 record (a store of format version 1: plaintext names).
     pub fn new(bucket_id: Id16, kms_key_id: Option<Id16>, created_s: u64) -> Self {
         BucketRecord {
             magic: BUCKET_MAGIC,
@@ -93,18 +140,101 @@ impl BucketRecord {
             bucket_id,
             kms_key_id,
             created_s,
+            names: None,
         }
     }
 
-    /// Encodes the record.
-    pub fn encode(&self) -> Vec<u8> {
-        encode_record(self)
+    /// A new version 2 record (a store of format version 2: encrypted names).
+    pub fn with_name_key(
+        bucket_id: Id16,
+        kms_key_id: Option<Id16>,
+        created_s: u64,
+        name_key: WrappedNameKey,
+    ) -> Self {
+        BucketRecord {
+            magic: BUCKET_MAGIC,
+            version: NAMES_FORMAT_VERSION,
+            bucket_id,
+            kms_key_id,
+            created_s,
+            names: Some(NameKeys {
+                current: name_key,
+                previous: None,
+            }),
+        }
     }
 
-    /// Decodes a record, refusing unknown versions and malformed bytes.
+    /// Encodes the record: the version 2 layout when it has name keys, else version 1's.
+    pub fn encode(&self) -> Vec<u8> {
+        match self.names {
+            None => encode_record(&BucketRecordV1 {
+                magic: self.magic,
+                version: self.version,
+                bucket_id: self.bucket_id,
+                kms_key_id: self.kms_key_id,
+                created_s: self.created_s,
+            }),
+            Some(names) => encode_record(&BucketRecordV2 {
+                magic: self.magic,
+                version: self.version,
+                bucket_id: self.bucket_id,
+                kms_key_id: self.kms_key_id,
+                created_s: self.created_s,
+                names,
+            }),
+        }
+    }
+
+    /// Decodes a record of a version 1 store, refusing other versions and malformed bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         check_magic_version(bytes, &BUCKET_MAGIC, "bucket record")?;
-        decode_record(bytes, "bucket record")
+        let r: BucketRecordV1 = decode_record(bytes, "bucket record")?;
+        Ok(BucketRecord {
+            magic: r.magic,
+            version: r.version,
+            bucket_id: r.bucket_id,
+            kms_key_id: r.kms_key_id,
+            created_s: r.created_s,
+            names: None,
+        })
+    }
+
+    /// Decodes a record of a store of format version `store_version`. A store holds records
+    /// of its own version only: a version 1 record in a version 2 store (which would turn
+    /// the bucket's names into plaintext names) is *corrupt*.
+    pub fn decode_in(bytes: &[u8], store_version: u16) -> Result<Self> {
+        match store_version {
+            FORMAT_VERSION => Self::decode(bytes),
+            NAMES_FORMAT_VERSION => {
+                if bytes.len() >= 6
+                    && bytes[..4] == BUCKET_MAGIC
+                    && u16::from_le_bytes([bytes[4], bytes[5]]) == FORMAT_VERSION
+                {
+                    return Err(Error::Corrupt(
+                        "bucket record: a version 1 record (plaintext names) in a store of format version 2"
+                            .into(),
+                    ));
+                }
+                check_magic_version_is(
+                    bytes,
+                    &BUCKET_MAGIC,
+                    "bucket record",
+                    NAMES_FORMAT_VERSION,
+                )?;
+                let r: BucketRecordV2 = decode_record(bytes, "bucket record")?;
+                Ok(BucketRecord {
+                    magic: r.magic,
+                    version: r.version,
+                    bucket_id: r.bucket_id,
+                    kms_key_id: r.kms_key_id,
+                    created_s: r.created_s,
+                    names: Some(r.names),
+                })
+            }
+            v => Err(Error::UnsupportedVersion(format!(
+                "bucket record: store format version {v} is not supported by this build"
+            ))),
+        }
     }
 }
 
