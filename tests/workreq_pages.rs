@@ -38,13 +38,28 @@ fn only_request(list: &Value) -> Value {
     all[0].clone()
 }
 
-/// What a job killed after its first page must have left, and its resume to the end.
+/// What a job killed after its first page of `page` names must have left: the process
+/// killed, the request IN_PROGRESS with that page counted and its last name as the resume
+/// point, and exactly that page under the new key version (`order` is the bucket's names in
+/// the backend's listing order, `version` reads an object's key version).
 #[track_caller]
-fn killed_after_first_page(wr: &Value, page: usize, first_page: &[&str], total: usize) {
+fn killed_after_first_page(
+    out: &CmdOut,
+    wr: &Value,
+    page: usize,
+    order: &[&str],
+    version: &dyn Fn(&str) -> u32,
+    before: u32,
+) {
+    assert_eq!(
+        out.code, -1,
+        "the job should have been killed:\n{}\n{}",
+        out.stdout, out.stderr
+    );
     assert_eq!(field(wr, "status").as_str(), Some("IN_PROGRESS"), "{wr}");
     assert_eq!(
         field(wr, "objects_total").as_u64(),
-        Some(total as u64),
+        Some(order.len() as u64),
         "{wr}"
     );
     assert_eq!(
@@ -53,12 +68,18 @@ fn killed_after_first_page(wr: &Value, page: usize, first_page: &[&str], total: 
         "{wr}"
     );
     assert_eq!(field(wr, "objects_skipped").as_u64(), Some(0), "{wr}");
-    let last = first_page.last().unwrap();
+    let last = order[page - 1];
     assert_eq!(
         field(wr, "resume_after").as_str(),
         Some(hex(last.as_bytes()).as_str()),
         "the resume point is the last name of the first page ({last}): {wr}"
     );
+    // The saved counts are what is durable: the first page under the new version, the rest
+    // not touched yet.
+    for (i, n) in order.iter().enumerate() {
+        let want = if i < page { before + 1 } else { before };
+        assert_eq!(version(n), want, "{n}");
+    }
 }
 
 #[track_caller]
@@ -99,23 +120,12 @@ fn a_local_bucket_job_killed_after_a_page_resumes_after_its_last_name() {
 
     let (k, v) = fault_env("job-page-3,die-after-job-page");
     let out = m.cli_store_env(&[(&k, &v)], &["bucket", "reencrypt", "--bucket-name", "b"]);
-    assert_eq!(
-        out.code, -1,
-        "the job should have been killed:\n{}\n{}",
-        out.stdout, out.stderr
-    );
     let wr = only_request(
         &m.cli_store(&["work-request", "list", "--bucket-name", "b"])
             .ok()
             .json(),
     );
-    killed_after_first_page(&wr, 3, &order[..3], LOCAL_NAMES.len());
-    // The saved counts are what is durable on disk: the first page under the new version,
-    // the rest not touched yet.
-    for (i, n) in order.iter().enumerate() {
-        let want = if i < 3 { before + 1 } else { before };
-        assert_eq!(version(n), want, "{n}");
-    }
+    killed_after_first_page(&out, &wr, 3, &order, &version, before);
 
     // Resumed in pages of 2 by another process.
     let id = field(&wr, "id").as_str().unwrap().to_string();
@@ -170,22 +180,13 @@ fn an_object_store_bucket_job_of_many_pages_killed_midway_resumes_after_its_last
     c.env(k, v)
         .args(["bucket", "reencrypt", "--bucket-name", "b"]);
     let out = run_cmd(&mut c, common::s3::TIMEOUT);
-    assert_eq!(
-        out.code, -1,
-        "the job should have been killed:\n{}\n{}",
-        out.stdout, out.stderr
-    );
     let wr = only_request(
         &s.cli(&["work-request", "list", "--bucket-name", "b"])
             .ok()
             .json(),
     );
-    let first: Vec<&str> = order[..PAGE].iter().map(String::as_str).collect();
-    killed_after_first_page(&wr, PAGE, &first, OBJECTS);
-    for (i, n) in order.iter().enumerate() {
-        let want = if i < PAGE { before + 1 } else { before };
-        assert_eq!(version(n), want, "{n}");
-    }
+    let order: Vec<&str> = order.iter().map(String::as_str).collect();
+    killed_after_first_page(&out, &wr, PAGE, &order, &version, before);
 
     let id = field(&wr, "id").as_str().unwrap().to_string();
     let (k, v) = fault_env(&format!("job-page-{PAGE}"));

@@ -543,20 +543,31 @@ pub fn run_live(
         .ok_or_else(|| Error::Corrupt(format!("work request {}: bad target key id", wr.id)))?;
     let target = Target::MasterVersion(key_id, wr.target_key_version);
     let is_rekey = wr.operation_type == Operation::RekeyBucket;
+    let page_size = crate::fault::number("job-page-").map_or(JOB_PAGE, |n| n.max(1) as usize);
     // A run that saved a resume point goes on after it with its counts; any other run
     // starts over, counting the objects first (a listing pass: memory stays bounded by a
-    // page, docs/SCALING.md).
+    // page, docs/SCALING.md). The counting pass keeps its first page for the job, and only
+    // a bucket of more than one page is listed again, after that page.
     let resume = match wr.resume_after.as_deref() {
         Some(h) if wr.status == State::InProgress => Some(cursor_name(h, &wr.id)?),
         _ => None,
     };
-    let mut open: Vec<PathBuf> = Vec::new();
-    if resume.is_some() {
-        for h in &wr.open_retry {
-            open.push(cursor_name(h, &wr.id)?);
-        }
+    let (mut ahead, walk_after) = if resume.is_some() {
+        (None, Some(resume))
     } else {
-        wr.objects_total = store.backend().count_objects(&wr.bucket_name)?;
+        let mut counting = store.backend().object_pages(&wr.bucket_name, None)?;
+        let first = counting.next_page(page_size)?;
+        let mut total = first.len() as u64;
+        let mut more = false;
+        loop {
+            let page = counting.next_page(seam::LIST_PAGE)?;
+            if page.is_empty() {
+                break;
+            }
+            more = true;
+            total += page.len() as u64;
+        }
+        wr.objects_total = total;
         wr.objects_rewrapped = 0;
         wr.objects_rekeyed = 0;
         wr.objects_skipped = 0;
@@ -565,7 +576,9 @@ pub fn run_live(
         wr.errors.clear();
         wr.percent_complete = 0.0;
         wr.open_retry.clear();
-    }
+        let after = more.then(|| first.last().cloned());
+        (Some(first), after)
+    };
     wr.status = State::InProgress;
     wr.time_started.get_or_insert_with(now_s);
     save(store, wr, Save::Progress)?;
@@ -584,7 +597,6 @@ pub fn run_live(
     } else {
         (JOB_BATCH, JOB_THREADS)
     };
-    let page_size = crate::fault::number("job-page-").map_or(JOB_PAGE, |n| n.max(1) as usize);
     let scope = wr.scope_created_before_ns;
     let bucket_name = wr.bucket_name.clone();
     let one = |name: &PathBuf| -> Result<Outcome> {
@@ -641,12 +653,20 @@ pub fn run_live(
             &rewrap::Request::job(&*f?, &what, &bucket, &target, scope),
         )
     };
-    // Objects a rekey found open in the mount are retried after the others, see below.
-    let mut walk = store
-        .backend()
-        .object_pages(&wr.bucket_name, resume.as_deref())?;
+    let mut walk = match &walk_after {
+        Some(after) => Some(
+            store
+                .backend()
+                .object_pages(&wr.bucket_name, after.as_deref())?,
+        ),
+        None => None,
+    };
     loop {
-        let page = walk.next_page(page_size)?;
+        let page = match (ahead.take(), walk.as_mut()) {
+            (Some(page), _) => page,
+            (None, Some(w)) => w.next_page(page_size)?,
+            (None, None) => break,
+        };
         if page.is_empty() {
             break;
         }
@@ -681,15 +701,14 @@ pub fn run_live(
             for (name, res) in chunk.iter().zip(results) {
                 match res {
                     Ok(Outcome::Skipped(SkipReason::OpenInMount)) => {
-                        wr.open_retry.push(hex(name.as_os_str().as_bytes()));
-                        open.push(name.clone());
+                        wr.open_retry.push(cursor_hex(name));
                     }
                     res => wr.count(name, res, is_rekey),
                 }
                 progress(wr);
             }
             if let Some(last) = chunk.last() {
-                wr.resume_after = Some(hex(last.as_os_str().as_bytes()));
+                wr.resume_after = Some(cursor_hex(last));
             }
             if last_save.elapsed() >= save_every {
                 save(store, wr, Save::AfterSync)?;
@@ -703,6 +722,13 @@ pub fn run_live(
         }
     }
     drop(walk);
+    // The objects a rekey found open, this run's and those a resumed run was left with: the
+    // record keeps them (`open_retry`) until they are counted.
+    let mut open = wr
+        .open_retry
+        .iter()
+        .map(|h| cursor_name(h, &wr.id))
+        .collect::<Result<Vec<PathBuf>>>()?;
     if !open.is_empty() {
         // Wait (bounded) for them to be closed, retrying every OPEN_RETRY_INTERVAL; a reader
         // of the record meanwhile sees IN_PROGRESS with these objects not yet counted.
@@ -732,7 +758,7 @@ pub fn run_live(
                 progress(wr);
             }
             open = still;
-            wr.open_retry = open.iter().map(|n| hex(n.as_os_str().as_bytes())).collect();
+            wr.open_retry = open.iter().map(|n| cursor_hex(n)).collect();
             if last_save.elapsed() >= save_every {
                 save(store, wr, Save::AfterSync)?;
                 last_save = Instant::now();
@@ -760,7 +786,12 @@ pub fn run_live(
     finish(store, wr, state, Save::AfterSync)
 }
 
-/// A name saved in a work request as hex of its bytes.
+/// A name as a work request saves it: hex of its bytes (a local name need not be UTF-8).
+fn cursor_hex(name: &Path) -> String {
+    hex(name.as_os_str().as_bytes())
+}
+
+/// A name saved in a work request by [`cursor_hex`].
 fn cursor_name(h: &str, id: &str) -> Result<PathBuf> {
     crate::format::unhex_vec(h)
         .filter(|b| !b.is_empty())
@@ -809,7 +840,10 @@ impl WorkRequest {
             }
         }
         if self.objects_total > 0 {
-            let done = self.objects_done() as f64 * 100.0 / self.objects_total as f64;
+            // Objects created after the counting pass may be walked too (and skipped as
+            // created after the request): never more than 100 %.
+            let done = self.objects_done().min(self.objects_total) as f64 * 100.0
+                / self.objects_total as f64;
             self.percent_complete = (done * 10.0).floor() / 10.0;
         }
     }

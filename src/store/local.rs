@@ -325,15 +325,7 @@ fn open_unnamed(final_path: &Path, mode: u32) -> Result<Option<File>> {
 /// bytes: a name that is not UTF-8 is an object like any other. A directory or entry removed
 /// while the walk runs (by a live mount) is passed over.
 pub fn walk_files(top: &Path) -> Result<Vec<PathBuf>> {
-    let mut walk = FileWalk::new(top, None)?;
-    let mut out = Vec::new();
-    loop {
-        let page = walk.next_page(super::seam::LIST_PAGE)?;
-        if page.is_empty() {
-            return Ok(out);
-        }
-        out.extend(page);
-    }
+    FileWalk::new(top, None)?.rest()
 }
 
 /// A walk over the regular files under a directory in `Path` order, a page at a time (see

@@ -126,15 +126,7 @@ pub trait Backend: Send + Sync {
     /// bytes a name): a walk over a bucket of any size goes page by page with
     /// [`Backend::object_pages`] instead.
     fn object_names(&self, bucket: &str) -> Result<Vec<PathBuf>> {
-        let mut walk = self.object_pages(bucket, None)?;
-        let mut all = Vec::new();
-        loop {
-            let page = walk.next_page(LIST_PAGE)?;
-            if page.is_empty() {
-                break;
-            }
-            all.extend(page);
-        }
+        let mut all = self.object_pages(bucket, None)?.rest()?;
         all.sort();
         Ok(all)
     }
@@ -203,6 +195,18 @@ pub trait ObjectWalk: Send {
     /// The next names, at most `max` (and at least one unless the walk is at its end): an
     /// empty page is the end.
     fn next_page(&mut self, max: usize) -> Result<Vec<PathBuf>>;
+
+    /// Every name left in the walk, held whole (for the walks that need them all).
+    fn rest(&mut self) -> Result<Vec<PathBuf>> {
+        let mut all = Vec::new();
+        loop {
+            let page = self.next_page(LIST_PAGE)?;
+            if page.is_empty() {
+                return Ok(all);
+            }
+            all.extend(page);
+        }
+    }
 }
 
 /// An unfinished write (see [`Backend::unfinished_uploads`]).
