@@ -892,9 +892,13 @@ impl Vfs {
         let in_bucket = parts.as_path();
         let am_root = self.am_root;
         let own_gid = self.own_gid;
+        // Where content is published on close (object stores), so is a new object: its
+        // create costs no request.
+        let later = !self.names.writes_in_place();
         let how = object::Create {
             mode: mode & 0o7777,
             exclusive: true,
+            publish_later: later,
             ..object::Create::default()
         };
         let mut io = self.retry_if_full(|| {
@@ -943,7 +947,7 @@ impl Vfs {
             backing_ino: m.ino,
             customer: None,
             setid: AtomicBool::new(has_setid(m.mode)),
-            dirty: AtomicBool::new(false),
+            dirty: AtomicBool::new(later),
             names: Arc::clone(&self.names),
         });
         self.open_table()
