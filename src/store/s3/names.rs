@@ -1410,8 +1410,8 @@ impl S3Names {
         let wanted: Vec<String> = {
             let inner = self.inner.lock_unpoisoned();
             entries
-                .iter()
-                .map(|(name, _)| format!("{dir}/{name}"))
+                .keys()
+                .map(|name| format!("{dir}/{name}"))
                 .filter(|p| {
                     !matches!(inner.nodes.get(p), Some((at, _)) if self.fresh(*at))
                         && !inner.open.values().any(|o| o.path.as_deref() == Some(p))
