@@ -10,7 +10,7 @@
 //! `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`), then
 //! times N sequential requests of each kind, one kind after the other: HEAD of a 4 KiB
 //! object, PUT of 4 KiB (N keys), GET of the 4 KiB object, GET of an 8 MiB object (N/10
-//! times, at least 5), COPY of the 4 KiB object onto itself with the
+//! times, at least 5), ranged GETs of 4 KiB of it, COPY of the 4 KiB object onto itself with the
 //! metadata replaced (with copy-source-if-match, as a rewrap does) and LIST (ListObjectsV2)
 //! of a prefix of 20 objects. Each kind runs on two clients of the same cluster, their
 //! requests taking turns: `quickack`, the client as `S3Client::connect` makes it (the
@@ -109,6 +109,10 @@ fn main() {
     quick.put("latency/big", big.clone(), &[]).unwrap();
     measure("GET 8MiB", &clients, (n / 10).max(5), |c, _| {
         assert_eq!(c.get("latency/big").unwrap().unwrap().0.len(), big.len());
+    });
+    measure("RANGE 4KiB", &clients, n, |c, j| {
+        let off = (j as u64 * 4096) % (8 << 20);
+        assert_eq!(c.get_range("latency/big", off, 4096).unwrap().len(), 4096);
     });
     measure("COPY self", &clients, n, |c, j| {
         let md = [("h".to_string(), j.to_string())];
