@@ -1134,6 +1134,8 @@ impl Vfs {
                 return Err(Error::AlreadyExists(".envelopefs is reserved".into()));
             }
             self.store.create_bucket(n, None, mode & 0o7777)?;
+            // Made through the store, not the names: they may remember it as absent.
+            self.names.invalidate(Path::new(n));
         } else {
             self.names.mkdir(&path, mode & 0o7777)?;
         }
