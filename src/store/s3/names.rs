@@ -66,6 +66,9 @@ fn ns_of(t: SystemTime) -> i64 {
 /// Default cache lifetime of attributes and listings.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
 
+/// The longest S3 key.
+const KEY_MAX: usize = 1024;
+
 /// A staging file is filled in blocks of this size.
 const BLOCK: u64 = 1 << 20;
 /// A read that needs a block also fetches this many blocks after it (sequential readers
@@ -165,6 +168,29 @@ fn type_bits(k: NodeKind) -> u32 {
     }
 }
 
+/// The times of an open object: access and modification times are the staging file's
+/// (writes move them, fills of what was not read yet put them back, utimensat sets them),
+/// the change time the later of the last attribute change and the last write.
+fn open_times(a: &NodeAttrs, md: &std::fs::Metadata) -> NodeAttrs {
+    let mtime = md.mtime() * 1_000_000_000 + md.mtime_nsec();
+    NodeAttrs {
+        atime_ns: md.atime() * 1_000_000_000 + md.atime_nsec(),
+        mtime_ns: mtime,
+        ctime_ns: a.ctime_ns.max(mtime),
+        ..*a
+    }
+}
+
+/// Sets a staging file's access and modification times.
+fn set_times(file: &File, atime_ns: i64, mtime_ns: i64, what: &str) -> Result<()> {
+    crate::store::local_names::futimens(
+        file,
+        Some(SetTime::At(time_of(atime_ns))),
+        Some(SetTime::At(time_of(mtime_ns))),
+    )
+    .ctx(|| format!("{what}: the times of its staging file"))
+}
+
 /// Whether two attributes differ in their change time at most.
 fn same_but_ctime(a: &NodeAttrs, b: &NodeAttrs) -> bool {
     NodeAttrs {
@@ -241,6 +267,19 @@ impl S3Names {
 
     fn key(&self, path: &str) -> String {
         self.backend.at().key(path)
+    }
+
+    /// A name as its key's text: UTF-8, and short enough that its key (with a marker's `/`)
+    /// fits the 1,024 bytes S3 allows (ENAMETOOLONG beyond).
+    fn name(&self, path: &Path) -> Result<String> {
+        let p = utf8(path)?;
+        if self.key(&p).len() + 1 > KEY_MAX {
+            return Err(Error::NameTooLong(format!(
+                "{}: its S3 key would be longer than {KEY_MAX} bytes",
+                path.display()
+            )));
+        }
+        Ok(p)
     }
 
     fn ino_of(&self, inner: &mut Inner, path: &str) -> u64 {
@@ -383,10 +422,13 @@ impl S3Names {
         }
     }
 
-    /// Forgets everything cached at or below `path`.
+    /// Forgets what is cached at or below `path`, but that names there are gone: a listing
+    /// may still show them for a moment after their delete (see [`S3Names::dir_is_empty`]).
     fn forget_below(&self, path: &str) {
         let mut inner = self.inner.lock_unpoisoned();
-        inner.nodes.retain(|p, _| !under(p, path));
+        inner
+            .nodes
+            .retain(|p, (_, n)| !under(p, path) || n.is_none());
         inner.dirs.retain(|p, _| !under(p, path));
     }
 
@@ -630,12 +672,7 @@ impl S3Names {
         let md = file.metadata().ctx(|| "fstat".to_string())?;
         let node = Node {
             header: None,
-            attrs: NodeAttrs {
-                atime_ns: md.atime() * 1_000_000_000 + md.atime_nsec(),
-                mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
-                ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
-                ..o.attrs
-            },
+            attrs: open_times(&o.attrs, &md),
             size: md.len(),
             etag: String::new(),
             marker: false,
@@ -710,8 +747,38 @@ impl S3Names {
 
     fn rename_node(&self, from: &str, to: &str, fnode: &Node) -> Result<()> {
         if fnode.attrs.kind != NodeKind::Dir {
+            // One copy that also sets the change time (a rename changes it), conditional on
+            // the ETag last seen; read again if the object changed since.
             let (src, dst) = (self.key(from), self.key(to));
-            self.client.copy_keep(&src, &dst)?;
+            let mut node = fnode.clone();
+            node.attrs.ctime_ns = now_ns();
+            let known = (node.attrs.kind != NodeKind::File || node.header.is_some())
+                && !node.etag.is_empty();
+            let mut seen = known.then(|| (node.etag.clone(), node.header.clone()));
+            let mut copied = false;
+            for _ in 0..3 {
+                let (etag, header) = match seen.take() {
+                    Some(s) => s,
+                    None => {
+                        let head = self.client.head(&src)?.ok_or_else(|| not_found(from))?;
+                        (head.etag.clone(), header_of(&head, from)?)
+                    }
+                };
+                let meta = self.metadata_of(&node, header.as_deref())?;
+                match self.client.copy(&src, &dst, &meta, Some(&etag)) {
+                    Ok(_) => {
+                        copied = true;
+                        break;
+                    }
+                    Err(Error::Stale(_)) | Err(Error::NotFound(_)) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            if !copied {
+                return Err(Error::Busy(format!(
+                    "{from}: changed three times while it was being renamed; try again"
+                )));
+            }
             self.client.delete(&src)?;
             return Ok(());
         }
@@ -735,7 +802,7 @@ impl S3Names {
 
 impl Names for S3Names {
     fn stat(&self, path: &Path) -> Result<Meta> {
-        let p = utf8(path)?;
+        let p = self.name(path)?;
         if let Some((sino, o)) = self.open_at(&p) {
             return self.open_meta(sino, &o, &o.file);
         }
@@ -750,7 +817,7 @@ impl Names for S3Names {
     }
 
     fn list(&self, dir: &Path) -> Result<Vec<DirEntry>> {
-        let d = utf8(dir)?;
+        let d = self.name(dir)?;
         if d.is_empty() {
             let mut out = Vec::new();
             let names = self.backend.bucket_names()?;
@@ -802,6 +869,15 @@ impl Names for S3Names {
                         None => break,
                     }
                 }
+                // A listing right after a delete may still show what was deleted (Garage):
+                // what the mount itself removed lately is not listed.
+                {
+                    let inner = self.inner.lock_unpoisoned();
+                    entries.retain(|name, _| {
+                        let p = format!("{d}/{name}");
+                        !matches!(inner.nodes.get(&p), Some((at, None)) if self.fresh(*at))
+                    });
+                }
                 // Objects still being created are the mount's own: they are listed too.
                 {
                     let inner = self.inner.lock_unpoisoned();
@@ -852,7 +928,7 @@ impl Names for S3Names {
     }
 
     fn walk_objects(&self, dir: &Path) -> Result<Vec<PathBuf>> {
-        let d = utf8(dir)?;
+        let d = self.name(dir)?;
         let prefix = format!("{}/", self.key(&d));
         let mut out: Vec<PathBuf> = self
             .keys_below(&prefix)?
@@ -867,7 +943,7 @@ impl Names for S3Names {
     }
 
     fn open(&self, path: &Path, _write: bool) -> Result<File> {
-        let p = utf8(path)?;
+        let p = self.name(path)?;
         let key = self.key(&p);
         let head = self.client.head(&key)?.ok_or_else(|| not_found(&p))?;
         let node = self.node_of_head(&head, false, &p)?;
@@ -902,6 +978,7 @@ impl Names for S3Names {
             false,
             &p,
         )?;
+        set_times(&file, node.attrs.atime_ns, node.attrs.mtime_ns, &p)?;
         xattr::fset(&file, xattr::HEADER.as_bytes(), &header, 0)
             .ctx(|| format!("{p}: the header of its staging file"))?;
         let sino = Self::staging_ino(&file)?;
@@ -925,7 +1002,7 @@ impl Names for S3Names {
     }
 
     fn open_for_header(&self, path: &Path) -> Result<Box<dyn Blob>> {
-        let p = utf8(path)?;
+        let p = self.name(path)?;
         let (bucket, name) = p
             .split_once('/')
             .ok_or_else(|| Error::IsDirectory(format!("{p} is a bucket")))?;
@@ -936,7 +1013,7 @@ impl Names for S3Names {
     }
 
     fn created(&self, path: &Path, file: &File) -> Result<()> {
-        let p = utf8(path)?;
+        let p = self.name(path)?;
         let (sino, mut o) = self.open_state(file)?;
         if xattr::fget(file, xattr::HEADER.as_bytes())
             .ctx(|| format!("{p}: the header of its staging file"))?
@@ -961,7 +1038,7 @@ impl Names for S3Names {
         let Some(path) = path else {
             return Ok(());
         };
-        let p = utf8(path)?;
+        let p = self.name(path)?;
         let (sino, mut o) = self.open_state(file)?;
         if o.path.is_none() {
             // Unlinked or replaced since it was opened: its content has no name to go to.
@@ -1001,9 +1078,7 @@ impl Names for S3Names {
             None => local,
         };
         let md = file.metadata().ctx(|| format!("{p}: fstat"))?;
-        o.attrs.atime_ns = md.atime() * 1_000_000_000 + md.atime_nsec();
-        o.attrs.mtime_ns = md.mtime() * 1_000_000_000 + md.mtime_nsec();
-        o.attrs.ctime_ns = md.ctime() * 1_000_000_000 + md.ctime_nsec();
+        o.attrs = open_times(&o.attrs, &md);
         let node = Node {
             header: None,
             attrs: o.attrs,
@@ -1077,7 +1152,7 @@ impl Names for S3Names {
     }
 
     fn mkdir(&self, path: &Path, mode: u32) -> Result<()> {
-        let p = utf8(path)?;
+        let p = self.name(path)?;
         self.check_parent(&p)?;
         self.need_absent(&p)?;
         let node = Node {
@@ -1093,7 +1168,7 @@ impl Names for S3Names {
     }
 
     fn rmdir(&self, path: &Path) -> Result<()> {
-        let p = utf8(path)?;
+        let p = self.name(path)?;
         let node = self.need(&p)?;
         if node.attrs.kind != NodeKind::Dir {
             return Err(errno(format!("{p} is not a directory"), libc::ENOTDIR));
@@ -1114,7 +1189,7 @@ impl Names for S3Names {
     }
 
     fn unlink(&self, path: &Path) -> Result<bool> {
-        let p = utf8(path)?;
+        let p = self.name(path)?;
         let open = self.open_at(&p);
         let node = match self.node(&p)? {
             Some(n) => n,
@@ -1147,7 +1222,7 @@ impl Names for S3Names {
     }
 
     fn symlink(&self, target: &Path, path: &Path) -> Result<()> {
-        let p = utf8(path)?;
+        let p = self.name(path)?;
         self.check_parent(&p)?;
         self.need_absent(&p)?;
         use std::os::unix::ffi::OsStrExt;
@@ -1165,7 +1240,7 @@ impl Names for S3Names {
 
     fn readlink(&self, path: &Path) -> Result<PathBuf> {
         use std::os::unix::ffi::OsStringExt;
-        let p = utf8(path)?;
+        let p = self.name(path)?;
         match self.need(&p)?.target {
             Some(t) => Ok(PathBuf::from(OsString::from_vec(t))),
             None => Err(errno(format!("{p} is not a symlink"), libc::EINVAL)),
@@ -1180,7 +1255,7 @@ impl Names for S3Names {
     }
 
     fn rename(&self, from: &Path, to: &Path, flags: u32) -> Result<()> {
-        let (f, t) = (utf8(from)?, utf8(to)?);
+        let (f, t) = (self.name(from)?, self.name(to)?);
         if flags & libc::RENAME_EXCHANGE != 0 {
             return Err(Error::InvalidArgument(
                 "RENAME_EXCHANGE is not supported on an object store mount".into(),
@@ -1271,13 +1346,15 @@ impl Names for S3Names {
             inner.nodes.retain(|p, _| !under(p, &f) && !under(p, &t));
             inner.dirs.retain(|p, _| !under(p, &f) && !under(p, &t));
         }
+        // Gone from its old name (a listing may show it there for a moment).
+        self.remember(&f, None);
         self.note_entry(&f, None);
         self.note_entry(&t, Some(from_dir));
         Ok(())
     }
 
     fn mknod(&self, path: &Path, mode: u32, rdev: u32) -> Result<()> {
-        let p = utf8(path)?;
+        let p = self.name(path)?;
         self.check_parent(&p)?;
         self.need_absent(&p)?;
         let kind = match mode & libc::S_IFMT {
@@ -1306,7 +1383,7 @@ impl Names for S3Names {
     }
 
     fn set_attributes(&self, path: &Path, set: &SetAttributes) -> Result<()> {
-        let p = utf8(path)?;
+        let p = self.name(path)?;
         if let Some((_, o)) = self.open_at(&p) {
             return self.set_open_attributes(&o.file, set);
         }
@@ -1341,11 +1418,7 @@ impl Names for S3Names {
         let md = file.metadata().ctx(|| "fstat".to_string())?;
         let mut node = Node {
             header: None,
-            attrs: NodeAttrs {
-                atime_ns: md.atime() * 1_000_000_000 + md.atime_nsec(),
-                mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
-                ..o.attrs
-            },
+            attrs: open_times(&o.attrs, &md),
             size: 0,
             etag: String::new(),
             marker: false,
@@ -1358,7 +1431,7 @@ impl Names for S3Names {
     }
 
     fn xattr_get(&self, path: &Path, name: &[u8]) -> Result<Option<Vec<u8>>> {
-        let p = utf8(path)?;
+        let p = self.name(path)?;
         let xattrs = match self.open_at(&p) {
             Some((_, o)) => o.xattrs,
             None => self.need(&p)?.xattrs,
@@ -1370,7 +1443,7 @@ impl Names for S3Names {
     }
 
     fn xattr_list(&self, path: &Path) -> Result<Vec<Vec<u8>>> {
-        let p = utf8(path)?;
+        let p = self.name(path)?;
         let xattrs = match self.open_at(&p) {
             Some((_, o)) => o.xattrs,
             None => self.need(&p)?.xattrs,
@@ -1490,6 +1563,8 @@ impl S3Names {
         if ahead {
             last = last.saturating_add(READ_AHEAD).min(blocks);
         }
+        // Fetching what was stored is no change: the file's times are put back after.
+        let before = file.metadata().ctx(|| format!("{what}: fstat"))?;
         let mut b = first;
         while b < last {
             if filled[b as usize] {
@@ -1517,7 +1592,12 @@ impl S3Names {
             }
             b = run_end;
         }
-        Ok(())
+        set_times(
+            file,
+            before.atime() * 1_000_000_000 + before.atime_nsec(),
+            before.mtime() * 1_000_000_000 + before.mtime_nsec(),
+            what,
+        )
     }
 
     /// Reads the attributes of the entries of a directory just listed, several requests at
@@ -1598,7 +1678,7 @@ impl S3Names {
         path: &Path,
         f: &mut dyn FnMut(&mut Xattrs) -> Result<()>,
     ) -> Result<()> {
-        let p = utf8(path)?;
+        let p = self.name(path)?;
         if let Some((sino, mut o)) = self.open_at(&p) {
             f(&mut o.xattrs)?;
             s3meta::encode_xattrs(&o.xattrs)?;
