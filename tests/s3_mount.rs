@@ -208,10 +208,7 @@ fn files_directories_links_and_fifos_round_trip() {
 
     // chmod, truncate (shrink, then grow with zeros), append.
     fs::set_permissions(m.p("b/small"), fs::Permissions::from_mode(0o640)).unwrap();
-    assert_eq!(
-        fs::metadata(m.p("b/small")).unwrap().mode() & 0o7777,
-        0o640
-    );
+    assert_eq!(fs::metadata(m.p("b/small")).unwrap().mode() & 0o7777, 0o640);
     let f = OpenOptions::new().write(true).open(m.p("b/small")).unwrap();
     f.set_len(5000).unwrap();
     assert_eq!(fs::metadata(m.p("b/small")).unwrap().len(), 5000);
@@ -303,7 +300,7 @@ fn files_directories_links_and_fifos_round_trip() {
 }
 
 /// Reads every file the daemon has open in the staging directory, through /proc (unnamed
-/// files included); returns how many there were and whether any holds `needle`.
+/// files included); returns how many there were and which hold `needle`.
 fn scan_open_staging_files(m: &S3Mount, needle: &[u8]) -> (usize, Vec<String>) {
     let pid = m.daemon_pid().expect("the S3 mount's daemon");
     let staging = m.staging.display().to_string();
@@ -314,36 +311,68 @@ fn scan_open_staging_files(m: &S3Mount, needle: &[u8]) -> (usize, Vec<String>) {
             continue;
         };
         let t = target.display().to_string();
-        if !t.starts_with(&staging) {
+        if !t.starts_with(&staging) || t.contains("envelopefs-mount-") {
             continue;
         }
         n += 1;
-        if let Ok(bytes) = fs::read(e.path()) {
-            if contains(&bytes, needle) {
-                hits.push(t);
-            }
+        if fs::read(e.path()).is_ok_and(|b| contains(&b, needle)) {
+            hits.push(t);
         }
     }
     (n, hits)
 }
 
-/// Every regular file below `dir` that holds `needle`.
-fn scan_tree(dir: &Path, needle: &[u8], hits: &mut Vec<String>) {
+/// Every file below `dir` whose bytes (or name) hold `needle`; `skip_logs` leaves out the
+/// mount's log (whose messages name objects, as a local store's mount.log does).
+fn scan_tree(dir: &Path, needle: &[u8], skip_logs: bool, hits: &mut Vec<String>) {
     let Ok(rd) = fs::read_dir(dir) else { return };
     for e in rd.flatten() {
         let p = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if skip_logs && name.starts_with("envelopefs-mount-") {
+            continue;
+        }
         let Ok(md) = fs::symlink_metadata(&p) else {
             continue;
         };
         if md.is_dir() {
-            scan_tree(&p, needle, hits);
+            scan_tree(&p, needle, skip_logs, hits);
         } else if md.is_file() && fs::read(&p).is_ok_and(|b| contains(&b, needle)) {
             hits.push(p.display().to_string());
         }
-        if p.as_os_str().as_bytes().windows(needle.len()).any(|w| w == needle) {
+        if contains(name.as_bytes(), needle) {
             hits.push(format!("the name {}", p.display()));
         }
     }
+}
+
+/// Every place in the cluster's bucket where `needle` shows: in a key, a body, or a metadata
+/// key or value (as it is, or base64-decoded).
+fn scan_s3(m: &S3Mount, needle: &str) -> Vec<String> {
+    use base64::Engine;
+    let s3 = m.s3();
+    let mut hits = Vec::new();
+    for (key, _) in m.s3_keys("") {
+        if key.contains(needle) {
+            hits.push(format!("the key {key}"));
+        }
+        let (bytes, head) = s3
+            .get(&key)
+            .unwrap_or_else(|e| panic!("GET {key}: {e}"))
+            .unwrap_or_else(|| panic!("{key} listed but gone"));
+        if contains(&bytes, needle.as_bytes()) {
+            hits.push(format!("the body of {key}"));
+        }
+        for (k, v) in &head.metadata {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .unwrap_or_default();
+            if k.contains(needle) || v.contains(needle) || contains(&decoded, needle.as_bytes()) {
+                hits.push(format!("metadata {k} of {key}"));
+            }
+        }
+    }
+    hits
 }
 
 #[test]
@@ -355,11 +384,11 @@ fn a_canary_never_reaches_the_staging_dir_or_the_object_store() {
     let line = format!("{canary}\n");
     let body: Vec<u8> = line.as_bytes().repeat((3 << 20) / line.len());
     let big: Vec<u8> = line.as_bytes().repeat((20 << 20) / line.len());
-    fs::create_dir(m.p(&format!("b/{canary}-dir"))).unwrap();
-    let small_p = m.p(&format!("b/{canary}-dir/{canary}.txt"));
-    let big_p = m.p(&format!("b/{canary}.big"));
+    fs::create_dir(m.p("b/dir")).unwrap();
+    let small_p = m.p("b/dir/small.txt");
+    let big_p = m.p("b/big.txt");
 
-    // Written, fsynced and still open: the staging file is there, and holds ciphertext.
+    // Written, fsynced and still open: the staging files are there, and hold ciphertext.
     let mut f = File::create(&small_p).unwrap();
     f.write_all(&body).unwrap();
     let mut g = File::create(&big_p).unwrap();
@@ -375,59 +404,82 @@ fn a_canary_never_reaches_the_staging_dir_or_the_object_store() {
     );
     assert!(hits.is_empty(), "plaintext in open staging files: {hits:?}");
     let mut hits = Vec::new();
-    scan_tree(&m.staging, needle, &mut hits);
-    assert!(hits.is_empty(), "plaintext in the staging directory: {hits:?}");
-    // More writes after the fsync, then close (uploads).
+    scan_tree(&m.staging, needle, false, &mut hits);
+    assert!(
+        hits.is_empty(),
+        "plaintext in the staging directory: {hits:?}"
+    );
+    // More writes after the fsync, then close (uploads); a read-modify-write in the middle.
     f.write_all(line.as_bytes()).unwrap();
     drop(f);
+    let h = OpenOptions::new().write(true).open(&big_p).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&h, line.as_bytes(), 5_000_001).unwrap();
+    h.sync_data().unwrap();
+    let (_, hits) = scan_open_staging_files(&m, needle);
+    assert!(hits.is_empty(), "plaintext in open staging files: {hits:?}");
+    drop(h);
     drop(g);
-    std::os::unix::fs::symlink(format!("{canary}-target"), m.p("b/lnk")).unwrap();
-    xattr_set(&small_p, "user.name", b"not secret", 0).unwrap();
     let mut want = body.clone();
     want.extend_from_slice(line.as_bytes());
+    let mut want_big = big.clone();
+    want_big[5_000_001..5_000_001 + line.len()].copy_from_slice(line.as_bytes());
     assert_bytes_eq(&read(&small_p), &want, "the canary file reads back");
-    assert_bytes_eq(&read(&big_p), &big, "the big canary file reads back");
+    assert_bytes_eq(&read(&big_p), &want_big, "the big canary file reads back");
     m.sh("sync").ok();
 
-    // Nowhere in the S3 bucket: not in a key, a body or a metadata value.
-    let s3 = m.s3();
+    // Nowhere in the S3 bucket: not in a body, a key or a metadata value.
     let keys = m.s3_keys("");
     assert!(keys.len() > 3, "the bucket lists only {keys:?}");
-    for (key, _) in &keys {
-        assert!(
-            !key.contains(&canary),
-            "a plaintext name is in the S3 key {key}"
-        );
-        let (bytes, head) = s3
-            .get(key)
-            .unwrap_or_else(|e| panic!("GET {key}: {e}"))
-            .unwrap_or_else(|| panic!("{key} listed but gone"));
-        assert!(!contains(&bytes, needle), "plaintext in the S3 object {key}");
-        for (k, v) in &head.metadata {
-            assert!(
-                !v.contains(&canary) && !k.contains(&canary),
-                "plaintext in metadata {k} of {key}"
-            );
-        }
-    }
+    let hits = scan_s3(&m, &canary);
+    assert!(hits.is_empty(), "plaintext in the object store: {hits:?}");
+    // Nor in the staging directory (the mount's log included).
     let mut hits = Vec::new();
-    scan_tree(&m.staging, needle, &mut hits);
-    assert!(hits.is_empty(), "plaintext in the staging directory: {hits:?}");
+    scan_tree(&m.staging, needle, false, &mut hits);
+    assert!(
+        hits.is_empty(),
+        "plaintext in the staging directory: {hits:?}"
+    );
     // The CLI reads the object back (through the mount).
     let out = m.scratch.join("got");
-    let name = format!("{canary}-dir/{canary}.txt");
-    let o = m.cli(&[
+    m.cli(&[
         "object",
         "get",
         "--bucket-name",
         "b",
         "--name",
-        &name,
+        "dir/small.txt",
         "--file",
         &out.display().to_string(),
-    ]);
-    o.ok();
+    ])
+    .ok();
     assert_bytes_eq(&read(&out), &want, "object get of the canary file");
+}
+
+#[test]
+fn names_and_symlink_targets_are_not_in_the_object_store_in_plaintext() {
+    // DESIGN.md, "Names": new stores encrypt every name below a bucket and every symlink
+    // target; a store made by `init` is such a store, mounted or not.
+    let m = S3Mount::new("names");
+    fs::create_dir(m.p("b")).unwrap();
+    let canary = format!("name-canary-{}", random_hex());
+    fs::create_dir(m.p(&format!("b/{canary}-dir"))).unwrap();
+    fs::write(m.p(&format!("b/{canary}-dir/{canary}.txt")), b"content").unwrap();
+    std::os::unix::fs::symlink(format!("{canary}-target"), m.p("b/lnk")).unwrap();
+    assert_eq!(
+        fs::read_link(m.p("b/lnk")).unwrap(),
+        Path::new(&format!("{canary}-target"))
+    );
+    let hits = scan_s3(&m, &canary);
+    assert!(
+        hits.is_empty(),
+        "plaintext names or symlink targets in the object store: {hits:?}"
+    );
+    let mut hits = Vec::new();
+    scan_tree(&m.staging, canary.as_bytes(), true, &mut hits);
+    assert!(
+        hits.is_empty(),
+        "plaintext names in the staging directory: {hits:?}"
+    );
 }
 
 #[test]
@@ -677,19 +729,19 @@ fn control_files_xattrs_and_the_cli_go_through_the_mount() {
     .ok();
     assert_eq!(read(&out), b"written through the mount");
     let h = m
-        .cli(&[
-            "object",
-            "head",
-            "--bucket-name",
-            "kb",
-            "--name",
-            "big",
-        ])
+        .cli(&["object", "head", "--bucket-name", "kb", "--name", "big"])
         .ok()
         .json();
     assert_eq!(h["size"].as_u64(), Some(18 << 20), "{h}");
-    m.cli(&["object", "delete", "--bucket-name", "kb", "--name", "dir/from-cli"])
-        .ok();
+    m.cli(&[
+        "object",
+        "delete",
+        "--bucket-name",
+        "kb",
+        "--name",
+        "dir/from-cli",
+    ])
+    .ok();
     assert_errno(
         fs::metadata(m.p("kb/dir/from-cli")),
         libc::ENOENT,

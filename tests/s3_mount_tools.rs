@@ -172,11 +172,8 @@ fn an_editor_save_and_git_on_an_s3_mount() {
          {git} add -A; {git} commit -q -m \"commit $i\"; done"
     ))
     .ok();
-    m.sh_timeout(
-        &format!("{git} clone -q \"$X/repo\" \"$M/b/clone\""),
-        LONG,
-    )
-    .ok();
+    m.sh_timeout(&format!("{git} clone -q \"$X/repo\" \"$M/b/clone\""), LONG)
+        .ok();
     m.sh(&format!(
         "set -e; cd \"$M/b/clone\" && {git} fsck --full --strict && \
          echo change >> f1.txt && printf 'new\\n' > new.txt && {git} add -A && \
@@ -205,6 +202,23 @@ fn an_editor_save_and_git_on_an_s3_mount() {
     .ok();
 }
 
+fn sql(m: &S3Mount, python: bool, db: &str, script: &str) -> String {
+    let out = if python {
+        let py =
+            "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             r=[]\nfor s in sys.argv[2].split(';'):\n    s=s.strip()\n    \
+             if s: r+=c.execute(s).fetchall()\nprint('\\n'.join('|'.join(str(x) for x in t) for t in r))\n";
+        let mut c = std::process::Command::new("python3");
+        c.arg("-c").arg(py).arg(m.p(db)).arg(script);
+        run_cmd(&mut c, LONG)
+    } else {
+        let mut c = std::process::Command::new("sqlite3");
+        c.arg("-batch").arg(m.p(db)).arg(script);
+        run_cmd(&mut c, LONG)
+    };
+    out.ok().stdout.trim().to_string()
+}
+
 #[test]
 fn sqlite_on_an_s3_mount() {
     // The sqlite3 CLI, or else Python's sqlite3 module.
@@ -224,27 +238,12 @@ fn sqlite_on_an_s3_mount() {
     }
     let mut m = S3Mount::new("sqlite");
     fs::create_dir(m.p("b")).unwrap();
-    let sql = |db: &str, script: &str| -> String {
-        let out = if python {
-            let py = concat!(
-                "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1], isolation_level=None)\n\
-                 r=[]\nfor s in sys.argv[2].split(';'):\n    s=s.strip()\n    \
-                 if s: r+=c.execute(s).fetchall()\nprint('\\n'.join('|'.join(str(x) for x in t) for t in r))\n"
-            );
-            let mut c = std::process::Command::new("python3");
-            c.arg("-c").arg(py).arg(m.p(db)).arg(script);
-            run_cmd(&mut c, LONG)
-        } else {
-            let mut c = std::process::Command::new("sqlite3");
-            c.arg("-batch").arg(m.p(db)).arg(script);
-            run_cmd(&mut c, LONG)
-        };
-        out.ok().stdout.trim().to_string()
-    };
     for (db, mode) in [("b/rollback.db", "DELETE"), ("b/wal.db", "WAL")] {
-        let jm = sql(db, &format!("PRAGMA journal_mode={mode}"));
+        let jm = sql(&m, python, db, &format!("PRAGMA journal_mode={mode}"));
         assert_eq!(jm.to_uppercase(), mode, "journal mode of {db}");
         sql(
+            &m,
+            python,
             db,
             "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, b BLOB); CREATE INDEX tv ON t(v)",
         );
@@ -258,21 +257,34 @@ fn sqlite_on_an_s3_mount() {
                 );
             }
             s += "COMMIT";
-            sql(db, &s);
+            sql(&m, python, db, &s);
         }
-        sql(db, "BEGIN; DELETE FROM t WHERE id % 5 = 0; UPDATE t SET v = v || ' x' WHERE id % 3 = 0; COMMIT");
-        assert_eq!(sql(db, "SELECT count(*) FROM t"), "1600", "{db}");
-        assert_eq!(sql(db, "PRAGMA integrity_check"), "ok", "{db}");
+        sql(&m, python, db, "BEGIN; DELETE FROM t WHERE id % 5 = 0; UPDATE t SET v = v || ' x' WHERE id % 3 = 0; COMMIT");
+        assert_eq!(
+            sql(&m, python, db, "SELECT count(*) FROM t"),
+            "1600",
+            "{db}"
+        );
+        assert_eq!(sql(&m, python, db, "PRAGMA integrity_check"), "ok", "{db}");
         if mode == "WAL" {
-            sql(db, "PRAGMA wal_checkpoint(TRUNCATE)");
+            sql(&m, python, db, "PRAGMA wal_checkpoint(TRUNCATE)");
         }
-        sql(db, "VACUUM");
+        sql(&m, python, db, "VACUUM");
     }
     m.remount();
     for db in ["b/rollback.db", "b/wal.db"] {
-        assert_eq!(sql(db, "PRAGMA integrity_check"), "ok", "{db} after remount");
         assert_eq!(
-            sql(db, "SELECT count(*), sum(id) FROM t WHERE v LIKE '% x'"),
+            sql(&m, python, db, "PRAGMA integrity_check"),
+            "ok",
+            "{db} after remount"
+        );
+        assert_eq!(
+            sql(
+                &m,
+                python,
+                db,
+                "SELECT count(*), sum(id) FROM t WHERE v LIKE '% x'"
+            ),
             {
                 let ids: Vec<u64> = (0..2000).filter(|i| i % 5 != 0 && i % 3 == 0).collect();
                 format!("{}|{}", ids.len(), ids.iter().sum::<u64>())

@@ -135,9 +135,11 @@ impl S3Mount {
             self.mnt.display()
         );
         // The daemon is gone too (it held the store's lease).
-        poll(Duration::from_secs(60), "the S3 mount daemon to exit", || {
-            self.daemon_pid().is_none().then_some(())
-        });
+        poll(
+            Duration::from_secs(60),
+            "the S3 mount daemon to exit",
+            || self.daemon_pid().is_none().then_some(()),
+        );
     }
 
     /// Unmounts and mounts again (drops every cache of the mount).
@@ -168,14 +170,18 @@ impl S3Mount {
         // SAFETY: kill(2) of the daemon of this fixture's mount (found by its command line).
         let r = unsafe { libc::kill(pid, libc::SIGKILL) };
         assert_eq!(r, 0, "kill -9 {pid}: {}", std::io::Error::last_os_error());
-        poll(Duration::from_secs(10), "the killed daemon to be gone", || {
-            let st = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            (st.is_empty()
-                || st
-                    .lines()
-                    .any(|l| l.starts_with("State:") && l.contains('Z')))
-            .then_some(())
-        });
+        poll(
+            Duration::from_secs(10),
+            "the killed daemon to be gone",
+            || {
+                let st = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                (st.is_empty()
+                    || st
+                        .lines()
+                        .any(|l| l.starts_with("State:") && l.contains('Z')))
+                .then_some(())
+            },
+        );
         let _ = Command::new("fusermount3")
             .arg("-uz")
             .arg(&self.mnt)
