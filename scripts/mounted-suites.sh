@@ -72,7 +72,12 @@ fi
 
 "$bin" init "$store" --key-file "$work/key" >/dev/null
 "$bin" mount "$store" "$mnt" --key-file "$work/key" --allow-other
-mkdir "$mnt/suite"
+if [ "$s3" = 1 ]; then
+    # The bucket through the CLI (which goes through the mount).
+    "$bin" --store "$store" --key-file "$work/key" bucket create --name suite >/dev/null
+else
+    mkdir "$mnt/suite"
+fi
 chmod 755 "$mnt/suite"
 
 status=0

@@ -61,8 +61,8 @@ fn cp_rsync_tar_and_find_on_an_s3_mount() {
         require(t);
     }
     let mut m = S3Mount::new("tools");
-    fs::create_dir(m.p("b")).unwrap();
-    fs::create_dir(m.p("c")).unwrap();
+    m.bucket("b");
+    m.bucket("c");
     make_tree(&m.scratch.join("src"));
     let want = listing(&m, &m.scratch.join("src").display().to_string());
 
@@ -147,7 +147,7 @@ fn cp_rsync_tar_and_find_on_an_s3_mount() {
 fn an_editor_save_and_git_on_an_s3_mount() {
     require("git");
     let mut m = S3Mount::new("git");
-    fs::create_dir(m.p("b")).unwrap();
+    m.bucket("b");
 
     // An editor's save: write a temp file beside, fsync it, keep a backup, rename over.
     m.sh(concat!(
@@ -237,7 +237,7 @@ fn sqlite_on_an_s3_mount() {
         );
     }
     let mut m = S3Mount::new("sqlite");
-    fs::create_dir(m.p("b")).unwrap();
+    m.bucket("b");
     for (db, mode) in [("b/rollback.db", "DELETE"), ("b/wal.db", "WAL")] {
         let jm = sql(&m, python, db, &format!("PRAGMA journal_mode={mode}"));
         assert_eq!(jm.to_uppercase(), mode, "journal mode of {db}");

@@ -170,17 +170,12 @@ impl S3Mount {
         // SAFETY: kill(2) of the daemon of this fixture's mount (found by its command line).
         let r = unsafe { libc::kill(pid, libc::SIGKILL) };
         assert_eq!(r, 0, "kill -9 {pid}: {}", std::io::Error::last_os_error());
+        // Gone and reaped: the lease of a process of this host counts as live while its pid
+        // exists, a zombie's too.
         poll(
-            Duration::from_secs(10),
-            "the killed daemon to be gone",
-            || {
-                let st = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                (st.is_empty()
-                    || st
-                        .lines()
-                        .any(|l| l.starts_with("State:") && l.contains('Z')))
-                .then_some(())
-            },
+            Duration::from_secs(30),
+            "the killed daemon to be reaped",
+            || (!Path::new(&format!("/proc/{pid}")).exists()).then_some(()),
         );
         let _ = Command::new("fusermount3")
             .arg("-uz")
@@ -196,6 +191,17 @@ impl S3Mount {
     /// A path in the mount.
     pub fn p(&self, rel: &str) -> PathBuf {
         self.mnt.join(rel)
+    }
+
+    /// Creates bucket `name` with the CLI (through the mount) and waits until the mount shows
+    /// it.
+    #[track_caller]
+    pub fn bucket(&self, name: &str) {
+        self.cli(&["bucket", "create", "--name", name]).ok();
+        let p = self.p(name);
+        poll(Duration::from_secs(10), "the new bucket to show", || {
+            fs::metadata(&p).ok().filter(|m| m.is_dir())
+        });
     }
 
     /// Runs `envelopefs --store s3://... --key-file KEY ARGS` (the CLI: through the mount
