@@ -844,3 +844,27 @@ fn stat_sizes_and_mtimes_agree_with_the_object_store_after_remount() {
     let du = m.sh("ls -l \"$M/b\" | wc -l").ok().stdout;
     assert_eq!(du.trim(), (sizes.len() + 1).to_string(), "ls -l lines");
 }
+
+#[test]
+fn rm_rf_of_a_tree_just_made_empties_it() {
+    // A tree made and removed at once, as a build's clean step does: every rmdir of rm -rf
+    // must find its directory empty (the listing cache must know what was just removed).
+    let m = S3Mount::new("rmrf");
+    m.bucket("b");
+    let mut failed = Vec::new();
+    for i in 0..12 {
+        let o = m.sh(&format!(
+            "mkdir -p \"$M/b/t{i}/a/b/c\" && echo deep > \"$M/b/t{i}/a/b/c/deep\" && \
+             echo x > \"$M/b/t{i}/a/x\" && rm -rf \"$M/b/t{i}\""
+        ));
+        if o.code != 0 {
+            failed.push(o.stderr.trim().to_string());
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "rm -rf right after making a tree failed {} of 12 times: {failed:?}",
+        failed.len()
+    );
+    assert_eq!(names(&m.p("b")), Vec::<String>::new());
+}
