@@ -388,10 +388,8 @@ impl Backend for ObjectStoreBackend {
         exclusive: bool,
         what: &str,
     ) -> Result<(File, Box<dyn NewObject>)> {
+        // An exclusive create is checked once, when it is published.
         let key = self.object_key(bucket, name)?;
-        if exclusive && self.client.head(&key)?.is_some() {
-            return Err(Error::AlreadyExists(format!("{what} exists")));
-        }
         let file = self.staging_file(what)?;
         // The unnamed staging file carries the object's mode (no one else can open it), so
         // that a mount sees the mode from the start.
@@ -599,5 +597,10 @@ impl NewObject for S3New {
         // that goes on writing it (best effort: only a mount needs it, and checks for it).
         let _ = crate::store::xattr::fset(file, crate::store::xattr::HEADER.as_bytes(), header, 0);
         Ok(())
+    }
+
+    fn publish_later(self: Box<Self>, file: &File, header: &[u8]) -> Result<()> {
+        crate::store::xattr::fset(file, crate::store::xattr::HEADER.as_bytes(), header, 0)
+            .ctx(|| format!("{}: the header of its staging file", self.what))
     }
 }

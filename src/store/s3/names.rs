@@ -66,8 +66,11 @@ fn ns_of(t: SystemTime) -> i64 {
 /// Default cache lifetime of attributes and listings.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
 
-/// Ranged GETs of this size fill a staging file.
-const GET_STEP: u64 = 8 << 20;
+/// A staging file is filled in blocks of this size.
+const BLOCK: u64 = 1 << 20;
+/// A read that needs a block also fetches this many blocks after it (sequential readers
+/// then wait for one request every so many MiB).
+const READ_AHEAD: u64 = 16;
 
 /// User xattrs: (name, value), sorted by name.
 type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
@@ -84,6 +87,8 @@ struct Node {
     marker: bool,
     target: Option<Vec<u8>>,
     xattrs: Xattrs,
+    /// An object's header as last seen with `etag` (None: not known).
+    header: Option<Vec<u8>>,
 }
 
 /// An opened object's staging file.
@@ -95,6 +100,21 @@ struct OpenFile {
     path: Option<String>,
     attrs: NodeAttrs,
     xattrs: Xattrs,
+    /// Created by the mount and not yet uploaded: it exists only here until its first commit.
+    unpublished: bool,
+    /// What of the stored object is not in the staging file yet (None: all of it is).
+    lazy: Option<Arc<Lazy>>,
+}
+
+/// A staging file filled as it is read: which blocks of the stored object it holds.
+#[derive(Debug)]
+struct Lazy {
+    key: String,
+    /// The stored object's length when it was opened.
+    remote_len: u64,
+    /// Per [`BLOCK`] of the stored object: in the staging file. Held across a fill, so
+    /// two readers of one object do not fetch a block twice (a lock of this object only).
+    filled: Mutex<Vec<bool>>,
 }
 
 #[derive(Default)]
@@ -311,6 +331,7 @@ impl S3Names {
             None => Vec::new(),
         };
         Ok(Node {
+            header: header_of(head, what)?,
             attrs,
             size: head.size,
             etag: head.etag.clone(),
@@ -383,6 +404,7 @@ impl S3Names {
     fn node(&self, path: &str) -> Result<Option<Node>> {
         match depth(path) {
             0 => Ok(Some(Node {
+                header: None,
                 attrs: self.default_attrs(NodeKind::Dir, 0o755, self.started_ns),
                 size: 0,
                 etag: String::new(),
@@ -430,6 +452,7 @@ impl S3Names {
             return Ok(Some(match self.client.head(&marker)? {
                 Some(h) => self.node_of_head(&h, true, path)?,
                 None => Node {
+                    header: None,
                     attrs: self.default_attrs(NodeKind::Dir, 0o755, self.started_ns),
                     size: 0,
                     etag: String::new(),
@@ -452,6 +475,7 @@ impl S3Names {
             return Ok(None);
         }
         Ok(Some(Node {
+            header: None,
             attrs: self.default_attrs(NodeKind::Dir, 0o755, self.started_ns),
             size: 0,
             etag: String::new(),
@@ -523,17 +547,27 @@ impl S3Names {
             return Ok(());
         }
         let key = self.key(path);
+        // First with the ETag and header last seen (one request), then read afresh.
+        let known =
+            (node.attrs.kind != NodeKind::File || node.header.is_some()) && !node.etag.is_empty();
+        let mut seen = known.then(|| (node.etag.clone(), node.header.clone(), node.size));
         for _ in 0..3 {
-            let head = self.client.head(&key)?.ok_or_else(|| not_found(path))?;
-            let header = header_of(&head, path)?;
+            let (etag, header, size) = match seen.take() {
+                Some(s) => s,
+                None => {
+                    let head = self.client.head(&key)?.ok_or_else(|| not_found(path))?;
+                    (head.etag.clone(), header_of(&head, path)?, head.size)
+                }
+            };
             let meta = self.metadata_of(node, header.as_deref())?;
-            match self.client.copy(&key, &key, &meta, Some(&head.etag)) {
+            match self.client.copy(&key, &key, &meta, Some(&etag)) {
                 Ok(etag) => {
                     node.etag = etag;
-                    node.size = head.size;
+                    node.size = size;
+                    node.header = header;
                     return Ok(());
                 }
-                Err(Error::Stale(_)) => continue,
+                Err(Error::Stale(_)) | Err(Error::NotFound(_)) => continue,
                 Err(e) => return Err(e),
             }
         }
@@ -580,6 +614,8 @@ impl S3Names {
                     .ctx(|| "duplicating a staging file's descriptor".to_string())?,
             ),
             path: None,
+            unpublished: false,
+            lazy: None,
             attrs: NodeAttrs {
                 mode: md.mode() & 0o7777,
                 ..self.default_attrs(NodeKind::File, OBJECT_FILE_MODE, now)
@@ -593,6 +629,7 @@ impl S3Names {
     fn open_meta(&self, sino: u64, o: &OpenFile, file: &File) -> Result<Meta> {
         let md = file.metadata().ctx(|| "fstat".to_string())?;
         let node = Node {
+            header: None,
             attrs: NodeAttrs {
                 atime_ns: md.atime() * 1_000_000_000 + md.atime_nsec(),
                 mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
@@ -781,6 +818,7 @@ impl Names for S3Names {
                     .lock_unpoisoned()
                     .dirs
                     .insert(d.clone(), (Instant::now(), entries.clone()));
+                self.prefetch(&d, &entries);
                 entries
             }
         };
@@ -846,21 +884,24 @@ impl Names for S3Names {
         let header = header_of(&head, &p)?
             .ok_or_else(|| Error::Corrupt(format!("{p}: the object has no header")))?;
         let file = self.stage(&p)?;
-        let mut off = 0u64;
-        while off < head.size {
-            let part = self
-                .client
-                .get_range(&key, off, GET_STEP.min(head.size - off))?;
-            if part.is_empty() {
-                return Err(Error::Corrupt(format!(
-                    "{p}: ended at {off} of {} bytes while being read",
-                    head.size
-                )));
-            }
-            file.write_all_at(&part, off)
-                .ctx(|| format!("{p}: staging its ciphertext"))?;
-            off += part.len() as u64;
-        }
+        // Sparse, filled by ranged GETs as it is read ([`Names::prepare`]); its first and
+        // last blocks now (the preamble and the final chunk, which opening reads).
+        file.set_len(head.size)
+            .ctx(|| format!("{p}: sizing its staging file"))?;
+        let lazy = Arc::new(Lazy {
+            key: key.clone(),
+            remote_len: head.size,
+            filled: Mutex::new(vec![false; head.size.div_ceil(BLOCK) as usize]),
+        });
+        self.fill(&lazy, &file, 0, 1, false, &p)?;
+        self.fill(
+            &lazy,
+            &file,
+            head.size.saturating_sub(2 * BLOCK),
+            head.size,
+            false,
+            &p,
+        )?;
         xattr::fset(&file, xattr::HEADER.as_bytes(), &header, 0)
             .ctx(|| format!("{p}: the header of its staging file"))?;
         let sino = Self::staging_ino(&file)?;
@@ -873,6 +914,8 @@ impl Names for S3Names {
                         .ctx(|| format!("{p}: duplicating its descriptor"))?,
                 ),
                 path: Some(p.clone()),
+                unpublished: false,
+                lazy: Some(lazy),
                 attrs: node.attrs,
                 xattrs: node.xattrs.clone(),
             },
@@ -904,26 +947,13 @@ impl Names for S3Names {
                 self.backend.staging().display()
             )));
         }
-        let published = super::backend::new_object_attrs(o.attrs.mode);
+        // Published later (`publish_later`): it exists only here until its first commit,
+        // which uploads it with its attributes.
         o.path = Some(p.clone());
-        self.inner.lock_unpoisoned().open.insert(sino, o.clone());
+        o.unpublished = true;
+        self.inner.lock_unpoisoned().open.insert(sino, o);
         self.forget_node(&p);
         self.note_entry(&p, Some(false));
-        // The object was put with this process's owner: a create by another user (or into a
-        // set-group-id directory) stores its owner now.
-        if (o.attrs.uid, o.attrs.gid, o.attrs.mode)
-            != (published.uid, published.gid, published.mode)
-        {
-            let mut node = Node {
-                attrs: o.attrs,
-                size: 0,
-                etag: String::new(),
-                marker: false,
-                target: None,
-                xattrs: Vec::new(),
-            };
-            self.store_meta(&p, &mut node)?;
-        }
         Ok(())
     }
 
@@ -937,14 +967,23 @@ impl Names for S3Names {
             // Unlinked or replaced since it was opened: its content has no name to go to.
             return Ok(());
         }
+        // All of it goes up: what was never read is fetched first.
+        if let Some(lazy) = &o.lazy {
+            self.fill(lazy, file, 0, u64::MAX, false, &p)?;
+        }
         let local = xattr::fget(file, xattr::HEADER.as_bytes())
             .ctx(|| format!("{p}: the header of its staging file"))?
             .ok_or_else(|| Error::Corrupt(format!("{p}: its staging file has no header")))?;
         let mine = ObjectHeader::decode(&local)?.object_id;
         let key = self.key(&p);
         // The header stored now wraps the same data key if it is of this object (a
-        // re-encrypt may have rewrapped it meanwhile: keep that one).
-        let header = match self.client.head(&key)? {
+        // re-encrypt may have rewrapped it meanwhile: keep that one). Never uploaded: none.
+        let stored = if o.unpublished {
+            None
+        } else {
+            self.client.head(&key)?
+        };
+        let header = match stored {
             Some(h) => match header_of(&h, &p)? {
                 Some(theirs) => match ObjectHeader::decode(&theirs) {
                     Ok(t) if t.object_id == mine => theirs,
@@ -966,6 +1005,7 @@ impl Names for S3Names {
         o.attrs.mtime_ns = md.mtime() * 1_000_000_000 + md.mtime_nsec();
         o.attrs.ctime_ns = md.ctime() * 1_000_000_000 + md.ctime_nsec();
         let node = Node {
+            header: None,
             attrs: o.attrs,
             size: md.len(),
             etag: String::new(),
@@ -985,6 +1025,8 @@ impl Names for S3Names {
         }
         let mut node = node;
         node.etag = etag;
+        node.header = Some(header);
+        o.unpublished = false;
         let mut inner = self.inner.lock_unpoisoned();
         inner.open.insert(sino, o);
         inner.nodes.insert(p, (Instant::now(), Some(node)));
@@ -993,6 +1035,39 @@ impl Names for S3Names {
 
     fn writes_in_place(&self) -> bool {
         false
+    }
+
+    fn truncating(&self, file: &File, backing_len: u64) -> Result<()> {
+        let sino = Self::staging_ino(file)?;
+        let lazy = match self.inner.lock_unpoisoned().open.get(&sino) {
+            Some(o) => o.lazy.clone(),
+            None => None,
+        };
+        if let Some(l) = lazy {
+            let what = l.key.clone();
+            self.fill(&l, file, 0, backing_len, false, &what)?;
+            // Past the new end nothing stored is needed any more: never fetch it.
+            l.filled
+                .lock_unpoisoned()
+                .iter_mut()
+                .for_each(|f| *f = true);
+        }
+        Ok(())
+    }
+
+    fn prepare(&self, file: &File, start: u64, end: u64) -> Result<()> {
+        let sino = Self::staging_ino(file)?;
+        let lazy = match self.inner.lock_unpoisoned().open.get(&sino) {
+            Some(o) => o.lazy.clone(),
+            None => None,
+        };
+        match lazy {
+            Some(l) => {
+                let what = l.key.clone();
+                self.fill(&l, file, start, end, true, &what)
+            }
+            None => Ok(()),
+        }
     }
 
     fn closed(&self, file: &File) {
@@ -1006,6 +1081,7 @@ impl Names for S3Names {
         self.check_parent(&p)?;
         self.need_absent(&p)?;
         let node = Node {
+            header: None,
             attrs: self.default_attrs(NodeKind::Dir, mode & 0o7777, now_ns()),
             size: 0,
             etag: String::new(),
@@ -1023,8 +1099,7 @@ impl Names for S3Names {
             return Err(errno(format!("{p} is not a directory"), libc::ENOTDIR));
         }
         let marker = format!("{}/", self.key(&p));
-        let page = self.client.list(&marker, None, None, 2)?;
-        if page.objects.iter().any(|o| o.key != marker) {
+        if !self.dir_is_empty(&p)? {
             return Err(Error::NotEmpty(format!("{p} is not empty")));
         }
         if depth(&p) == 1 {
@@ -1044,6 +1119,7 @@ impl Names for S3Names {
         let node = match self.node(&p)? {
             Some(n) => n,
             None if open.is_some() => Node {
+                header: None,
                 attrs: self.default_attrs(NodeKind::File, OBJECT_FILE_MODE, now_ns()),
                 size: 0,
                 etag: String::new(),
@@ -1076,6 +1152,7 @@ impl Names for S3Names {
         self.need_absent(&p)?;
         use std::os::unix::ffi::OsStrExt;
         let node = Node {
+            header: None,
             attrs: self.default_attrs(NodeKind::Symlink, 0o777, now_ns()),
             size: 0,
             etag: String::new(),
@@ -1122,8 +1199,19 @@ impl Names for S3Names {
                 "{t} is inside {f}: a directory cannot move into itself"
             )));
         }
+        // A file created here and not uploaded yet moves by its name alone.
+        let unpublished = self.open_at(&f).is_some_and(|(_, o)| o.unpublished);
         let fnode = match self.node(&f)? {
             Some(n) => n,
+            None if unpublished => Node {
+                header: None,
+                attrs: self.default_attrs(NodeKind::File, OBJECT_FILE_MODE, now_ns()),
+                size: 0,
+                etag: String::new(),
+                marker: false,
+                target: None,
+                xattrs: Vec::new(),
+            },
             None => return Err(not_found(&f)),
         };
         self.check_parent(&t)?;
@@ -1142,8 +1230,7 @@ impl Names for S3Names {
                 }
                 (true, true) => {
                     let marker = format!("{}/", self.key(&t));
-                    let page = self.client.list(&marker, None, None, 2)?;
-                    if page.objects.iter().any(|o| o.key != marker) {
+                    if !self.dir_is_empty(&t)? {
                         return Err(Error::NotEmpty(format!("{t} is not empty")));
                     }
                     self.client.delete(&marker)?;
@@ -1153,7 +1240,12 @@ impl Names for S3Names {
         }
         // A file still being written goes to its new name at its next commit; what the
         // store has of it moves now.
-        self.rename_node(&f, &t, &fnode)?;
+        if !unpublished {
+            self.rename_node(&f, &t, &fnode)?;
+        } else if self.node(&t)?.is_some() {
+            // The name it replaces goes now; it appears at the first commit.
+            self.client.delete(&self.key(&t))?;
+        }
         {
             let mut inner = self.inner.lock_unpoisoned();
             // Node numbers follow their names.
@@ -1202,6 +1294,7 @@ impl Names for S3Names {
         let mut attrs = self.default_attrs(kind, mode & 0o7777, now_ns());
         attrs.rdev = u64::from(rdev);
         let node = Node {
+            header: None,
             attrs,
             size: 0,
             etag: String::new(),
@@ -1238,7 +1331,8 @@ impl Names for S3Names {
                 .ctx(|| "futimens of a staging file".to_string())?;
         }
         self.inner.lock_unpoisoned().open.insert(sino, o.clone());
-        let Some(p) = o.path.clone() else {
+        let Some(p) = o.path.clone().filter(|_| !o.unpublished) else {
+            // Not stored yet: the first commit stores the attributes with the content.
             return Ok(());
         };
         if same_but_ctime(&o.attrs, &before) && set.atime.is_none() && set.mtime.is_none() {
@@ -1246,6 +1340,7 @@ impl Names for S3Names {
         }
         let md = file.metadata().ctx(|| "fstat".to_string())?;
         let mut node = Node {
+            header: None,
             attrs: NodeAttrs {
                 atime_ns: md.atime() * 1_000_000_000 + md.atime_nsec(),
                 mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
@@ -1360,7 +1455,140 @@ impl Names for S3Names {
     fn shutdown(&self) {}
 }
 
+/// Entries of a fresh listing whose attributes are read ahead.
+const PREFETCH_MAX: usize = 1000;
+/// Requests in flight while reading ahead.
+const PREFETCH_THREADS: usize = 8;
+
 impl S3Names {
+    /// Makes bytes `[start, end)` of the stored object (and, with `ahead`, [`READ_AHEAD`]
+    /// blocks more) present in its staging file, one ranged GET per missing run of blocks.
+    /// Bytes written into the staging file are never overwritten: every write, truncate and
+    /// upload fills what it touches first.
+    fn fill(
+        &self,
+        lazy: &Lazy,
+        file: &File,
+        start: u64,
+        end: u64,
+        ahead: bool,
+        what: &str,
+    ) -> Result<()> {
+        let end = end.min(lazy.remote_len);
+        if start >= end {
+            return Ok(());
+        }
+        let mut filled = lazy.filled.lock_unpoisoned();
+        let blocks = filled.len() as u64;
+        let first = start / BLOCK;
+        let mut last = ((end - 1) / BLOCK + 1).min(blocks);
+        // Read ahead only when something is missing: a reader inside a window fetched
+        // before asks nothing, and the next request fetches a whole window again.
+        if (first..last).all(|b| filled[b as usize]) {
+            return Ok(());
+        }
+        if ahead {
+            last = last.saturating_add(READ_AHEAD).min(blocks);
+        }
+        let mut b = first;
+        while b < last {
+            if filled[b as usize] {
+                b += 1;
+                continue;
+            }
+            let mut run_end = b + 1;
+            while run_end < last && !filled[run_end as usize] {
+                run_end += 1;
+            }
+            let off = b * BLOCK;
+            let len = (run_end * BLOCK).min(lazy.remote_len) - off;
+            tracing::debug!("{what}: fetching {len} bytes at {off}");
+            let bytes = self.client.get_range(&lazy.key, off, len)?;
+            if bytes.len() as u64 != len {
+                return Err(Error::Corrupt(format!(
+                    "{what}: {} bytes at {off} where {len} were stored",
+                    bytes.len()
+                )));
+            }
+            file.write_all_at(&bytes, off)
+                .ctx(|| format!("{what}: staging its ciphertext"))?;
+            for i in b..run_end {
+                filled[i as usize] = true;
+            }
+            b = run_end;
+        }
+        Ok(())
+    }
+
+    /// Reads the attributes of the entries of a directory just listed, several requests at
+    /// a time (a listing gives no attributes, and `ls -l`, `find`, `rm -r` and `cp -a` ask
+    /// for every entry's next). Best effort: a failure leaves the entry to be asked later.
+    fn prefetch(&self, dir: &str, entries: &BTreeMap<String, bool>) {
+        let wanted: Vec<String> = {
+            let inner = self.inner.lock_unpoisoned();
+            entries
+                .keys()
+                .map(|name| format!("{dir}/{name}"))
+                .filter(|p| {
+                    !matches!(inner.nodes.get(p), Some((at, _)) if self.fresh(*at))
+                        && !inner.open.values().any(|o| o.path.as_deref() == Some(p))
+                })
+                .take(PREFETCH_MAX)
+                .collect()
+        };
+        if wanted.len() < 2 {
+            return;
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..PREFETCH_THREADS.min(wanted.len()) {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(p) = wanted.get(i) else {
+                        return;
+                    };
+                    if let Ok(n) = self.look_up(p) {
+                        self.remember(p, n);
+                    }
+                });
+            }
+        });
+    }
+
+    /// Whether nothing lies below directory `path` but its marker. A listing right after a
+    /// delete may still show the deleted key (Garage), so a key listed below is confirmed:
+    /// by the cache when the mount removed it itself, else by a HEAD.
+    fn dir_is_empty(&self, path: &str) -> Result<bool> {
+        if self.inner.lock_unpoisoned().open.values().any(|o| {
+            o.path
+                .as_deref()
+                .is_some_and(|q| under(q, path) && q != path)
+        }) {
+            return Ok(false);
+        }
+        let marker = format!("{}/", self.key(path));
+        let root = self.key("");
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.client.list(&marker, None, after.as_deref(), 100)?;
+            for o in page.objects.iter().filter(|o| o.key != marker) {
+                let rel = o.key.strip_prefix(&root).unwrap_or(&o.key);
+                let rel = rel.trim_end_matches('/');
+                let gone = {
+                    let inner = self.inner.lock_unpoisoned();
+                    matches!(inner.nodes.get(rel), Some((at, None)) if self.fresh(*at))
+                };
+                if !gone && self.client.head(&o.key)?.is_some() {
+                    return Ok(false);
+                }
+            }
+            match page.next {
+                Some(n) => after = Some(n),
+                None => return Ok(true),
+            }
+        }
+    }
+
     fn forget_node(&self, path: &str) {
         self.inner.lock_unpoisoned().nodes.remove(path);
     }
@@ -1375,7 +1603,11 @@ impl S3Names {
             f(&mut o.xattrs)?;
             s3meta::encode_xattrs(&o.xattrs)?;
             self.inner.lock_unpoisoned().open.insert(sino, o.clone());
+            if o.unpublished {
+                return Ok(());
+            }
             let mut node = Node {
+                header: None,
                 attrs: NodeAttrs {
                     ctime_ns: now_ns(),
                     ..o.attrs
