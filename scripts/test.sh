@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of envelopefs: formatting, lints, unit and integration tests (which mount
-# real filesystems), then pjdfstest and fsx against a mount. Installs what it needs first.
+# real filesystems), then pjdfstest and fsx against a mount, of a local store and of a store
+# in Garage. Installs what it needs first.
 # `.ci/run` calls exactly this. Needs root (FUSE mounts with allow_other, pjdfstest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,6 +57,9 @@ rm -rf "$qs"
 
 step "pjdfstest and fsx on a mount"
 scripts/mounted-suites.sh target/debug/envelopefs
+
+step "pjdfstest and fsx on a mount of a store in an object store (Garage)"
+scripts/mounted-suites.sh --s3 target/debug/envelopefs
 
 step "no mount left behind"
 left="$(comm -13 <(printf '%s\n' "$mounts_before") <(grep -F envelopefs /proc/self/mounts | sort || true) | sed '/^$/d')"

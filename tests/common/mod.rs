@@ -10,6 +10,7 @@
 
 pub mod garage;
 pub mod s3;
+pub mod s3mount;
 pub mod snapshot;
 pub mod workreq;
 
