@@ -37,7 +37,15 @@ fn main() {
     }
     match &cli.command {
         Top::Mount(m) if std::env::var_os(daemon::DAEMON_ENV).is_some() => {
-            logging::init_daemon(cli.log_level.as_deref(), &logging::daemon_log_path(&m.path));
+            let log = match m
+                .path
+                .to_str()
+                .and_then(envelopefs::store::s3::backend::S3Location::parse)
+            {
+                Some(Ok(at)) => cli::location::mount_log(&at),
+                _ => logging::daemon_log_path(&m.path),
+            };
+            logging::init_daemon(cli.log_level.as_deref(), &log);
         }
         _ => logging::init_stderr(cli.log_level.as_deref()),
     }

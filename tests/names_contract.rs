@@ -84,8 +84,11 @@ fn contract(store: &Store, names: &dyn Names, expect_deferred: bool) {
     let hf = names
         .open_for_header(p("b/d/obj"))
         .expect("open for header");
-    object::read_header(&hf, "b/d/obj").expect("the object has its header");
-    assert_eq!(errno(names.open_for_header(p("b/d/none"))), libc::ENOENT);
+    object::read_header(&*hf, "b/d/obj").expect("the object has its header");
+    assert_eq!(
+        errno(names.open_for_header(p("b/d/none")).map(|_| ())),
+        libc::ENOENT
+    );
 
     // Attributes by name and on the open content, in the documented order.
     names

@@ -61,8 +61,7 @@ pub fn backend(cli: &Cli, at: &S3Location) -> Result<Arc<ObjectStoreBackend>> {
 pub fn open_object_store(cli: &Cli, at: &S3Location, what: &str) -> Result<Store> {
     let backend = backend(cli, at)?;
     let cfg = Store::read_config_from(&*backend)?;
-    let lease_key = crate::store::s3::lease::key_of(at);
-    let lease = Lease::acquire(backend.client(), &lease_key, &at.display(), what)?;
+    let lease = Lease::acquire(backend.client(), &lease_key(at), &at.display(), what)?;
     if !matches!(cli.command, Top::Store(StoreCommand::Fsck(_))) {
         abort_stale_uploads(&lease, at);
     }
@@ -90,6 +89,170 @@ fn abort_stale_uploads(lease: &Lease, at: &S3Location) {
             "{}: the unfinished uploads of earlier processes were not aborted: {e}",
             at.display()
         ),
+    }
+}
+
+/// The key of a store's lease.
+fn lease_key(at: &S3Location) -> String {
+    crate::store::s3::lease::key_of(at)
+}
+
+/// The global flags that reach the same object store, for a process started again.
+fn s3_globals(cli: &Cli) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::new();
+    for (flag, v) in [
+        ("--endpoint-url", &cli.endpoint_url),
+        ("--region", &cli.region),
+        ("--profile", &cli.profile),
+    ] {
+        if let Some(v) = v {
+            out.push(flag.into());
+            out.push(v.into());
+        }
+    }
+    out
+}
+
+/// The log of a background mount of `at` (its daemon's stderr): in the staging directory,
+/// named after the store.
+pub fn mount_log(at: &S3Location) -> PathBuf {
+    let name: String = at
+        .display()
+        .trim_start_matches("s3://")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    staging_dir().join(format!("envelopefs-mount-{name}.log"))
+}
+
+/// How long attributes and listings of an object store mount are cached:
+/// `ENVELOPEFS_S3_CACHE_SECONDS`, else [`crate::store::s3::names::DEFAULT_TTL`].
+fn cache_ttl() -> Result<std::time::Duration> {
+    match std::env::var("ENVELOPEFS_S3_CACHE_SECONDS") {
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .map(std::time::Duration::from_secs)
+            .map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "ENVELOPEFS_S3_CACHE_SECONDS={v:?}: write a whole number of seconds"
+                ))
+            }),
+        Err(_) => Ok(crate::store::s3::names::DEFAULT_TTL),
+    }
+}
+
+/// `envelopefs mount s3://BUCKET[/PREFIX] MNT`: as the background daemon, in the foreground,
+/// or by starting that daemon. The mount holds the store's lease (with its mountpoint, so
+/// commands on this host go through it) until it ends.
+pub fn mount_object_store(cli: &Cli, at: &S3Location, args: &super::MountArgs) -> Result<()> {
+    let mnt = std::fs::canonicalize(&args.mountpoint)
+        .map_err(|e| Error::io(format!("resolving {}", args.mountpoint.display()), e))?;
+    let mnt_text = mnt.display().to_string();
+    let ttl = cache_ttl()?;
+    let mut open = |secret: &crate::keys::keystore::Secret| -> Result<crate::daemon::Served> {
+        let backend = backend(cli, at)?;
+        crate::store::check_xattr_support(backend.staging())?;
+        Store::read_config_from(&*backend)?;
+        let lease = Lease::acquire_for(
+            backend.client(),
+            &lease_key(at),
+            &at.display(),
+            "envelopefs mount",
+            Some(&mnt_text),
+        )?;
+        abort_stale_uploads(&lease, at);
+        let names = Arc::new(crate::store::s3::names::S3Names::new(
+            Arc::clone(&backend),
+            ttl,
+        ));
+        let store = Store::open_on(backend, Some(Box::new(lease)), secret)?.with_names(names);
+        Ok(crate::daemon::Served {
+            store,
+            root: None,
+            location: at.display(),
+        })
+    };
+    if std::env::var_os(crate::daemon::DAEMON_ENV).is_some() {
+        return crate::daemon::run_daemon_with(&mnt, &args.options, &mut open);
+    }
+    // Fail fast, before asking for a secret: the store must be there and not in use.
+    let b = backend(cli, at)?;
+    let cfg = Store::read_config_from(&*b)?;
+    if let Some(held) = Lease::live_holder(b.client(), &lease_key(at))? {
+        return Err(Error::Busy(format!(
+            "{} is in use by `{}` (pid {} on {}){}",
+            at.display(),
+            held.what,
+            held.pid,
+            held.host,
+            held.mountpoint
+                .map(|m| format!(", mounted at {m}"))
+                .unwrap_or_default()
+        )));
+    }
+    let secret = secret::for_open(cli, &cfg.key_source)?;
+    if args.foreground {
+        let mut once = || open(&secret);
+        return crate::daemon::serve_with(&mut once, &mnt, &args.options, false);
+    }
+    let log = mount_log(at);
+    if let Some(d) = log.parent() {
+        std::fs::create_dir_all(d)
+            .map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
+    }
+    crate::daemon::spawn_with(
+        std::ffi::OsStr::new(&at.display()),
+        &s3_globals(cli),
+        &log,
+        &mnt,
+        &args.options,
+        &secret,
+    )
+}
+
+/// The mountpoint of a live mount of `at` on this host, if its lease says there is one and
+/// it is still mounted there.
+pub fn live_mount(cli: &Cli, at: &S3Location) -> Result<Option<PathBuf>> {
+    let b = backend(cli, at)?;
+    let Some(held) = Lease::live_holder(b.client(), &lease_key(at))? else {
+        return Ok(None);
+    };
+    let here = Lease::is_this_host(&held);
+    let Some(m) = held.mountpoint.filter(|_| here) else {
+        return Ok(None);
+    };
+    let mnt = PathBuf::from(m);
+    let source = crate::store::lock::mounted_store(&mnt);
+    Ok((source.as_deref() == Some(Path::new(&at.display()))).then_some(mnt))
+}
+
+/// After `fusermount3 -u` of a mount of the store at `location`: waits until its daemon has
+/// let go of the lease (checked every 50 ms, at most 60 s).
+pub fn wait_for_unmount(cli: &Cli, location: &str) -> Result<()> {
+    let at = match S3Location::parse(location) {
+        Some(at) => at?,
+        None => return Ok(()),
+    };
+    let b = backend(cli, &at)?;
+    let start = std::time::Instant::now();
+    loop {
+        match Lease::live_holder(b.client(), &lease_key(&at))? {
+            Some(h) if h.mountpoint.is_some() => {}
+            _ => return Ok(()),
+        }
+        if start.elapsed() > std::time::Duration::from_secs(60) {
+            return Err(Error::TimedOut(format!(
+                "{location}: its mount daemon still holds the lease 60 s after the unmount"
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

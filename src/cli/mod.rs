@@ -132,7 +132,7 @@ pub enum StoresCmd {
 /// `mount` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MountArgs {
-    /// The store directory.
+    /// The store: a directory, or s3://BUCKET[/PREFIX] in an object store.
     #[arg(value_name = "STORE")]
     pub path: PathBuf,
     /// Where to mount it.
@@ -194,7 +194,9 @@ fn dispatch(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Top::Mount(args) => mount(cli, args),
-        Top::Unmount { mountpoint } => crate::daemon::unmount(mountpoint),
+        Top::Unmount { mountpoint } => {
+            crate::daemon::unmount(mountpoint, &|at| location::wait_for_unmount(cli, at))
+        }
         Top::Store(cmd) => run_store_command(cli, cmd),
         Top::Stores(StoresCmd::Copy { src, dst, parallel }) => {
             copy::run(cli, src, dst, usize::from(*parallel))
@@ -234,7 +236,9 @@ pub fn store_path(cli: &Cli) -> Result<&Path> {
 /// `envelopefs mount`: as the background daemon (started by [`crate::daemon::spawn`]), in the
 /// foreground, or by starting that daemon.
 fn mount(cli: &Cli, args: &MountArgs) -> Result<()> {
-    location::local_only(location::classify(&args.path)?, "mounting")?;
+    if let location::Where::ObjectStore(at) = location::classify(&args.path)? {
+        return location::mount_object_store(cli, &at, args);
+    }
     let absolute = |p: &Path| std::fs::canonicalize(p).ctx(|| format!("resolving {}", p.display()));
     let root = absolute(&args.path)?;
     let mnt = absolute(&args.mountpoint)?;
@@ -315,8 +319,11 @@ fn run_store_command(cli: &Cli, cmd: &StoreCommand) -> Result<()> {
         return done;
     }
     let root = store_path(cli)?;
-    let local = matches!(location::classify(root)?, location::Where::Local(_));
-    if let Some(mnt) = local.then(|| remote::live_mount(root)).flatten() {
+    let mounted = match location::classify(root)? {
+        location::Where::Local(_) => remote::live_mount(root),
+        location::Where::ObjectStore(at) => location::live_mount(cli, &at)?,
+    };
+    if let Some(mnt) = mounted {
         return remote::run(cmd, &mnt);
     }
     let store = open_offline(cli, root)?;

@@ -88,16 +88,30 @@ fn decode_secret(v: &[u8]) -> Result<Secret> {
     }
 }
 
-/// Starts the mount daemon (this binary again, `mount --foreground` in its own process group,
-/// stderr to the store's mount.log), hands it the secret on a pipe and returns once it reports
-/// the mount usable.
+/// Starts the mount daemon of a local store (see [`spawn_with`]); its log is the store's
+/// mount.log.
 pub fn spawn(root: &Path, mnt: &Path, args: &MountOptions, secret: &Secret) -> Result<()> {
-    let exe = std::env::current_exe().ctx(|| "finding the envelopefs binary".to_string())?;
     let log_path = root.join(META_DIR).join("mount.log");
+    spawn_with(root.as_os_str(), &[], &log_path, mnt, args, secret)
+}
+
+/// Starts the mount daemon (this binary again, with the global flags `globals`, `mount STORE
+/// MNT --foreground` in its own process group, stderr to `log_path`), hands it the secret on
+/// a pipe and returns once it reports the mount usable.
+pub fn spawn_with(
+    store: &std::ffi::OsStr,
+    globals: &[std::ffi::OsString],
+    log_path: &Path,
+    mnt: &Path,
+    args: &MountOptions,
+    secret: &Secret,
+) -> Result<()> {
+    let exe = std::env::current_exe().ctx(|| "finding the envelopefs binary".to_string())?;
     let log =
-        crate::logging::open_append(&log_path).ctx(|| format!("opening {}", log_path.display()))?;
+        crate::logging::open_append(log_path).ctx(|| format!("opening {}", log_path.display()))?;
     let mut cmd = Command::new(exe);
-    cmd.arg("mount").arg(root).arg(mnt).arg("--foreground");
+    cmd.args(globals);
+    cmd.arg("mount").arg(store).arg(mnt).arg("--foreground");
     cmd.arg("--threads").arg(args.threads.to_string());
     if args.allow_other {
         cmd.arg("--allow-other");
@@ -146,13 +160,24 @@ pub fn spawn(root: &Path, mnt: &Path, args: &MountOptions, secret: &Secret) -> R
     Err(Error::InvalidArgument(msg))
 }
 
-/// The background daemon's side of [`spawn`]: reads the secret from stdin, then serves.
+/// The background daemon's side of [`spawn`] for a local store: reads the secret from stdin,
+/// then serves.
 pub fn run_daemon(root: &Path, mnt: &Path, args: &MountOptions) -> Result<()> {
+    run_daemon_with(mnt, args, &mut |secret| open_local(root, secret))
+}
+
+/// The background daemon's side of [`spawn_with`]: reads the secret from stdin, then serves
+/// the store `open` opens with it.
+pub fn run_daemon_with(
+    mnt: &Path,
+    args: &MountOptions,
+    open: &mut dyn FnMut(&Secret) -> Result<Served>,
+) -> Result<()> {
     let mut buf = Zeroizing::new(Vec::new());
     std::io::stdin()
         .read_to_end(&mut buf)
         .ctx(|| "reading the secret".to_string())?;
-    let res = decode_secret(&buf).and_then(|s| serve(root, mnt, args, &s, true));
+    let res = decode_secret(&buf).and_then(|s| serve_with(&mut || open(&s), mnt, args, true));
     if let Err(e) = &res {
         println!("ERROR: {e}");
         tracing::error!("mount failed: {e}");
@@ -207,13 +232,43 @@ impl crate::vfs::Notify for KernelNotifier {
     }
 }
 
-/// Mounts the store at `mnt` and serves it until it is unmounted or signalled (`daemon`: report
-/// READY or ERROR on stdout for [`spawn`]).
+/// An opened store, as a mount serves it.
+pub struct Served {
+    /// The store, with what keeps other writers out (the local lock, an object store's lease).
+    pub store: Store,
+    /// A local store's directory (its mount record lives there); None for an object store.
+    pub root: Option<PathBuf>,
+    /// The store's location as users write it (the mount's source in mountinfo).
+    pub location: String,
+}
+
+/// Opens a local store for a mount: its lock, then the store.
+fn open_local(root: &Path, secret: &Secret) -> Result<Served> {
+    let lock = StoreLock::acquire(root)?;
+    Ok(Served {
+        store: Store::open(root, lock, secret)?,
+        root: Some(root.to_path_buf()),
+        location: root.display().to_string(),
+    })
+}
+
+/// Mounts the local store `root` at `mnt` and serves it (see [`serve_with`]).
 pub fn serve(
     root: &Path,
     mnt: &Path,
     args: &MountOptions,
     secret: &Secret,
+    daemon: bool,
+) -> Result<()> {
+    serve_with(&mut || open_local(root, secret), mnt, args, daemon)
+}
+
+/// Mounts the store `open` opens at `mnt` and serves it until it is unmounted or signalled
+/// (`daemon`: report READY or ERROR on stdout for [`spawn`]).
+pub fn serve_with(
+    open: &mut dyn FnMut() -> Result<Served>,
+    mnt: &Path,
+    args: &MountOptions,
     daemon: bool,
 ) -> Result<()> {
     // Before any thread exists, so every thread inherits the mask and only the main thread
@@ -226,8 +281,10 @@ pub fn serve(
     unsafe {
         libc::umask(0);
     }
-    let lock = StoreLock::acquire(root)?;
-    let store = Arc::new(Store::open(root, lock, secret)?);
+    let served = open()?;
+    let store = Arc::new(served.store);
+    let root = served.root;
+    let location = served.location;
     // Key versions whose deletion date passed while the store was closed go now.
     crate::ops::kms::destroy_due_logged(&store);
     // After the keystore is open: its master keys are in the pages mlockall(MCL_CURRENT)
@@ -248,7 +305,7 @@ pub fn serve(
         vfs.start_workers()?;
     }
     let mut options = vec![
-        MountOption::FSName(format!("envelopefs:{}", root.display())),
+        MountOption::FSName(format!("envelopefs:{location}")),
         MountOption::Subtype("envelopefs".into()),
         MountOption::NoAtime,
     ];
@@ -278,15 +335,17 @@ pub fn serve(
     // Commands through ctl that replace objects or add buckets tell the kernel to drop its
     // cached entry for that name, so the mount shows the change at once.
     vfs.set_notifier(Box::new(KernelNotifier(session.notifier())));
-    crate::store::lock::write_mount_record(
-        root,
-        &crate::store::lock::MountRecord {
-            mountpoint: mnt.display().to_string(),
-            pid: Some(std::process::id()),
-            store: Some(root.display().to_string()),
-        },
-    )?;
-    tracing::info!("mounted {} at {}", root.display(), mnt.display());
+    if let Some(root) = &root {
+        crate::store::lock::write_mount_record(
+            root,
+            &crate::store::lock::MountRecord {
+                mountpoint: mnt.display().to_string(),
+                pid: Some(std::process::id()),
+                store: Some(root.display().to_string()),
+            },
+        )?;
+    }
+    tracing::info!("mounted {location} at {}", mnt.display());
     if daemon {
         println!("READY");
         let _ = std::io::stdout().flush();
@@ -324,18 +383,28 @@ pub fn serve(
     // The record goes last, just before the lock is let go (as `store` drops on return):
     // until then a command that finds the lock held sees from the record that this daemon's
     // mount is gone and waits for it (store/lock.rs).
-    crate::store::lock::remove_mount_record(root);
+    if let Some(root) = &root {
+        crate::store::lock::remove_mount_record(root);
+    }
+    // Dropping the store lets go of its lock or lease.
+    drop(vfs);
+    drop(store);
     res.map_err(|e| Error::io("serving the mount", e))
 }
 
 use crate::store::lock::mounted_store;
 
 /// `envelopefs unmount MNT`: fusermount3 -u, then wait until the daemon has let go of the
-/// store (so a following command finds it consistent and unlocked).
-pub fn unmount(mountpoint: &Path) -> Result<()> {
+/// store (so a following command finds it consistent and unlocked). For a store in an object
+/// store `wait_object_store` (given its location) waits for its lease instead.
+pub fn unmount(mountpoint: &Path, wait_object_store: &dyn Fn(&str) -> Result<()>) -> Result<()> {
     let mnt = absolute(mountpoint)?;
     let store = mounted_store(&mnt)
         .ok_or_else(|| Error::NotFound(format!("{} is not an envelopefs mount", mnt.display())))?;
+    let object_store = store
+        .to_str()
+        .filter(|s| s.starts_with("s3://"))
+        .map(str::to_string);
     let out = Command::new("fusermount3")
         .arg("-u")
         .arg(&mnt)
@@ -349,5 +418,8 @@ pub fn unmount(mountpoint: &Path) -> Result<()> {
         )));
     }
     // The daemon is now finishing its shutdown: wait until it lets go of the store.
+    if let Some(at) = object_store {
+        return wait_object_store(&at);
+    }
     StoreLock::acquire_with(&store, Patience::Unmount).map(drop)
 }

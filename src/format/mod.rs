@@ -12,6 +12,7 @@ pub mod journal;
 pub mod kms_blob;
 pub mod names;
 pub mod records;
+pub mod s3meta;
 
 use crate::error::{Error, Result};
 use bincode::config::{Configuration, Fixint, Limit, LittleEndian};

@@ -411,16 +411,23 @@ impl fuser::Filesystem for EnvelopeFuse {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
+        ino: INodeNo,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Writes reach the backing file as they come; nothing is buffered here, and locks are
-        // the kernel's own. ENOSYS tells the kernel so once: it stops sending FLUSH at every
-        // close (one round trip less per file for cp, tar and editors). With the writeback
-        // cache, the kernel still writes dirty pages back at close and reports their errors.
-        reply.error(Errno::from_i32(libc::ENOSYS));
+        // On a local store writes reach the backing file as they come; nothing is buffered
+        // here, and locks are the kernel's own. ENOSYS tells the kernel so once: it stops
+        // sending FLUSH at every close (one round trip less per file for cp, tar and
+        // editors). With the writeback cache, the kernel still writes dirty pages back at
+        // close and reports their errors. In an object store, close publishes the content.
+        if !self.vfs.wants_flush() {
+            return reply.error(Errno::from_i32(libc::ENOSYS));
+        }
+        match guard("flush", || self.vfs.flush(ino.0, fh.0)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn release(

@@ -119,6 +119,7 @@ pub fn rekey_path(
         durable: true,
         wrap: Some((to, &kek)),
         created_ns: Some(opts.created_ns),
+        publish_later: false,
     };
     // The staging file lives in `.envelopefs/tmp`, which the local backend addresses as the
     // bucket `.envelopefs`: the same directory tree, so the rename below is atomic.
@@ -263,6 +264,7 @@ pub fn rekey_published(
         durable: true,
         wrap: Some((to, &kek)),
         created_ns: Some(opts.created_ns),
+        publish_later: false,
     };
     let new = object::create_object_in(store, bucket_name, bucket, name, &create, &mut |obj| {
         copy_data(&old, obj, what)?;

@@ -307,6 +307,12 @@ pub fn will_need(f: &File, off: u64, len: u64) -> io::Result<()> {
     }
 }
 
+/// This process's effective user and group ids.
+pub fn effective_ids() -> (u32, u32) {
+    // SAFETY: geteuid and getegid have no preconditions.
+    unsafe { (libc::geteuid(), libc::getegid()) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

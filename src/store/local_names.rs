@@ -7,6 +7,7 @@
 use super::fsutil::{self, check, cpath};
 use super::local::LocalDir;
 use super::names::{DirEntry, Kind, Meta, Names, SetAttributes, SetTime, StatFs};
+use super::seam::Blob;
 use super::trash::Trash;
 use super::xattr;
 use crate::error::{Error, IoContext, Result};
@@ -152,7 +153,7 @@ fn fchown(f: &File, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
     })
 }
 
-fn futimens(f: &File, atime: Option<SetTime>, mtime: Option<SetTime>) -> io::Result<()> {
+pub(crate) fn futimens(f: &File, atime: Option<SetTime>, mtime: Option<SetTime>) -> io::Result<()> {
     let ts = [timespec(atime), timespec(mtime)];
     // SAFETY: the fd is open for the borrow's duration and ts points to two timespecs.
     check(unsafe { libc::futimens(f.as_raw_fd(), ts.as_ptr()) })
@@ -236,8 +237,11 @@ impl Names for LocalNames {
         }
     }
 
-    fn open_for_header(&self, path: &Path) -> Result<File> {
-        super::open_backing(&self.abs(path), &path.display().to_string())
+    fn open_for_header(&self, path: &Path) -> Result<Box<dyn Blob>> {
+        Ok(Box::new(super::open_backing(
+            &self.abs(path),
+            &path.display().to_string(),
+        )?))
     }
 
     fn mkdir(&self, path: &Path, mode: u32) -> Result<()> {

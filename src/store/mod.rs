@@ -107,6 +107,9 @@ pub struct Store {
     /// What keeps other writers out while the store is open, where that is not the local
     /// lock (an object store's lease); released when the store is dropped.
     _guard: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// The names a mount uses, where the backend is not a local directory (an object
+    /// store's: [`s3::names::S3Names`]).
+    names: Option<Arc<dyn names::Names>>,
 }
 
 /// The parts of an open store that only a local directory has.
@@ -247,6 +250,7 @@ impl Store {
             chunk_size: cfg.chunk_size,
             keys: RwLock::new(ks),
             _guard: None,
+            names: None,
         })
     }
 
@@ -266,6 +270,7 @@ impl Store {
             chunk_size: cfg.chunk_size,
             keys: RwLock::new(ks),
             _guard: guard,
+            names: None,
         })
     }
 
@@ -307,13 +312,23 @@ impl Store {
 
     /// The names of the store's buckets, as the filesystem uses them (the names interface of
     /// the seam, [`names::Names`]); with `deferred_delete`, unlinked objects go to the trash
-    /// first. A store in an object store has none yet (mounting one is Unsupported).
+    /// first (locally). A store in an object store has the names it was given
+    /// ([`Store::with_names`]); without them mounting it is Unsupported.
     pub fn names(&self, deferred_delete: bool) -> Result<Arc<dyn names::Names>> {
+        if let Some(n) = &self.names {
+            return Ok(Arc::clone(n));
+        }
         let dir = self.local("mounting")?;
         Ok(Arc::new(local_names::LocalNames::new(
             Arc::clone(dir),
             deferred_delete,
         )))
+    }
+
+    /// Gives a store that is not a local directory the names its mount uses.
+    pub fn with_names(mut self, names: Arc<dyn names::Names>) -> Self {
+        self.names = Some(names);
+        self
     }
 
     /// The local directory of a local store, None for an object store.

@@ -9,6 +9,7 @@
 //! promises, and how an object store keeps those promises, is in docs/ARCHITECTURE.md
 //! ("The storage seam").
 
+use super::seam::Blob;
 use crate::error::Result;
 use std::ffi::OsString;
 use std::fs::File;
@@ -152,9 +153,32 @@ pub trait Names: Send + Sync {
     /// Opens an object's content: read-write unless `write` is false or the object cannot
     /// be written (then read-only). A symlink is not followed (ELOOP).
     fn open(&self, path: &Path, write: bool) -> Result<File>;
-    /// Opens an object read-only to read or replace its header (its access time is left
-    /// alone where the backend can). ENOENT is "no object PATH".
-    fn open_for_header(&self, path: &Path) -> Result<File>;
+    /// Opens an object to read or replace its header (its access time is left alone where
+    /// the backend can). ENOENT is "no object PATH".
+    fn open_for_header(&self, path: &Path) -> Result<Box<dyn Blob>>;
+    /// An object was just created through [`super::object::create_object_in`] at `path`,
+    /// and `file` (its body) stays open in the filesystem as if [`Names::open`] had
+    /// returned it.
+    fn created(&self, _path: &Path, _file: &File) -> Result<()> {
+        Ok(())
+    }
+    /// Makes what was written to an opened object's content (`file`, from [`Names::open`]
+    /// or [`Names::created`]) reach the store, with its header: `path` is its name now, None
+    /// when it has none any more (unlinked: nothing to publish). Returns when the store has
+    /// it (durably with `durable`). A local store writes in place: nothing to do.
+    fn commit(&self, _path: Option<&Path>, _file: &File, _durable: bool) -> Result<()> {
+        Ok(())
+    }
+    /// Something at or below `path` changed behind the filesystem's back (a command through
+    /// the control file): forget what is cached of it. The empty path: the buckets.
+    fn invalidate(&self, _path: &Path) {}
+    /// Whether an opened object's content is the stored object itself, written in place
+    /// (a local store), so that [`Names::commit`] has nothing to do.
+    fn writes_in_place(&self) -> bool {
+        true
+    }
+    /// The filesystem closed an opened object's content for good.
+    fn closed(&self, _file: &File) {}
     /// mkdir(2) with `mode` (the process umask applies, as to mkdir(2): the mount daemon's is
     /// 0). EEXIST if the name is taken.
     fn mkdir(&self, path: &Path, mode: u32) -> Result<()>;

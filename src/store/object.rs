@@ -287,6 +287,8 @@ pub struct Create<'a> {
     pub wrap: Option<(Wrapping, &'a Key32)>,
     /// Its creation time (ns) instead of now (a rekey job's scope).
     pub created_ns: Option<u64>,
+    /// Published by the mount's first commit, not here ([`NewObject::publish_later`]).
+    pub publish_later: bool,
 }
 
 impl Default for Create<'_> {
@@ -297,6 +299,7 @@ impl Default for Create<'_> {
             durable: false,
             wrap: None,
             created_ns: None,
+            publish_later: false,
         }
     }
 }
@@ -358,7 +361,11 @@ pub fn create_object_in(
     obj.journal = store.journal().cloned();
     obj.write_empty_object(&chunk_nonce)?;
     fill(&mut obj)?;
-    new.publish(obj.file(), &header.encode(), opts.durable)?;
+    if opts.publish_later {
+        new.publish_later(obj.file(), &header.encode())?;
+    } else {
+        new.publish(obj.file(), &header.encode(), opts.durable)?;
+    }
     Ok(obj)
 }
 

@@ -95,6 +95,14 @@ pub trait NewObject: Send {
     /// appears (the name itself is made durable by the caller's barrier, locally a directory
     /// fsync or syncfs; in an object store the acknowledged PUT is durable).
     fn publish(self: Box<Self>, file: &File, header: &[u8], durable: bool) -> Result<()>;
+
+    /// For a mount of a backend that does not write in place
+    /// ([`super::names::Names::writes_in_place`]): gives `file` its header and leaves the
+    /// publishing to the mount's first [`super::names::Names::commit`], so that a create
+    /// costs no request. Elsewhere the same as `publish` (not durable).
+    fn publish_later(self: Box<Self>, file: &File, header: &[u8]) -> Result<()> {
+        self.publish(file, header, false)
+    }
 }
 
 /// Where a store's bytes live. Object names are paths relative to their bucket

@@ -51,6 +51,7 @@ use crate::keys::keystore::key_id_text;
 use crate::ops::rewrap::{self, Target};
 use crate::store::names::{Meta, Names, SetAttributes};
 use crate::store::object::{self, ObjectIo};
+use crate::store::seam::Blob;
 use crate::store::{Store, META_DIR};
 use crate::sync::{LockUnpoisoned, RwLockUnpoisoned, WaitUnpoisoned};
 pub use posix::{Attr, Kind, SetTime, StatFs};
@@ -116,6 +117,21 @@ pub struct OpenObject {
     /// the kill flag with every write). Set from the mode at open and by every chmod; it
     /// may be true of a file without such bits, never false of one with them.
     setid: AtomicBool,
+    /// Written since its content last reached the store (object stores publish an opened
+    /// object's content on close and fsync: [`Names::commit`]).
+    dirty: AtomicBool,
+    /// Told when the content is closed for good ([`Names::closed`]).
+    names: Arc<dyn Names>,
+}
+
+impl Drop for OpenObject {
+    fn drop(&mut self) {
+        let io = match self.io.get_mut() {
+            Ok(io) => io,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        self.names.closed(io.file());
+    }
 }
 
 /// The mount's key ring, noting which customer key an open asked for.
@@ -548,6 +564,7 @@ impl Vfs {
         if let Some(obj) = self.open_obj(ino, fh) {
             let mut io = obj.io.write_unpoisoned();
             if let Some(size) = size {
+                obj.dirty.store(true, Ordering::Relaxed);
                 truncate_io(&mut io, size)?;
                 if !self.opts.kernel_checks {
                     clear_setid_after_truncate(&*self.names, &obj, io.file(), caller)?;
@@ -574,10 +591,12 @@ impl Vfs {
         if let Some(size) = size {
             let obj = self.open_object(ino, &path, false)?;
             let mut io = obj.io.write_unpoisoned();
+            obj.dirty.store(true, Ordering::Relaxed);
             truncate_io(&mut io, size)?;
             if !self.opts.kernel_checks {
                 clear_setid_after_truncate(&*self.names, &obj, io.file(), caller)?;
             }
+            self.commit(ino, &obj, &io, false)?;
         }
         let set = SetAttributes {
             uid,
@@ -688,6 +707,7 @@ impl Vfs {
         }
         if truncate {
             obj.io.write_unpoisoned().set_len(0)?;
+            obj.dirty.store(true, Ordering::Relaxed);
         }
         Ok(obj)
     }
@@ -756,6 +776,8 @@ impl Vfs {
             backing_ino: md.ino,
             customer: ring.asked.get(),
             setid: AtomicBool::new(has_setid(md.mode)),
+            dirty: AtomicBool::new(truncate),
+            names: Arc::clone(&self.names),
         }))
     }
 
@@ -870,9 +892,13 @@ impl Vfs {
         let in_bucket = parts.as_path();
         let am_root = self.am_root;
         let own_gid = self.own_gid;
+        // Where content is published on close (object stores), so is a new object: its
+        // create costs no request.
+        let later = !self.names.writes_in_place();
         let how = object::Create {
             mode: mode & 0o7777,
             exclusive: true,
+            publish_later: later,
             ..object::Create::default()
         };
         let mut io = self.retry_if_full(|| {
@@ -907,7 +933,13 @@ impl Vfs {
                 Ok(())
             })
         })?;
-        let m = io.stat()?;
+        self.names.created(&path, io.file())?;
+        // Locally the new backing file's own numbers; elsewhere what the names say of it.
+        let m = if self.names.writes_in_place() {
+            io.stat()?
+        } else {
+            self.names.stat_open(io.file())?
+        };
         let mut a = self.attr_of_meta(&m);
         self.remember(&mut a, &m, parent, name);
         let obj = Arc::new(OpenObject {
@@ -915,6 +947,8 @@ impl Vfs {
             backing_ino: m.ino,
             customer: None,
             setid: AtomicBool::new(has_setid(m.mode)),
+            dirty: AtomicBool::new(later),
+            names: Arc::clone(&self.names),
         });
         self.open_table()
             .objects
@@ -960,6 +994,7 @@ impl Vfs {
         let h = self.handle(fh)?;
         let mut io = h.obj.io.write_unpoisoned();
         let off = if h.append { io.size() } else { off };
+        h.obj.dirty.store(true, Ordering::Relaxed);
         self.retry_if_full(|| io.write_at(off, data))?;
         u32::try_from(data.len()).map_err(|_| einval("write too large"))
     }
@@ -971,7 +1006,42 @@ impl Vfs {
             NodeKind::Root | NodeKind::Entry => {
                 let h = self.handle(fh)?;
                 let io = h.obj.io.read_unpoisoned();
-                io.sync(datasync)
+                io.sync(datasync)?;
+                self.commit(ino, &h.obj, &io, true)
+            }
+        }
+    }
+
+    /// Publishes what was written to an open object, if anything was, under its name now
+    /// ([`Names::commit`]; nothing to do on a local store). `io` is the object's I/O, held
+    /// (read) so that no write lands halfway through the upload.
+    fn commit(&self, ino: u64, obj: &OpenObject, io: &ObjectIo, durable: bool) -> Result<()> {
+        if !obj.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let path = self.path_of(ino).ok().map(|(p, _)| p);
+        let r = self.names.commit(path.as_deref(), io.file(), durable);
+        if r.is_err() {
+            obj.dirty.store(true, Ordering::Release);
+        }
+        r
+    }
+
+    /// Whether closes must be reported ([`Vfs::flush`]): only where an open object's content
+    /// is published on close (object stores).
+    pub fn wants_flush(&self) -> bool {
+        !self.names.writes_in_place()
+    }
+
+    /// close(2) of a descriptor (FLUSH): publishes what was written, so that close reports
+    /// a failed upload.
+    pub fn flush(&self, ino: u64, fh: u64) -> Result<()> {
+        match NodeKind::of(ino) {
+            NodeKind::Control => Ok(()),
+            NodeKind::Root | NodeKind::Entry => {
+                let h = self.handle(fh)?;
+                let io = h.obj.io.read_unpoisoned();
+                self.commit(ino, &h.obj, &io, false)
             }
         }
     }
@@ -982,6 +1052,13 @@ impl Vfs {
             NodeKind::Control => self.control.release(fh),
             NodeKind::Root | NodeKind::Entry => {
                 let h = self.handles.write_unpoisoned().remove(&fh);
+                if let Some(h) = &h {
+                    // Written after the last flush (through a shared mapping, say).
+                    let io = h.obj.io.read_unpoisoned();
+                    if let Err(e) = self.commit(ino, &h.obj, &io, false) {
+                        tracing::error!("publishing an object at its last close: {e}");
+                    }
+                }
                 drop(h);
             }
         }
@@ -1001,6 +1078,7 @@ impl Vfs {
             .checked_add(len)
             .ok_or_else(|| Error::TooLarge("fallocate past the largest offset".into()))?;
         if mode & libc::FALLOC_FL_KEEP_SIZE == 0 && end > io.size() {
+            h.obj.dirty.store(true, Ordering::Relaxed);
             io.set_len(end)?;
         }
         Ok(())
@@ -1248,11 +1326,11 @@ impl Vfs {
             for p in &objects {
                 let what = p.display().to_string();
                 let f = self.names.open_for_header(p)?;
-                let target = self.move_target(&f, &what)?;
+                let target = self.move_target(&*f, &what)?;
                 rewrap::rewrap(
                     &self.store,
                     &rewrap::Request {
-                        file: &f,
+                        file: &*f,
                         what: &what,
                         src_bucket: &src,
                         dst_bucket: &dst,
@@ -1270,13 +1348,13 @@ impl Vfs {
             for p in done {
                 let what = p.display().to_string();
                 if let Ok(f) = self.names.open_for_header(p) {
-                    let Ok(target) = self.move_target(&f, &what) else {
+                    let Ok(target) = self.move_target(&*f, &what) else {
                         continue;
                     };
                     let _ = rewrap::rewrap(
                         &self.store,
                         &rewrap::Request {
-                            file: &f,
+                            file: &*f,
                             what: &what,
                             src_bucket: &dst,
                             dst_bucket: &src,
@@ -1297,7 +1375,7 @@ impl Vfs {
 
     /// Where an object moving to another bucket is rewrapped: the destination bucket's key,
     /// or, for an SSE-C object, the same customer key (which must be loaded: ENOKEY).
-    fn move_target(&self, f: &File, what: &str) -> Result<Target> {
+    fn move_target(&self, f: &dyn Blob, what: &str) -> Result<Target> {
         use object::CustomerKeys;
         match object::read_header(f, what)?.wrapping {
             Wrapping::Master { .. } => Ok(Target::BucketLatest),
@@ -1381,7 +1459,7 @@ impl Vfs {
 
     fn header_of(&self, path: &Path) -> Result<crate::format::records::ObjectHeader> {
         let f = self.names.open_for_header(path)?;
-        object::read_header(&f, &path.display().to_string())
+        object::read_header(&*f, &path.display().to_string())
     }
 
     /// getxattr(2)
@@ -1474,7 +1552,7 @@ impl Vfs {
         let f = self.names.open_for_header(path)?;
         rewrap::rewrap(
             &self.store,
-            &rewrap::Request::single(&f, &what, &rec, &target, &*self.control),
+            &rewrap::Request::single(&*f, &what, &rec, &target, &*self.control),
         )
         .map(|_| ())
     }
@@ -1547,6 +1625,7 @@ impl Vfs {
 impl control::Filesystem for Vfs {
     /// Drops the kernel's cached entry for the name, if the daemon gave a notifier.
     fn path_changed(&self, path: &Path) {
+        self.names.invalidate(path);
         let Some(notify) = self.notify.get() else {
             return;
         };
@@ -1560,6 +1639,7 @@ impl control::Filesystem for Vfs {
 
     fn buckets_changed(&self) {
         self.invalidate_buckets();
+        self.names.invalidate(Path::new(""));
     }
 
     fn while_closed(&self, backing_ino: u64, f: &mut dyn FnMut() -> Result<()>) -> Result<()> {

@@ -26,7 +26,7 @@ use crate::store::META_DIR;
 use crate::sync::LockUnpoisoned;
 use base64::Engine;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -120,6 +120,16 @@ impl ObjectStoreBackend {
         &self.at
     }
 
+    /// The local staging directory (ciphertext only).
+    pub fn staging(&self) -> &Path {
+        &self.staging
+    }
+
+    /// The S3 key of a bucket's record.
+    pub fn bucket_record_key_of(&self, name: &str) -> String {
+        self.bucket_record_key(name)
+    }
+
     fn meta_key(&self, rel: &str) -> String {
         self.at.key(&format!("{META_DIR}/{rel}"))
     }
@@ -194,11 +204,11 @@ impl ObjectWalk for KeyWalk<'_> {
                 .client
                 .list(&self.prefix, None, self.start_after.as_deref(), want)?;
             for o in page.objects {
-                // A key ending in `/` is not an object (a directory marker of a mount).
+                // Only objects: not a directory marker, symlink or device node of a mount.
                 if let Some(rel) = o
                     .key
                     .strip_prefix(&self.prefix)
-                    .filter(|r| !r.is_empty() && !r.ends_with('/'))
+                    .filter(|r| is_object_key(r, o.size))
                 {
                     out.push(PathBuf::from(rel));
                 }
@@ -213,8 +223,16 @@ impl ObjectWalk for KeyWalk<'_> {
     }
 }
 
+/// Whether a listed key (relative to its bucket) with this size is an object: a mount's
+/// other nodes (directory markers `NAME/`, symlinks, fifos, sockets, devices) have empty
+/// bodies, and an object's body never is (it holds at least the preamble and the empty
+/// final chunk).
+pub fn is_object_key(rel: &str, size: u64) -> bool {
+    !rel.is_empty() && !rel.ends_with('/') && size > 0
+}
+
 /// Decodes the header of an object from its metadata (None when it has none).
-fn header_of(head: &Head, what: &str) -> Result<Option<Vec<u8>>> {
+pub fn header_of(head: &Head, what: &str) -> Result<Option<Vec<u8>>> {
     match head.metadata.get(HEADER_META) {
         None => Ok(None),
         Some(b64) => base64::engine::general_purpose::STANDARD
@@ -224,11 +242,43 @@ fn header_of(head: &Head, what: &str) -> Result<Option<Vec<u8>>> {
     }
 }
 
-fn header_meta(header: &[u8]) -> Vec<(String, String)> {
+/// The metadata entry of an object header.
+pub fn header_meta(header: &[u8]) -> Vec<(String, String)> {
     vec![(
         HEADER_META.to_string(),
         base64::engine::general_purpose::STANDARD.encode(header),
     )]
+}
+
+/// `metadata` with its header entry replaced by `header` (the rest kept: a mount's node
+/// attributes and user xattrs).
+fn with_header(
+    metadata: &std::collections::BTreeMap<String, String>,
+    header: &[u8],
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = metadata
+        .iter()
+        .filter(|(k, _)| k.as_str() != HEADER_META)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    out.extend(header_meta(header));
+    out
+}
+
+/// The node attributes of an object created now with `mode` by this process.
+pub fn new_object_attrs(mode: u32) -> crate::format::s3meta::NodeAttrs {
+    let now = super::names::now_ns();
+    let (uid, gid) = crate::store::fsutil::effective_ids();
+    crate::format::s3meta::NodeAttrs {
+        kind: crate::format::s3meta::NodeKind::File,
+        mode: mode & 0o7777,
+        uid,
+        gid,
+        rdev: 0,
+        atime_ns: now,
+        mtime_ns: now,
+        ctime_ns: now,
+    }
 }
 
 impl Backend for ObjectStoreBackend {
@@ -325,6 +375,7 @@ impl Backend for ObjectStoreBackend {
             key,
             size: head.size,
             state: Mutex::new((head.etag, header)),
+            metadata: head.metadata,
             staging: self.staging.clone(),
         }))
     }
@@ -333,21 +384,24 @@ impl Backend for ObjectStoreBackend {
         &self,
         bucket: &str,
         name: &Path,
-        _mode: u32,
+        mode: u32,
         exclusive: bool,
         what: &str,
     ) -> Result<(File, Box<dyn NewObject>)> {
+        // An exclusive create is checked once, when it is published.
         let key = self.object_key(bucket, name)?;
-        if exclusive && self.client.head(&key)?.is_some() {
-            return Err(Error::AlreadyExists(format!("{what} exists")));
-        }
         let file = self.staging_file(what)?;
+        // The unnamed staging file carries the object's mode (no one else can open it), so
+        // that a mount sees the mode from the start.
+        file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))
+            .ctx(|| format!("{what}: the mode of its staging file"))?;
         Ok((
             file,
             Box::new(S3New {
                 client: self.client.clone(),
                 key,
                 exclusive,
+                mode,
                 what: what.to_string(),
             }),
         ))
@@ -427,15 +481,20 @@ struct S3Blob {
     size: u64,
     /// The ETag and header last seen (a header replacement updates both).
     state: Mutex<(String, Option<Vec<u8>>)>,
+    /// Its user metadata as seen: a header replacement keeps the rest.
+    metadata: std::collections::BTreeMap<String, String>,
     staging: PathBuf,
 }
 
 impl S3Blob {
     fn put_header(&self, header: &[u8]) -> Result<()> {
         let mut st = self.state.lock_unpoisoned();
-        let etag = self
-            .client
-            .copy(&self.key, &self.key, &header_meta(header), Some(&st.0))?;
+        let etag = self.client.copy(
+            &self.key,
+            &self.key,
+            &with_header(&self.metadata, header),
+            Some(&st.0),
+        )?;
         *st = (etag, Some(header.to_vec()));
         Ok(())
     }
@@ -514,6 +573,8 @@ struct S3New {
     client: S3Client,
     key: String,
     exclusive: bool,
+    /// Its mode (kept in its node attributes for a mount).
+    mode: u32,
     what: String,
 }
 
@@ -526,8 +587,20 @@ impl NewObject for S3New {
             .metadata()
             .ctx(|| format!("{}: stat of its staging file", self.what))?
             .len();
-        self.client
-            .put_file(&self.key, file, len, &header_meta(header))
-            .map(drop)
+        let mut meta = header_meta(header);
+        meta.push((
+            crate::format::s3meta::ATTRS_META.to_string(),
+            new_object_attrs(self.mode).encode(),
+        ));
+        self.client.put_file(&self.key, file, len, &meta)?;
+        // The staging file carries its header too, as a local backing file does, for a mount
+        // that goes on writing it (best effort: only a mount needs it, and checks for it).
+        let _ = crate::store::xattr::fset(file, crate::store::xattr::HEADER.as_bytes(), header, 0);
+        Ok(())
+    }
+
+    fn publish_later(self: Box<Self>, file: &File, header: &[u8]) -> Result<()> {
+        crate::store::xattr::fset(file, crate::store::xattr::HEADER.as_bytes(), header, 0)
+            .ctx(|| format!("{}: the header of its staging file", self.what))
     }
 }

@@ -79,6 +79,8 @@ pub struct Head {
     pub etag: String,
     /// User metadata, bare lowercase keys (no `x-amz-meta-`).
     pub metadata: BTreeMap<String, String>,
+    /// Last-Modified, by the server's clock (whole seconds), if the server gave it.
+    pub modified: Option<SystemTime>,
 }
 
 /// One object of a listing.
@@ -245,6 +247,9 @@ impl S3Client {
                 size: size_of(o.content_length()),
                 etag: unquote(o.e_tag()),
                 metadata: meta_of(o.metadata()),
+                modified: o
+                    .last_modified()
+                    .and_then(|t| SystemTime::try_from(*t).ok()),
             })),
             Err(e) if status_of(&e) == Some(404) => Ok(None),
             Err(e) => Err(self.error(key, "HEAD", e)),
@@ -270,6 +275,9 @@ impl S3Client {
                 size: size_of(o.content_length()),
                 etag: unquote(o.e_tag()),
                 metadata: meta_of(o.metadata()),
+                modified: o
+                    .last_modified()
+                    .and_then(|t| SystemTime::try_from(*t).ok()),
             };
             let body = o
                 .body
@@ -608,6 +616,26 @@ impl S3Client {
                 src_key
             ))),
             Err(e) => Err(self.error(dst_key, &what, e)),
+        }
+    }
+
+    /// Server-side copy of `src_key` to `dst_key` with its user metadata as it is (metadata
+    /// directive COPY). No such source: [`Error::NotFound`]. Returns the new ETag.
+    pub fn copy_keep(&self, src_key: &str, dst_key: &str) -> Result<String> {
+        let req = self
+            .sdk
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(dst_key)
+            .copy_source(format!("{}/{}", self.bucket, encode_key(src_key)))
+            .metadata_directive(MetadataDirective::Copy);
+        match self.rt.block_on(req.send()) {
+            Ok(o) => Ok(unquote(o.copy_object_result().and_then(|r| r.e_tag()))),
+            Err(e) if status_of(&e) == Some(404) => Err(Error::NotFound(format!(
+                "{}: COPY from {src_key}: no such object",
+                self.at(dst_key)
+            ))),
+            Err(e) => Err(self.error(dst_key, &format!("COPY from {src_key}"), e)),
         }
     }
 

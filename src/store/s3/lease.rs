@@ -54,6 +54,10 @@ pub struct LeaseRecord {
     pub nonce: String,
     /// Seconds since the epoch after which the lease is free.
     pub expires_s: u64,
+    /// Where the holder mounts the store, when it is a mount: commands on this host go
+    /// through its control file instead of waiting for the lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mountpoint: Option<String>,
 }
 
 fn now_s() -> u64 {
@@ -97,8 +101,35 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// The holder of the lease at `key` if it binds others now (see [`Lease::acquire`]).
+    pub fn live_holder(client: &S3Client, key: &str) -> Result<Option<LeaseRecord>> {
+        let host = host_name();
+        Ok(match client.get(key)? {
+            Some((bytes, _)) => serde_json::from_slice::<LeaseRecord>(&bytes)
+                .ok()
+                .filter(|r| r.is_live(&host)),
+            None => None,
+        })
+    }
+
+    /// Whether a lease record was written by a process of this host.
+    pub fn is_this_host(record: &LeaseRecord) -> bool {
+        record.host == host_name()
+    }
+
     /// Takes the lease at `key` for `what`, or fails with Busy naming the holder.
     pub fn acquire(client: &S3Client, key: &str, location: &str, what: &str) -> Result<Lease> {
+        Self::acquire_for(client, key, location, what, None)
+    }
+
+    /// [`Lease::acquire`] for a mount at `mountpoint`, which others read from the record.
+    pub fn acquire_for(
+        client: &S3Client,
+        key: &str,
+        location: &str,
+        what: &str,
+        mountpoint: Option<&str>,
+    ) -> Result<Lease> {
         let host = host_name();
         if let Some((bytes, _)) = client.get(key)? {
             match serde_json::from_slice::<LeaseRecord>(&bytes) {
@@ -121,6 +152,7 @@ impl Lease {
             what: what.to_string(),
             nonce: nonce.clone(),
             expires_s: now_s() + TTL_SECONDS,
+            mountpoint: mountpoint.map(str::to_string),
         };
         write(client, key, &record)?;
         // Read back: a writer that raced us and wrote after us wins, and we step back.
