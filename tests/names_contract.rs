@@ -1,7 +1,10 @@
 //! The contract of the storage seam's names interface (`store::names::Names`), checked
 //! directly, without the vfs or FUSE: what the filesystem relies on of every backend. The
-//! checks take a `&dyn Names`; the local store is the first backend to run them, and a second
-//! backend (an object store's names) runs the same function.
+//! checks take a `&dyn Names`; the local store is the first backend to run them, and the
+//! object store's names (in a real three-node Garage cluster) run the same function, with
+//! what they refuse instead of hard links and exchanges.
+
+mod common;
 
 use envelopefs::error::Error;
 use envelopefs::keys::crypto::Key32;
@@ -37,9 +40,18 @@ fn put(store: &Store, b: &str, name: &str, data: &[u8]) {
     .expect("create object");
 }
 
-/// The checks. `store` has a bucket `b` and nothing in it; `names` are its names, which
-/// defer the deletion of an unlinked object if `expect_deferred`.
-fn contract(store: &Store, names: &dyn Names, expect_deferred: bool) {
+/// What a backend's names can do.
+#[derive(Clone, Copy)]
+struct Caps {
+    /// Unlinked objects' deletion is deferred.
+    deferred: bool,
+    /// Hard links and RENAME_EXCHANGE (else EPERM and EINVAL).
+    links: bool,
+}
+
+/// The checks. `store` has a bucket `b` and nothing in it; `names` are its names.
+fn contract(store: &Store, names: &dyn Names, caps: Caps) {
+    let expect_deferred = caps.deferred;
     let p = Path::new;
 
     // The root lists the bucket as a directory; a bucket starts empty.
@@ -57,6 +69,8 @@ fn contract(store: &Store, names: &dyn Names, expect_deferred: bool) {
     let d = names.stat(p("b/d")).expect("stat dir");
     assert_eq!(d.kind, Kind::Dir);
     put(store, "b", "d/obj", b"hello, names");
+    // Made behind the names' back, as a command through the control file does: said so.
+    names.invalidate(p("b/d/obj"));
     assert_eq!(errno(names.rmdir(p("b/d"))), libc::ENOTEMPTY);
 
     // An object: a regular file whose stored size is the ciphertext's (more than the data).
@@ -136,22 +150,65 @@ fn contract(store: &Store, names: &dyn Names, expect_deferred: bool) {
         .expect("a mode on a symlink is passed over");
     assert_eq!(errno(names.open(p("b/link"), false)), libc::ELOOP);
 
-    // Hard links share the node; rename moves a name atomically; NOREPLACE refuses.
-    names.link(p("b/d/obj"), p("b/second")).expect("link");
-    let second = names.stat(p("b/second")).expect("stat link");
-    assert_eq!((second.ino, second.nlink), (o.ino, 2));
-    names
-        .rename(p("b/second"), p("b/third"), 0)
-        .expect("rename");
-    assert_eq!(errno(names.stat(p("b/second"))), libc::ENOENT);
-    assert_eq!(names.stat(p("b/third")).expect("renamed").ino, o.ino);
-    assert_eq!(
-        errno(names.rename(p("b/third"), p("b/link"), libc::RENAME_NOREPLACE)),
-        libc::EEXIST
-    );
-    names
-        .rename(p("b/third"), p("b/link"), libc::RENAME_EXCHANGE)
-        .expect("exchange");
+    if caps.links {
+        // Hard links share the node; rename moves a name atomically; NOREPLACE refuses.
+        names.link(p("b/d/obj"), p("b/second")).expect("link");
+        let second = names.stat(p("b/second")).expect("stat link");
+        assert_eq!((second.ino, second.nlink), (o.ino, 2));
+        names
+            .rename(p("b/second"), p("b/third"), 0)
+            .expect("rename");
+        assert_eq!(errno(names.stat(p("b/second"))), libc::ENOENT);
+        assert_eq!(names.stat(p("b/third")).expect("renamed").ino, o.ino);
+        assert_eq!(
+            errno(names.rename(p("b/third"), p("b/link"), libc::RENAME_NOREPLACE)),
+            libc::EEXIST
+        );
+        names
+            .rename(p("b/third"), p("b/link"), libc::RENAME_EXCHANGE)
+            .expect("exchange");
+    } else {
+        // No hard links (EPERM) and no exchange (EINVAL); a rename keeps the node number
+        // and replaces what was at the new name.
+        assert_eq!(errno(names.link(p("b/d/obj"), p("b/second"))), libc::EPERM);
+        put(store, "b", "second", b"another object");
+        names.invalidate(p("b/second"));
+        let second = names.stat(p("b/second")).expect("stat second");
+        names
+            .rename(p("b/second"), p("b/third"), 0)
+            .expect("rename");
+        assert_eq!(errno(names.stat(p("b/second"))), libc::ENOENT);
+        assert_eq!(names.stat(p("b/third")).expect("renamed").ino, second.ino);
+        assert_eq!(
+            errno(names.rename(p("b/third"), p("b/link"), libc::RENAME_NOREPLACE)),
+            libc::EEXIST
+        );
+        assert_eq!(
+            errno(names.rename(p("b/third"), p("b/link"), libc::RENAME_EXCHANGE)),
+            libc::EINVAL
+        );
+        // As the exchange leaves them: a file at b/link, the symlink at b/third.
+        names
+            .rename(p("b/link"), p("b/sym"), 0)
+            .expect("rename symlink");
+        names
+            .rename(p("b/third"), p("b/link"), 0)
+            .expect("rename file");
+        names
+            .rename(p("b/sym"), p("b/third"), 0)
+            .expect("rename symlink back");
+        // A directory moves with what is in it.
+        names.mkdir(p("b/m"), 0o755).expect("mkdir");
+        put(store, "b", "m/inner", b"inner");
+        names.invalidate(p("b/m/inner"));
+        names
+            .rename(p("b/m"), p("b/n"), 0)
+            .expect("rename a directory");
+        assert_eq!(errno(names.stat(p("b/m"))), libc::ENOENT);
+        assert_eq!(names.stat(p("b/n/inner")).expect("moved").kind, Kind::File);
+        names.unlink(p("b/n/inner")).expect("unlink");
+        names.rmdir(p("b/n")).expect("rmdir");
+    }
     assert_eq!(names.stat(p("b/link")).expect("exchanged").kind, Kind::File);
     assert_eq!(
         names.stat(p("b/third")).expect("exchanged").kind,
@@ -189,7 +246,9 @@ fn contract(store: &Store, names: &dyn Names, expect_deferred: bool) {
     assert_eq!(names.stat(p("b/pipe")).expect("stat fifo").kind, Kind::Fifo);
 
     // Unlink: the names go; the open content still reads (deferred or not).
-    names.unlink(p("b/link")).expect("unlink the hard link");
+    names
+        .unlink(p("b/link"))
+        .expect("unlink the hard link (or the other object)");
     let deferred = names.unlink(p("b/d/obj")).expect("unlink the object");
     assert_eq!(
         deferred, expect_deferred,
@@ -223,7 +282,14 @@ fn local_store() -> (tempfile::TempDir, std::path::PathBuf, Store) {
 fn local_names_keep_the_contract_with_deferred_deletion() {
     let (_dir, root, store) = local_store();
     let names = store.names(true).expect("a local store has names");
-    contract(&store, &*names, true);
+    contract(
+        &store,
+        &*names,
+        Caps {
+            deferred: true,
+            links: true,
+        },
+    );
     // The deferred deletion emptied at shutdown: the trash holds nothing.
     let left: Vec<_> = std::fs::read_dir(root.join(".envelopefs/trash"))
         .expect("the trash directory")
@@ -236,7 +302,62 @@ fn local_names_keep_the_contract_with_deferred_deletion() {
 fn local_names_keep_the_contract_without_deferred_deletion() {
     let (_dir, _root, store) = local_store();
     let names = store.names(false).expect("a local store has names");
-    contract(&store, &*names, false);
+    contract(
+        &store,
+        &*names,
+        Caps {
+            deferred: false,
+            links: true,
+        },
+    );
     // Nothing waits: make_room has nothing to free.
     assert!(!names.make_room());
+}
+
+#[test]
+fn object_store_names_keep_the_contract() {
+    use envelopefs::store::s3::backend::{ObjectStoreBackend, S3Location};
+    use envelopefs::store::s3::client::{S3Client, S3Options};
+    use envelopefs::store::s3::names::S3Names;
+    use std::sync::Arc;
+    let cluster = common::garage::Cluster::start();
+    // The client reads its key and region from the environment, as the CLI's does.
+    for (k, v) in cluster.env() {
+        std::env::set_var(k, v);
+    }
+    let opts = S3Options {
+        endpoint_url: Some(cluster.env()[0].1.clone()),
+        ..S3Options::default()
+    };
+    let client = S3Client::connect(&cluster.bucket, &opts).expect("connect");
+    let staging = tempfile::tempdir().expect("staging dir");
+    let at = S3Location {
+        bucket: cluster.bucket.clone(),
+        prefix: "contract".into(),
+    };
+    let backend = Arc::new(ObjectStoreBackend::new(
+        client,
+        at,
+        staging.path().to_path_buf(),
+    ));
+    Store::init_on(&*backend, 4096, &secret()).expect("init");
+    let names = Arc::new(S3Names::new(Arc::clone(&backend), Duration::from_secs(60)));
+    let store = Store::open_on(backend, None, &secret())
+        .expect("open")
+        .with_names(names.clone());
+    store.create_bucket("b", None, 0o755).expect("bucket");
+    contract(
+        &store,
+        &*names,
+        Caps {
+            deferred: false,
+            links: false,
+        },
+    );
+    // The staging directory keeps nothing once the opened content is closed.
+    let left: Vec<_> = std::fs::read_dir(staging.path())
+        .expect("staging dir")
+        .filter_map(|e| e.ok())
+        .collect();
+    assert!(left.is_empty(), "staging holds {left:?}");
 }

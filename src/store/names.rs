@@ -177,6 +177,18 @@ pub trait Names: Send + Sync {
     fn writes_in_place(&self) -> bool {
         true
     }
+    /// Bytes `[start, end)` of an opened object's content (`file`, from [`Names::open`]) are
+    /// about to be read or written (`end` u64::MAX: all of it, for a truncate): where the
+    /// content is fetched as it is needed (an object store), they are fetched now.
+    fn prepare(&self, _file: &File, _start: u64, _end: u64) -> Result<()> {
+        Ok(())
+    }
+    /// An opened object's content is about to be cut or extended to `backing_len` bytes:
+    /// where content is fetched as it is needed, what stays is fetched now and what goes
+    /// is never fetched.
+    fn truncating(&self, _file: &File, _backing_len: u64) -> Result<()> {
+        Ok(())
+    }
     /// The filesystem closed an opened object's content for good.
     fn closed(&self, _file: &File) {}
     /// mkdir(2) with `mode` (the process umask applies, as to mkdir(2): the mount daemon's is

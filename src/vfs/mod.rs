@@ -564,6 +564,7 @@ impl Vfs {
         if let Some(obj) = self.open_obj(ino, fh) {
             let mut io = obj.io.write_unpoisoned();
             if let Some(size) = size {
+                self.names.truncating(io.file(), self.kept(size))?;
                 obj.dirty.store(true, Ordering::Relaxed);
                 truncate_io(&mut io, size)?;
                 if !self.opts.kernel_checks {
@@ -591,6 +592,7 @@ impl Vfs {
         if let Some(size) = size {
             let obj = self.open_object(ino, &path, false)?;
             let mut io = obj.io.write_unpoisoned();
+            self.names.truncating(io.file(), self.kept(size))?;
             obj.dirty.store(true, Ordering::Relaxed);
             truncate_io(&mut io, size)?;
             if !self.opts.kernel_checks {
@@ -706,7 +708,9 @@ impl Vfs {
             self.check_customer_key(path, fp)?;
         }
         if truncate {
-            obj.io.write_unpoisoned().set_len(0)?;
+            let mut io = obj.io.write_unpoisoned();
+            self.names.truncating(io.file(), self.kept(0))?;
+            io.set_len(0)?;
             obj.dirty.store(true, Ordering::Relaxed);
         }
         Ok(obj)
@@ -769,6 +773,7 @@ impl Vfs {
         };
         let mut io = object::open_object_file(&self.store, &bucket, file, &what, &ring)?;
         if truncate {
+            self.names.truncating(io.file(), self.kept(0))?;
             io.set_len(0)?;
         }
         Ok(Arc::new(OpenObject {
@@ -978,6 +983,7 @@ impl Vfs {
         }
         let h = self.handle(fh)?;
         let io = h.obj.io.read_unpoisoned();
+        self.prepare(&io, off, u64::from(size))?;
         out.resize(size as usize, 0);
         let n = io.read_at(off, out)?;
         out.truncate(n);
@@ -994,6 +1000,7 @@ impl Vfs {
         let h = self.handle(fh)?;
         let mut io = h.obj.io.write_unpoisoned();
         let off = if h.append { io.size() } else { off };
+        self.prepare(&io, off, data.len() as u64)?;
         h.obj.dirty.store(true, Ordering::Relaxed);
         self.retry_if_full(|| io.write_at(off, data))?;
         u32::try_from(data.len()).map_err(|_| einval("write too large"))
@@ -1010,6 +1017,30 @@ impl Vfs {
                 self.commit(ino, &h.obj, &io, true)
             }
         }
+    }
+
+    /// What of an object's stored bytes a truncate to plaintext `size` reads or keeps: up to
+    /// the end of the chunk that holds the new end (its old ciphertext is read, then
+    /// rewritten).
+    fn kept(&self, size: u64) -> u64 {
+        let g = self.store.geometry();
+        g.backing_offset((size / g.chunk_size).saturating_add(1))
+    }
+
+    /// Fetches what a read or write of plaintext `[off, off + len)` touches, where content is
+    /// fetched as it is needed ([`Names::prepare`]): the chunks it covers.
+    fn prepare(&self, io: &ObjectIo, off: u64, len: u64) -> Result<()> {
+        if self.names.writes_in_place() {
+            return Ok(());
+        }
+        let g = self.store.geometry();
+        let first = off / g.chunk_size;
+        let last = off.saturating_add(len.max(1) - 1) / g.chunk_size;
+        self.names.prepare(
+            io.file(),
+            g.backing_offset(first),
+            g.backing_offset(last.saturating_add(1)),
+        )
     }
 
     /// Publishes what was written to an open object, if anything was, under its name now
@@ -1078,6 +1109,7 @@ impl Vfs {
             .checked_add(len)
             .ok_or_else(|| Error::TooLarge("fallocate past the largest offset".into()))?;
         if mode & libc::FALLOC_FL_KEEP_SIZE == 0 && end > io.size() {
+            self.names.truncating(io.file(), self.kept(end))?;
             h.obj.dirty.store(true, Ordering::Relaxed);
             io.set_len(end)?;
         }
@@ -1102,6 +1134,8 @@ impl Vfs {
                 return Err(Error::AlreadyExists(".envelopefs is reserved".into()));
             }
             self.store.create_bucket(n, None, mode & 0o7777)?;
+            // Made through the store, not the names: they may remember it as absent.
+            self.names.invalidate(Path::new(n));
         } else {
             self.names.mkdir(&path, mode & 0o7777)?;
         }

@@ -9,9 +9,12 @@
 //!   upload with checksums is re-copied by Garage on its first copy, which a rewrap must not do;
 //! - bounded time: a connect timeout of [`CONNECT_TIMEOUT`], per-attempt and per-operation
 //!   timeouts, and the SDK's standard retries ([`MAX_ATTEMPTS`] attempts in all);
-//! - the SDK's own HTTP client, which sets `TCP_NODELAY`: the ~40 ms stalls of small writes
-//!   on a Garage cluster happen between its nodes, not on our connection (measured; see
-//!   DECISIONS.md), so no client-side socket option removes them.
+//! - on `http://` endpoints, a transport of our own ([`Transport::QuickAck`]: hyper, as the
+//!   SDK's client, plus `TCP_QUICKACK` before every read). Garage does not set `TCP_NODELAY`,
+//!   and it writes a GET's response head and body separately: the body then waits for our
+//!   ACK of the head, which Linux delays by 40 ms. The other ~40 ms stalls (HEAD, PUT, COPY,
+//!   LIST on a cluster of several nodes) happen between Garage's nodes, where no client
+//!   socket option reaches (docs/GARAGE.md, "The 40 ms stall").
 //!
 //! User metadata: callers pass bare keys (`envelopefs-header`); the SDK sends them as
 //! `x-amz-meta-<key>` and servers hand them back lowercased. Keys must be lowercase ASCII
@@ -137,6 +140,20 @@ impl std::fmt::Debug for S3Client {
     }
 }
 
+/// The HTTP transport of a client (docs/GARAGE.md, "The 40 ms stall").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// On `http://` endpoints, hyper over sockets that acknowledge what they receive at once
+    /// (`TCP_QUICKACK` before every read), so a server that does not set `TCP_NODELAY`
+    /// (Garage) cannot hold the rest of a response back on our delayed ACK; on `https://`
+    /// endpoints, the SDK's own client.
+    #[default]
+    QuickAck,
+    /// The SDK's own HTTP client (hyper, `TCP_NODELAY`, delayed ACKs as the kernel does
+    /// them), whatever the endpoint. For comparison and as a way back.
+    Sdk,
+}
+
 /// Takes the first of these environment variables that is set and not empty.
 fn env_first(names: &[&str]) -> Option<String> {
     names
@@ -149,6 +166,11 @@ impl S3Client {
     /// A client for `bucket`. Does no network I/O: an unreachable endpoint or refused
     /// credentials show on the first call.
     pub fn connect(bucket: &str, opts: &S3Options) -> Result<S3Client> {
+        S3Client::connect_with(bucket, opts, Transport::default())
+    }
+
+    /// [`S3Client::connect`] with the given HTTP transport.
+    pub fn connect_with(bucket: &str, opts: &S3Options, transport: Transport) -> Result<S3Client> {
         if bucket.is_empty() {
             return Err(Error::InvalidArgument("s3: empty bucket name".into()));
         }
@@ -210,9 +232,12 @@ impl S3Client {
             .or_else(|| sdk_config.endpoint_url().map(str::to_string))
             .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
         let endpoint = endpoint.trim_end_matches('/').to_string();
-        let conf = aws_sdk_s3::config::Builder::from(&sdk_config)
+        let mut conf = aws_sdk_s3::config::Builder::from(&sdk_config)
             .force_path_style(true)
             .endpoint_url(&endpoint);
+        if transport == Transport::QuickAck && endpoint.starts_with("http://") {
+            conf = conf.http_client(quickack::http_client(CONNECT_TIMEOUT));
+        }
         let sdk = aws_sdk_s3::Client::from_conf(conf.build());
         Ok(S3Client {
             rt: Arc::new(rt),
@@ -980,13 +1005,309 @@ fn encode_key(key: &str) -> String {
     s
 }
 
+/// The quick-ACK transport ([`Transport::QuickAck`]): hyper's HTTP/1 client over TCP streams
+/// that set `TCP_QUICKACK` before every read.
+///
+/// Why every read: once Linux sees a request/response exchange on a connection ("ping-pong"),
+/// it holds the ACK of a small segment back (40 ms at least) until it has data to send with
+/// it; `TCP_QUICKACK` leaves that mode, but the kernel enters it again at our next request,
+/// so the option is a nudge, not a setting. Out of that mode, the read that empties the
+/// receive queue sends the ACK of a small pushed segment at once. One `setsockopt` per read
+/// is nothing next to a 40 ms stall.
+///
+/// Errors are sorted for the SDK's retries as its own client sorts them: timeouts, I/O
+/// (refused, reset, closed: retried), an incomplete message (transient), the rest.
+mod quickack {
+    use aws_smithy_runtime_api::client::http::{
+        HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
+        SharedHttpConnector,
+    };
+    use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+    use aws_smithy_runtime_api::client::result::ConnectorError;
+    use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::retry::ErrorKind;
+    use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector as Tcp};
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+    use tokio::net::TcpStream;
+
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+    pub(super) type Hyper = hyper_util::client::legacy::Client<QuickAckTcp, SdkBody>;
+
+    /// Idle pooled connections are closed after this long (the SDK's client: 90 s).
+    const POOL_IDLE: Duration = Duration::from_secs(90);
+
+    /// One HTTP client: one connection pool, shared by every clone of the SDK client.
+    pub(super) fn http_client(connect_timeout: Duration) -> SharedHttpClient {
+        SharedHttpClient::new(QuickAckClient {
+            connector: SharedHttpConnector::new(QuickAckHttp {
+                client: hyper_client(connect_timeout),
+            }),
+        })
+    }
+
+    /// The hyper client under [`http_client`].
+    pub(super) fn hyper_client(connect_timeout: Duration) -> Hyper {
+        let mut tcp = Tcp::new();
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(connect_timeout));
+        // Plain http only: https endpoints keep the SDK's client (and its TLS).
+        tcp.enforce_http(true);
+        let mut builder = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
+        // The idle timeout needs a timer to be enforced.
+        builder.pool_timer(TokioTimer::new());
+        builder.pool_idle_timeout(POOL_IDLE);
+        builder.build(QuickAckTcp { tcp })
+    }
+
+    #[derive(Debug, Clone)]
+    struct QuickAckClient {
+        connector: SharedHttpConnector,
+    }
+
+    impl HttpClient for QuickAckClient {
+        fn http_connector(
+            &self,
+            _settings: &HttpConnectorSettings,
+            _components: &RuntimeComponents,
+        ) -> SharedHttpConnector {
+            self.connector.clone()
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    struct QuickAckHttp {
+        client: Hyper,
+    }
+
+    impl HttpConnector for QuickAckHttp {
+        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+            let request = match request.try_into_http1x() {
+                Ok(r) => r,
+                Err(e) => return HttpConnectorFuture::ready(Err(ConnectorError::user(e.into()))),
+            };
+            let fut = self.client.request(request);
+            HttpConnectorFuture::new(async move {
+                match fut.await {
+                    Ok(resp) => HttpResponse::try_from(resp.map(SdkBody::from_body_1_x))
+                        .map_err(|e| ConnectorError::other(e.into(), None)),
+                    Err(e) => Err(connector_error(e)),
+                }
+            })
+        }
+    }
+
+    /// What the SDK's retries should make of a failed request.
+    fn connector_error(e: hyper_util::client::legacy::Error) -> ConnectorError {
+        let mut timeout = false;
+        let mut io = e.is_connect();
+        let mut incomplete = false;
+        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = src {
+            if let Some(ioe) = s.downcast_ref::<std::io::Error>() {
+                io = true;
+                timeout |= ioe.kind() == std::io::ErrorKind::TimedOut;
+            }
+            if let Some(he) = s.downcast_ref::<hyper::Error>() {
+                timeout |= he.is_timeout();
+                io |= he.is_closed() || he.is_canceled();
+                incomplete |= he.is_incomplete_message();
+            }
+            src = s.source();
+        }
+        let boxed: BoxError = Box::new(e);
+        if timeout {
+            ConnectorError::timeout(boxed)
+        } else if io {
+            ConnectorError::io(boxed)
+        } else if incomplete {
+            ConnectorError::other(boxed, Some(ErrorKind::TransientError))
+        } else {
+            ConnectorError::other(boxed, None)
+        }
+    }
+
+    /// hyper's TCP connector, its streams wrapped in [`QuickAckIo`].
+    #[derive(Debug, Clone)]
+    pub(super) struct QuickAckTcp {
+        tcp: Tcp,
+    }
+
+    impl tower_service::Service<http::Uri> for QuickAckTcp {
+        type Response = QuickAckIo;
+        type Error = BoxError;
+        type Future = Pin<Box<dyn Future<Output = Result<QuickAckIo, BoxError>> + Send>>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            self.tcp.poll_ready(cx).map_err(Into::into)
+        }
+
+        fn call(&mut self, uri: http::Uri) -> Self::Future {
+            let fut = self.tcp.call(uri);
+            Box::pin(async move { Ok(QuickAckIo { io: fut.await? }) })
+        }
+    }
+
+    /// A TCP stream that turns on `TCP_QUICKACK` before every read.
+    #[derive(Debug)]
+    pub(super) struct QuickAckIo {
+        io: TokioIo<TcpStream>,
+    }
+
+    impl Connection for QuickAckIo {
+        fn connected(&self) -> Connected {
+            self.io.connected()
+        }
+    }
+
+    impl hyper::rt::Read for QuickAckIo {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: hyper::rt::ReadBufCursor<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            // A failure only means the ACK may be delayed: nothing to report.
+            let _ = socket2::SockRef::from(self.io.inner()).set_tcp_quickack(true);
+            Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
+    impl hyper::rt::Write for QuickAckIo {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.io).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.io.is_write_vectored()
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_smithy_types::body::SdkBody;
 
     #[test]
     fn copy_source_keys_are_percent_encoded() {
         assert_eq!(encode_key("a/b c+d%é"), "a/b%20c%2Bd%25%C3%A9");
+    }
+
+    /// A server that, like Garage, leaves Nagle's algorithm on (no `TCP_NODELAY`) and writes
+    /// a response's head and its body in two writes, so the body waits for the client's ACK
+    /// of the head. Answers `n` GETs on one connection with 4 KiB each.
+    fn split_writer(n: usize) -> (u16, std::thread::JoinHandle<()>) {
+        use std::io::Write;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let port = l.local_addr().expect("its address").port();
+        let h = std::thread::spawn(move || {
+            let Ok((mut s, _)) = l.accept() else { return };
+            let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+            for _ in 0..n {
+                let end = loop {
+                    if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break p + 4;
+                    }
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                };
+                buf.drain(..end);
+                let head = b"HTTP/1.1 200 OK\r\ncontent-length: 4096\r\n\r\n";
+                if s.write_all(head).is_err() || s.write_all(&[7u8; 4096]).is_err() {
+                    return;
+                }
+            }
+        });
+        (port, h)
+    }
+
+    /// Milliseconds of each of `n` GETs through `client` to `split_writer(n)`.
+    fn get_times<C>(client: hyper_util::client::legacy::Client<C, SdkBody>, n: usize) -> Vec<f64>
+    where
+        C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+    {
+        let (port, server) = split_writer(n);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let times = rt.block_on(async {
+            let mut times = Vec::new();
+            for _ in 0..n {
+                let req = http::Request::get(format!("http://127.0.0.1:{port}/b/k"))
+                    .body(SdkBody::empty())
+                    .expect("a request");
+                let t = std::time::Instant::now();
+                let resp = client.request(req).await.expect("a response");
+                let body = ByteStream::from_body_1_x(resp.into_body())
+                    .collect()
+                    .await
+                    .expect("a body")
+                    .into_bytes();
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+                assert_eq!(body.len(), 4096);
+            }
+            times
+        });
+        drop(client);
+        server.join().expect("the server thread");
+        times
+    }
+
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    }
+
+    /// The quick-ACK transport does not wait for a Nagle-delayed body: Linux delays the ACK
+    /// of a lone small segment by 40 ms at least once it sees a request/response exchange,
+    /// and the quick-ACK transport's median stays well under that. (The same requests over
+    /// hyper's plain connector, as the SDK's client makes it, are printed for comparison:
+    /// they stall where the kernel delays ACKs, which this test does not require.)
+    #[test]
+    fn quickack_transport_does_not_wait_for_a_delayed_ack() {
+        let n = 15;
+        let quick = median(get_times(quickack::hyper_client(CONNECT_TIMEOUT), n));
+        let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+        tcp.set_nodelay(true);
+        let plain =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(tcp);
+        let plain = median(get_times(plain, n));
+        eprintln!("median GET: quick-ACK {quick:.1} ms, plain {plain:.1} ms");
+        assert!(
+            quick < 25.0,
+            "quick-ACK transport: median GET {quick:.1} ms (plain connector: {plain:.1} ms)"
+        );
     }
 
     #[test]

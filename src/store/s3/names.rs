@@ -66,8 +66,11 @@ fn ns_of(t: SystemTime) -> i64 {
 /// Default cache lifetime of attributes and listings.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
 
-/// Ranged GETs of this size fill a staging file.
-const GET_STEP: u64 = 8 << 20;
+/// A staging file is filled in blocks of this size.
+const BLOCK: u64 = 1 << 20;
+/// A read that needs a block also fetches this many blocks after it (sequential readers
+/// then wait for one request every so many MiB).
+const READ_AHEAD: u64 = 16;
 
 /// User xattrs: (name, value), sorted by name.
 type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
@@ -99,6 +102,19 @@ struct OpenFile {
     xattrs: Xattrs,
     /// Created by the mount and not yet uploaded: it exists only here until its first commit.
     unpublished: bool,
+    /// What of the stored object is not in the staging file yet (None: all of it is).
+    lazy: Option<Arc<Lazy>>,
+}
+
+/// A staging file filled as it is read: which blocks of the stored object it holds.
+#[derive(Debug)]
+struct Lazy {
+    key: String,
+    /// The stored object's length when it was opened.
+    remote_len: u64,
+    /// Per [`BLOCK`] of the stored object: in the staging file. Held across a fill, so
+    /// two readers of one object do not fetch a block twice (a lock of this object only).
+    filled: Mutex<Vec<bool>>,
 }
 
 #[derive(Default)]
@@ -599,6 +615,7 @@ impl S3Names {
             ),
             path: None,
             unpublished: false,
+            lazy: None,
             attrs: NodeAttrs {
                 mode: md.mode() & 0o7777,
                 ..self.default_attrs(NodeKind::File, OBJECT_FILE_MODE, now)
@@ -867,21 +884,24 @@ impl Names for S3Names {
         let header = header_of(&head, &p)?
             .ok_or_else(|| Error::Corrupt(format!("{p}: the object has no header")))?;
         let file = self.stage(&p)?;
-        let mut off = 0u64;
-        while off < head.size {
-            let part = self
-                .client
-                .get_range(&key, off, GET_STEP.min(head.size - off))?;
-            if part.is_empty() {
-                return Err(Error::Corrupt(format!(
-                    "{p}: ended at {off} of {} bytes while being read",
-                    head.size
-                )));
-            }
-            file.write_all_at(&part, off)
-                .ctx(|| format!("{p}: staging its ciphertext"))?;
-            off += part.len() as u64;
-        }
+        // Sparse, filled by ranged GETs as it is read ([`Names::prepare`]); its first and
+        // last blocks now (the preamble and the final chunk, which opening reads).
+        file.set_len(head.size)
+            .ctx(|| format!("{p}: sizing its staging file"))?;
+        let lazy = Arc::new(Lazy {
+            key: key.clone(),
+            remote_len: head.size,
+            filled: Mutex::new(vec![false; head.size.div_ceil(BLOCK) as usize]),
+        });
+        self.fill(&lazy, &file, 0, 1, false, &p)?;
+        self.fill(
+            &lazy,
+            &file,
+            head.size.saturating_sub(2 * BLOCK),
+            head.size,
+            false,
+            &p,
+        )?;
         xattr::fset(&file, xattr::HEADER.as_bytes(), &header, 0)
             .ctx(|| format!("{p}: the header of its staging file"))?;
         let sino = Self::staging_ino(&file)?;
@@ -895,6 +915,7 @@ impl Names for S3Names {
                 ),
                 path: Some(p.clone()),
                 unpublished: false,
+                lazy: Some(lazy),
                 attrs: node.attrs,
                 xattrs: node.xattrs.clone(),
             },
@@ -945,6 +966,10 @@ impl Names for S3Names {
         if o.path.is_none() {
             // Unlinked or replaced since it was opened: its content has no name to go to.
             return Ok(());
+        }
+        // All of it goes up: what was never read is fetched first.
+        if let Some(lazy) = &o.lazy {
+            self.fill(lazy, file, 0, u64::MAX, false, &p)?;
         }
         let local = xattr::fget(file, xattr::HEADER.as_bytes())
             .ctx(|| format!("{p}: the header of its staging file"))?
@@ -1010,6 +1035,39 @@ impl Names for S3Names {
 
     fn writes_in_place(&self) -> bool {
         false
+    }
+
+    fn truncating(&self, file: &File, backing_len: u64) -> Result<()> {
+        let sino = Self::staging_ino(file)?;
+        let lazy = match self.inner.lock_unpoisoned().open.get(&sino) {
+            Some(o) => o.lazy.clone(),
+            None => None,
+        };
+        if let Some(l) = lazy {
+            let what = l.key.clone();
+            self.fill(&l, file, 0, backing_len, false, &what)?;
+            // Past the new end nothing stored is needed any more: never fetch it.
+            l.filled
+                .lock_unpoisoned()
+                .iter_mut()
+                .for_each(|f| *f = true);
+        }
+        Ok(())
+    }
+
+    fn prepare(&self, file: &File, start: u64, end: u64) -> Result<()> {
+        let sino = Self::staging_ino(file)?;
+        let lazy = match self.inner.lock_unpoisoned().open.get(&sino) {
+            Some(o) => o.lazy.clone(),
+            None => None,
+        };
+        match lazy {
+            Some(l) => {
+                let what = l.key.clone();
+                self.fill(&l, file, start, end, true, &what)
+            }
+            None => Ok(()),
+        }
     }
 
     fn closed(&self, file: &File) {
@@ -1403,6 +1461,65 @@ const PREFETCH_MAX: usize = 1000;
 const PREFETCH_THREADS: usize = 8;
 
 impl S3Names {
+    /// Makes bytes `[start, end)` of the stored object (and, with `ahead`, [`READ_AHEAD`]
+    /// blocks more) present in its staging file, one ranged GET per missing run of blocks.
+    /// Bytes written into the staging file are never overwritten: every write, truncate and
+    /// upload fills what it touches first.
+    fn fill(
+        &self,
+        lazy: &Lazy,
+        file: &File,
+        start: u64,
+        end: u64,
+        ahead: bool,
+        what: &str,
+    ) -> Result<()> {
+        let end = end.min(lazy.remote_len);
+        if start >= end {
+            return Ok(());
+        }
+        let mut filled = lazy.filled.lock_unpoisoned();
+        let blocks = filled.len() as u64;
+        let first = start / BLOCK;
+        let mut last = ((end - 1) / BLOCK + 1).min(blocks);
+        // Read ahead only when something is missing: a reader inside a window fetched
+        // before asks nothing, and the next request fetches a whole window again.
+        if (first..last).all(|b| filled[b as usize]) {
+            return Ok(());
+        }
+        if ahead {
+            last = last.saturating_add(READ_AHEAD).min(blocks);
+        }
+        let mut b = first;
+        while b < last {
+            if filled[b as usize] {
+                b += 1;
+                continue;
+            }
+            let mut run_end = b + 1;
+            while run_end < last && !filled[run_end as usize] {
+                run_end += 1;
+            }
+            let off = b * BLOCK;
+            let len = (run_end * BLOCK).min(lazy.remote_len) - off;
+            tracing::debug!("{what}: fetching {len} bytes at {off}");
+            let bytes = self.client.get_range(&lazy.key, off, len)?;
+            if bytes.len() as u64 != len {
+                return Err(Error::Corrupt(format!(
+                    "{what}: {} bytes at {off} where {len} were stored",
+                    bytes.len()
+                )));
+            }
+            file.write_all_at(&bytes, off)
+                .ctx(|| format!("{what}: staging its ciphertext"))?;
+            for i in b..run_end {
+                filled[i as usize] = true;
+            }
+            b = run_end;
+        }
+        Ok(())
+    }
+
     /// Reads the attributes of the entries of a directory just listed, several requests at
     /// a time (a listing gives no attributes, and `ls -l`, `find`, `rm -r` and `cp -a` ask
     /// for every entry's next). Best effort: a failure leaves the entry to be asked later.
