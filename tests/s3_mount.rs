@@ -485,33 +485,6 @@ fn a_canary_never_reaches_the_staging_dir_or_the_object_store() {
 }
 
 #[test]
-fn names_and_symlink_targets_are_not_in_the_object_store_in_plaintext() {
-    // DESIGN.md, "Names": new stores encrypt every name below a bucket and every symlink
-    // target; a store made by `init` is such a store, mounted or not.
-    let m = S3Mount::new("names");
-    m.bucket("b");
-    let canary = format!("name-canary-{}", random_hex());
-    fs::create_dir(m.p(&format!("b/{canary}-dir"))).unwrap();
-    fs::write(m.p(&format!("b/{canary}-dir/{canary}.txt")), b"content").unwrap();
-    std::os::unix::fs::symlink(format!("{canary}-target"), m.p("b/lnk")).unwrap();
-    assert_eq!(
-        fs::read_link(m.p("b/lnk")).unwrap(),
-        Path::new(&format!("{canary}-target"))
-    );
-    let hits = scan_s3(&m, &canary);
-    assert!(
-        hits.is_empty(),
-        "plaintext names or symlink targets in the object store: {hits:?}"
-    );
-    let mut hits = Vec::new();
-    scan_tree(&m.staging, canary.as_bytes(), true, &mut hits);
-    assert!(
-        hits.is_empty(),
-        "plaintext names in the staging directory: {hits:?}"
-    );
-}
-
-#[test]
 fn fsync_survives_kill_9_and_no_object_or_upload_is_left_half_done() {
     let mut m = S3Mount::init_only("durable");
     // Each part of a multipart upload waits 1 s: the kill below lands in the middle of one.

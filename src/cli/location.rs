@@ -233,29 +233,6 @@ pub fn live_mount(cli: &Cli, at: &S3Location) -> Result<Option<PathBuf>> {
     Ok((source.as_deref() == Some(Path::new(&at.display()))).then_some(mnt))
 }
 
-/// After `fusermount3 -u` of a mount of the store at `location`: waits until its daemon has
-/// let go of the lease (checked every 50 ms, at most 60 s).
-pub fn wait_for_unmount(cli: &Cli, location: &str) -> Result<()> {
-    let at = match S3Location::parse(location) {
-        Some(at) => at?,
-        None => return Ok(()),
-    };
-    let b = backend(cli, &at)?;
-    let start = std::time::Instant::now();
-    loop {
-        match Lease::live_holder(b.client(), &lease_key(&at))? {
-            Some(h) if h.mountpoint.is_some() => {}
-            _ => return Ok(()),
-        }
-        if start.elapsed() > std::time::Duration::from_secs(60) {
-            return Err(Error::TimedOut(format!(
-                "{location}: its mount daemon still holds the lease 60 s after the unmount"
-            )));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
-
 /// Refuses what only a local store can do yet.
 pub fn local_only<'a>(w: Where<'a>, what: &str) -> Result<&'a Path> {
     match w {

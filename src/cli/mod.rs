@@ -194,9 +194,7 @@ fn dispatch(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Top::Mount(args) => mount(cli, args),
-        Top::Unmount { mountpoint } => {
-            crate::daemon::unmount(mountpoint, &|at| location::wait_for_unmount(cli, at))
-        }
+        Top::Unmount { mountpoint } => crate::daemon::unmount(mountpoint),
         Top::Store(cmd) => run_store_command(cli, cmd),
         Top::Stores(StoresCmd::Copy { src, dst, parallel }) => {
             copy::run(cli, src, dst, usize::from(*parallel))

@@ -396,8 +396,8 @@ use crate::store::lock::mounted_store;
 
 /// `envelopefs unmount MNT`: fusermount3 -u, then wait until the daemon has let go of the
 /// store (so a following command finds it consistent and unlocked). For a store in an object
-/// store `wait_object_store` (given its location) waits for its lease instead.
-pub fn unmount(mountpoint: &Path, wait_object_store: &dyn Fn(&str) -> Result<()>) -> Result<()> {
+/// store, whose lease is not local, it waits until the daemon process has exited.
+pub fn unmount(mountpoint: &Path) -> Result<()> {
     let mnt = absolute(mountpoint)?;
     let store = mounted_store(&mnt)
         .ok_or_else(|| Error::NotFound(format!("{} is not an envelopefs mount", mnt.display())))?;
@@ -405,6 +405,10 @@ pub fn unmount(mountpoint: &Path, wait_object_store: &dyn Fn(&str) -> Result<()>
         .to_str()
         .filter(|s| s.starts_with("s3://"))
         .map(str::to_string);
+    let daemons = match &object_store {
+        Some(at) => serving_processes(at, &mnt),
+        None => Vec::new(),
+    };
     let out = Command::new("fusermount3")
         .arg("-u")
         .arg(&mnt)
@@ -419,7 +423,52 @@ pub fn unmount(mountpoint: &Path, wait_object_store: &dyn Fn(&str) -> Result<()>
     }
     // The daemon is now finishing its shutdown: wait until it lets go of the store.
     if let Some(at) = object_store {
-        return wait_object_store(&at);
+        return wait_exited(&daemons, &at);
     }
     StoreLock::acquire_with(&store, Patience::Unmount).map(drop)
+}
+
+/// The processes of this host serving `location` at `mnt`: `envelopefs ... mount LOCATION MNT`
+/// (found in /proc, so that no object-store request is needed to unmount).
+fn serving_processes(location: &str, mnt: &Path) -> Vec<u32> {
+    let mnt = mnt.display().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+            let has = |w: &str| args.contains(&w.as_bytes());
+            has("mount") && has(location) && has(&mnt)
+        })
+        .collect()
+}
+
+/// Whether process `pid` is gone (or a zombie: it let go of everything).
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => true,
+    }
+}
+
+/// Waits (every 50 ms, at most 60 s) until the processes `pids` have exited.
+fn wait_exited(pids: &[u32], location: &str) -> Result<()> {
+    let start = Instant::now();
+    while !pids.iter().all(|p| exited(*p)) {
+        if start.elapsed() > Duration::from_secs(60) {
+            return Err(Error::TimedOut(format!(
+                "{location}: its mount daemon has not exited 60 s after the unmount"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }

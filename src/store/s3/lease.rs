@@ -83,7 +83,15 @@ impl LeaseRecord {
             let r = unsafe { libc::kill(self.pid as libc::pid_t, 0) };
             let gone =
                 r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-            return !gone;
+            // A zombie (killed, not yet reaped) holds nothing any more.
+            let zombie = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+                .ok()
+                .and_then(|st| {
+                    st.rsplit_once(')')
+                        .map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+                })
+                .unwrap_or(false);
+            return !gone && !zombie;
         }
         true
     }
