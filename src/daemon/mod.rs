@@ -448,21 +448,10 @@ fn serving_processes(location: &str, mnt: &Path) -> Vec<u32> {
         .collect()
 }
 
-/// Whether process `pid` is gone (or a zombie: it let go of everything).
-fn exited(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name in parentheses.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-        Err(_) => true,
-    }
-}
-
 /// Waits (every 50 ms, at most 60 s) until the processes `pids` have exited.
 fn wait_exited(pids: &[u32], location: &str) -> Result<()> {
     let start = Instant::now();
-    while !pids.iter().all(|p| exited(*p)) {
+    while pids.iter().any(|p| crate::store::lock::alive(*p)) {
         if start.elapsed() > Duration::from_secs(60) {
             return Err(Error::TimedOut(format!(
                 "{location}: its mount daemon has not exited 60 s after the unmount"

@@ -264,8 +264,8 @@ pub fn holder(root: &Path) -> Holder {
     }
 }
 
-/// Whether process `pid` exists and is not a zombie.
-fn alive(pid: u32) -> bool {
+/// Whether process `pid` (of this host) exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
     let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };

@@ -78,20 +78,8 @@ impl LeaseRecord {
             return false;
         }
         if self.host == host {
-            // SAFETY: kill with signal 0 only checks that the process exists.
-            #[allow(unsafe_code)]
-            let r = unsafe { libc::kill(self.pid as libc::pid_t, 0) };
-            let gone =
-                r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-            // A zombie (killed, not yet reaped) holds nothing any more.
-            let zombie = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
-                .ok()
-                .and_then(|st| {
-                    st.rsplit_once(')')
-                        .map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
-                })
-                .unwrap_or(false);
-            return !gone && !zombie;
+            // A process gone, or a zombie (killed, not yet reaped), holds nothing any more.
+            return crate::store::lock::alive(self.pid);
         }
         true
     }
