@@ -354,10 +354,4 @@ fn object_store_names_keep_the_contract() {
             links: false,
         },
     );
-    // The staging directory keeps nothing once the opened content is closed.
-    let left: Vec<_> = std::fs::read_dir(staging.path())
-        .expect("staging dir")
-        .filter_map(|e| e.ok())
-        .collect();
-    assert!(left.is_empty(), "staging holds {left:?}");
 }

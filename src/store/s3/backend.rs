@@ -173,16 +173,22 @@ impl ObjectStoreBackend {
 
     /// A private unnamed file in the staging directory (gone when closed).
     fn staging_file(&self, what: &str) -> Result<File> {
-        std::fs::create_dir_all(&self.staging)
-            .ctx(|| format!("creating the staging directory {}", self.staging.display()))?;
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_TMPFILE)
-            .open(&self.staging)
-            .ctx(|| format!("{what}: a staging file in {}", self.staging.display()))
+        staging_file(&self.staging, what)
     }
+}
+
+/// A private unnamed file (`O_TMPFILE`, gone when closed) in the staging directory `dir`,
+/// made if missing: where objects being created and bodies being read hold their ciphertext.
+pub fn staging_file(dir: &Path, what: &str) -> Result<File> {
+    std::fs::create_dir_all(dir)
+        .ctx(|| format!("creating the staging directory {}", dir.display()))?;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)
+        .ctx(|| format!("{what}: a staging file in {}", dir.display()))
 }
 
 /// The objects under a key prefix in key byte order, one LIST request a page (see
@@ -532,15 +538,7 @@ impl Blob for S3Blob {
     }
 
     fn body_file(&self, what: &str) -> Result<File> {
-        std::fs::create_dir_all(&self.staging)
-            .ctx(|| format!("creating the staging directory {}", self.staging.display()))?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_TMPFILE)
-            .open(&self.staging)
-            .ctx(|| format!("{what}: a staging file in {}", self.staging.display()))?;
+        let file = staging_file(&self.staging, what)?;
         // Ranged GETs of a few MiB each: memory stays bounded whatever the object's size.
         const STEP: u64 = 8 << 20;
         let mut off = 0;

@@ -34,8 +34,8 @@ use crate::store::{xattr, META_DIR, OBJECT_FILE_MODE};
 use crate::sync::LockUnpoisoned;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -92,6 +92,21 @@ struct Node {
     xattrs: Xattrs,
     /// An object's header as last seen with `etag` (None: not known).
     header: Option<Vec<u8>>,
+}
+
+impl Node {
+    /// A node with these attributes and nothing else known.
+    fn of(attrs: NodeAttrs) -> Node {
+        Node {
+            attrs,
+            size: 0,
+            etag: String::new(),
+            marker: false,
+            target: None,
+            xattrs: Vec::new(),
+            header: None,
+        }
+    }
 }
 
 /// An opened object's staging file.
@@ -172,13 +187,21 @@ fn type_bits(k: NodeKind) -> u32 {
 /// (writes move them, fills of what was not read yet put them back, utimensat sets them),
 /// the change time the later of the last attribute change and the last write.
 fn open_times(a: &NodeAttrs, md: &std::fs::Metadata) -> NodeAttrs {
-    let mtime = md.mtime() * 1_000_000_000 + md.mtime_nsec();
+    let (atime, mtime) = file_times(md);
     NodeAttrs {
-        atime_ns: md.atime() * 1_000_000_000 + md.atime_nsec(),
+        atime_ns: atime,
         mtime_ns: mtime,
         ctime_ns: a.ctime_ns.max(mtime),
         ..*a
     }
+}
+
+/// A file's access and modification times, ns since the epoch.
+fn file_times(md: &std::fs::Metadata) -> (i64, i64) {
+    (
+        md.atime() * 1_000_000_000 + md.atime_nsec(),
+        md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+    )
 }
 
 /// Sets a staging file's access and modification times.
@@ -445,15 +468,11 @@ impl S3Names {
     /// What is at `path`, asking the store when the cache does not know.
     fn node(&self, path: &str) -> Result<Option<Node>> {
         match depth(path) {
-            0 => Ok(Some(Node {
-                header: None,
-                attrs: self.default_attrs(NodeKind::Dir, 0o755, self.started_ns),
-                size: 0,
-                etag: String::new(),
-                marker: false,
-                target: None,
-                xattrs: Vec::new(),
-            })),
+            0 => Ok(Some(Node::of(self.default_attrs(
+                NodeKind::Dir,
+                0o755,
+                self.started_ns,
+            )))),
             _ => {
                 {
                     let inner = self.inner.lock_unpoisoned();
@@ -493,15 +512,7 @@ impl S3Names {
             let marker = format!("{}/", self.key(path));
             return Ok(Some(match self.client.head(&marker)? {
                 Some(h) => self.node_of_head(&h, true, path)?,
-                None => Node {
-                    header: None,
-                    attrs: self.default_attrs(NodeKind::Dir, 0o755, self.started_ns),
-                    size: 0,
-                    etag: String::new(),
-                    marker: false,
-                    target: None,
-                    xattrs: Vec::new(),
-                },
+                None => Node::of(self.default_attrs(NodeKind::Dir, 0o755, self.started_ns)),
             }));
         }
         let key = self.key(path);
@@ -516,15 +527,11 @@ impl S3Names {
         if page.objects.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Node {
-            header: None,
-            attrs: self.default_attrs(NodeKind::Dir, 0o755, self.started_ns),
-            size: 0,
-            etag: String::new(),
-            marker: false,
-            target: None,
-            xattrs: Vec::new(),
-        }))
+        Ok(Some(Node::of(self.default_attrs(
+            NodeKind::Dir,
+            0o755,
+            self.started_ns,
+        ))))
     }
 
     fn need(&self, path: &str) -> Result<Node> {
@@ -589,7 +596,15 @@ impl S3Names {
             return Ok(());
         }
         let key = self.key(path);
-        // First with the ETag and header last seen (one request), then read afresh.
+        self.copy_node(path, &key, &key, node)
+    }
+
+    /// Copies the object or node `src` (named `path`) to `dst`, onto itself for a change
+    /// of attributes, with the metadata of `node` and the header stored with it: first
+    /// conditional on the ETag and header last seen (one request), then, if it changed
+    /// since (a re-encrypt rewrapped it), read afresh, so a newer header is never undone.
+    /// `node` gets the new ETag, and the size and header copied.
+    fn copy_node(&self, path: &str, src: &str, dst: &str, node: &mut Node) -> Result<()> {
         let known =
             (node.attrs.kind != NodeKind::File || node.header.is_some()) && !node.etag.is_empty();
         let mut seen = known.then(|| (node.etag.clone(), node.header.clone(), node.size));
@@ -597,12 +612,12 @@ impl S3Names {
             let (etag, header, size) = match seen.take() {
                 Some(s) => s,
                 None => {
-                    let head = self.client.head(&key)?.ok_or_else(|| not_found(path))?;
+                    let head = self.client.head(src)?.ok_or_else(|| not_found(path))?;
                     (head.etag.clone(), header_of(&head, path)?, head.size)
                 }
             };
             let meta = self.metadata_of(node, header.as_deref())?;
-            match self.client.copy(&key, &key, &meta, Some(&etag)) {
+            match self.client.copy(src, dst, &meta, Some(&etag)) {
                 Ok(etag) => {
                     node.etag = etag;
                     node.size = size;
@@ -614,21 +629,8 @@ impl S3Names {
             }
         }
         Err(Error::Busy(format!(
-            "{path}: changed three times while its attributes were being stored; try again"
+            "{path}: changed three times while it was being copied; try again"
         )))
-    }
-
-    fn stage(&self, what: &str) -> Result<File> {
-        let dir = self.backend.staging();
-        std::fs::create_dir_all(dir)
-            .ctx(|| format!("creating the staging directory {}", dir.display()))?;
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_TMPFILE)
-            .open(dir)
-            .ctx(|| format!("{what}: a staging file in {}", dir.display()))
     }
 
     fn staging_ino(file: &File) -> Result<u64> {
@@ -671,13 +673,8 @@ impl S3Names {
     fn open_meta(&self, sino: u64, o: &OpenFile, file: &File) -> Result<Meta> {
         let md = file.metadata().ctx(|| "fstat".to_string())?;
         let node = Node {
-            header: None,
-            attrs: open_times(&o.attrs, &md),
             size: md.len(),
-            etag: String::new(),
-            marker: false,
-            target: None,
-            xattrs: Vec::new(),
+            ..Node::of(open_times(&o.attrs, &md))
         };
         let mut inner = self.inner.lock_unpoisoned();
         let mut m = match &o.path {
@@ -747,38 +744,11 @@ impl S3Names {
 
     fn rename_node(&self, from: &str, to: &str, fnode: &Node) -> Result<()> {
         if fnode.attrs.kind != NodeKind::Dir {
-            // One copy that also sets the change time (a rename changes it), conditional on
-            // the ETag last seen; read again if the object changed since.
+            // One copy that also sets the change time (a rename changes it).
             let (src, dst) = (self.key(from), self.key(to));
             let mut node = fnode.clone();
             node.attrs.ctime_ns = now_ns();
-            let known = (node.attrs.kind != NodeKind::File || node.header.is_some())
-                && !node.etag.is_empty();
-            let mut seen = known.then(|| (node.etag.clone(), node.header.clone()));
-            let mut copied = false;
-            for _ in 0..3 {
-                let (etag, header) = match seen.take() {
-                    Some(s) => s,
-                    None => {
-                        let head = self.client.head(&src)?.ok_or_else(|| not_found(from))?;
-                        (head.etag.clone(), header_of(&head, from)?)
-                    }
-                };
-                let meta = self.metadata_of(&node, header.as_deref())?;
-                match self.client.copy(&src, &dst, &meta, Some(&etag)) {
-                    Ok(_) => {
-                        copied = true;
-                        break;
-                    }
-                    Err(Error::Stale(_)) | Err(Error::NotFound(_)) => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-            if !copied {
-                return Err(Error::Busy(format!(
-                    "{from}: changed three times while it was being renamed; try again"
-                )));
-            }
+            self.copy_node(from, &src, &dst, &mut node)?;
             self.client.delete(&src)?;
             return Ok(());
         }
@@ -959,7 +929,7 @@ impl Names for S3Names {
         }
         let header = header_of(&head, &p)?
             .ok_or_else(|| Error::Corrupt(format!("{p}: the object has no header")))?;
-        let file = self.stage(&p)?;
+        let file = super::backend::staging_file(self.backend.staging(), &p)?;
         // Sparse, filled by ranged GETs as it is read ([`Names::prepare`]); its first and
         // last blocks now (the preamble and the final chunk, which opening reads).
         file.set_len(head.size)
@@ -1080,13 +1050,9 @@ impl Names for S3Names {
         let md = file.metadata().ctx(|| format!("{p}: fstat"))?;
         o.attrs = open_times(&o.attrs, &md);
         let node = Node {
-            header: None,
-            attrs: o.attrs,
             size: md.len(),
-            etag: String::new(),
-            marker: false,
-            target: None,
             xattrs: o.xattrs.clone(),
+            ..Node::of(o.attrs)
         };
         let meta = self.metadata_of(&node, Some(&header))?;
         let etag = self.client.put_file(&key, file, md.len(), &meta)?;
@@ -1156,13 +1122,8 @@ impl Names for S3Names {
         self.check_parent(&p)?;
         self.need_absent(&p)?;
         let node = Node {
-            header: None,
-            attrs: self.default_attrs(NodeKind::Dir, mode & 0o7777, now_ns()),
-            size: 0,
-            etag: String::new(),
             marker: true,
-            target: None,
-            xattrs: Vec::new(),
+            ..Node::of(self.default_attrs(NodeKind::Dir, mode & 0o7777, now_ns()))
         };
         self.put_empty(&p, node)
     }
@@ -1193,15 +1154,9 @@ impl Names for S3Names {
         let open = self.open_at(&p);
         let node = match self.node(&p)? {
             Some(n) => n,
-            None if open.is_some() => Node {
-                header: None,
-                attrs: self.default_attrs(NodeKind::File, OBJECT_FILE_MODE, now_ns()),
-                size: 0,
-                etag: String::new(),
-                marker: false,
-                target: None,
-                xattrs: Vec::new(),
-            },
+            None if open.is_some() => {
+                Node::of(self.default_attrs(NodeKind::File, OBJECT_FILE_MODE, now_ns()))
+            }
             None => return Err(not_found(&p)),
         };
         if node.attrs.kind == NodeKind::Dir {
@@ -1227,13 +1182,8 @@ impl Names for S3Names {
         self.need_absent(&p)?;
         use std::os::unix::ffi::OsStrExt;
         let node = Node {
-            header: None,
-            attrs: self.default_attrs(NodeKind::Symlink, 0o777, now_ns()),
-            size: 0,
-            etag: String::new(),
-            marker: false,
             target: Some(target.as_os_str().as_bytes().to_vec()),
-            xattrs: Vec::new(),
+            ..Node::of(self.default_attrs(NodeKind::Symlink, 0o777, now_ns()))
         };
         self.put_empty(&p, node)
     }
@@ -1278,15 +1228,9 @@ impl Names for S3Names {
         let unpublished = self.open_at(&f).is_some_and(|(_, o)| o.unpublished);
         let fnode = match self.node(&f)? {
             Some(n) => n,
-            None if unpublished => Node {
-                header: None,
-                attrs: self.default_attrs(NodeKind::File, OBJECT_FILE_MODE, now_ns()),
-                size: 0,
-                etag: String::new(),
-                marker: false,
-                target: None,
-                xattrs: Vec::new(),
-            },
+            None if unpublished => {
+                Node::of(self.default_attrs(NodeKind::File, OBJECT_FILE_MODE, now_ns()))
+            }
             None => return Err(not_found(&f)),
         };
         self.check_parent(&t)?;
@@ -1417,13 +1361,8 @@ impl Names for S3Names {
         }
         let md = file.metadata().ctx(|| "fstat".to_string())?;
         let mut node = Node {
-            header: None,
-            attrs: open_times(&o.attrs, &md),
-            size: 0,
-            etag: String::new(),
-            marker: false,
-            target: None,
             xattrs: o.xattrs.clone(),
+            ..Node::of(open_times(&o.attrs, &md))
         };
         self.store_meta(&p, &mut node)?;
         self.forget_node(&p);
@@ -1592,12 +1531,8 @@ impl S3Names {
             }
             b = run_end;
         }
-        set_times(
-            file,
-            before.atime() * 1_000_000_000 + before.atime_nsec(),
-            before.mtime() * 1_000_000_000 + before.mtime_nsec(),
-            what,
-        )
+        let (atime, mtime) = file_times(&before);
+        set_times(file, atime, mtime, what)
     }
 
     /// Reads the attributes of the entries of a directory just listed, several requests at
