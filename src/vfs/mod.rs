@@ -448,6 +448,8 @@ impl Vfs {
     /// Drops cached bucket records (after a bucket changes).
     pub fn invalidate_buckets(&self) {
         self.buckets.write_unpoisoned().clear();
+        // And what the names cache of them (an object store's names).
+        self.names.invalidate(Path::new(""));
     }
 
     // ----- attributes -----
@@ -1047,7 +1049,7 @@ impl Vfs {
     /// ([`Names::commit`]; nothing to do on a local store). `io` is the object's I/O, held
     /// (read) so that no write lands halfway through the upload.
     fn commit(&self, ino: u64, obj: &OpenObject, io: &ObjectIo, durable: bool) -> Result<()> {
-        if !obj.dirty.swap(false, Ordering::AcqRel) {
+        if self.names.writes_in_place() || !obj.dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
         let path = self.path_of(ino).ok().map(|(p, _)| p);
@@ -1083,8 +1085,9 @@ impl Vfs {
             NodeKind::Control => self.control.release(fh),
             NodeKind::Root | NodeKind::Entry => {
                 let h = self.handles.write_unpoisoned().remove(&fh);
-                if let Some(h) = &h {
-                    // Written after the last flush (through a shared mapping, say).
+                // Where content is published on close: written after the last flush
+                // (through a shared mapping, say). A local store has nothing to do.
+                if let Some(h) = h.as_ref().filter(|_| !self.names.writes_in_place()) {
                     let io = h.obj.io.read_unpoisoned();
                     if let Err(e) = self.commit(ino, &h.obj, &io, false) {
                         tracing::error!("publishing an object at its last close: {e}");
@@ -1135,7 +1138,7 @@ impl Vfs {
             }
             self.store.create_bucket(n, None, mode & 0o7777)?;
             // Made through the store, not the names: they may remember it as absent.
-            self.names.invalidate(Path::new(n));
+            self.invalidate_buckets();
         } else {
             self.names.mkdir(&path, mode & 0o7777)?;
         }
@@ -1673,7 +1676,6 @@ impl control::Filesystem for Vfs {
 
     fn buckets_changed(&self) {
         self.invalidate_buckets();
-        self.names.invalidate(Path::new(""));
     }
 
     fn while_closed(&self, backing_ino: u64, f: &mut dyn FnMut() -> Result<()>) -> Result<()> {
