@@ -48,6 +48,46 @@ else
 fi
 envelopefs() { printf '$ envelopefs %s\n' "$*"; "$bin" "$@"; }
 
+# The steps both demos (a local store, --s3) show the same way, on $mnt with files from $dir.
+demo_bucket_and_files() {
+    say "3. A master key and a bucket that uses it (the CLI talks to the mount: no passphrase)"
+    envelopefs key create --alias photos-key >/dev/null
+    run mkdir "$mnt/photos"
+    run sh -c "echo photos-key > '$mnt/.envelopefs/buckets/photos/kms-key-id'"
+    run cat "$mnt/.envelopefs/buckets/photos/kms-key-id"
+
+    say "4. Copy files in with cp"
+    mkdir -p "$dir/src/album"
+    head -c 3000000 /dev/urandom > "$dir/src/album/big.jpg"
+    printf 'hello from envelopefs\n' > "$dir/src/hello.txt"
+    head -c 40000 /dev/urandom > "$dir/src/album/small.png"
+    run cp -r "$dir/src/." "$mnt/photos/"
+    run ls -lR "$mnt/photos"
+    run getfattr --absolute-names -n user.envelopefs.key-version "$mnt/photos/album/big.jpg"
+}
+
+demo_reencrypt() {
+    say "5. Rotate the key, then re-encrypt the bucket with one control-file write"
+    envelopefs key rotate photos-key | grep -E '"current_version"'
+    run sh -c "echo latest > '$mnt/.envelopefs/buckets/photos/reencrypt'"
+    wr="$(cat "$mnt/.envelopefs/buckets/photos/reencrypt")"
+    echo "work request: $wr"
+    state=""
+    for _ in $(seq 1 300); do
+        state="$(grep -o '"status": "[A-Z_]*"' "$mnt/.envelopefs/work-requests/$wr" | cut -d'"' -f4)"
+        [ "$state" = SUCCEEDED ] || [ "$state" = FAILED ] && break
+        sleep 0.1
+    done
+    run grep -E '"(status|objects_rewrapped|objects_skipped|target_key_version)"' "$mnt/.envelopefs/work-requests/$wr"
+    [ "$state" = SUCCEEDED ] || { echo "quickstart: the re-encrypt did not succeed" >&2; exit 1; }
+}
+
+demo_disable_old_version() {
+    say "7. Disable the old key version: everything still opens (it is all under version 2)"
+    envelopefs key disable photos-key --version 1 | grep -B2 '"version": 1' | grep state
+    run cat "$mnt/photos/hello.txt"
+}
+
 if [ "$s3" = 1 ]; then
     # --- The same walk-through on a store in an object store: a Garage cluster on loopback.
     if [ -n "${ENVELOPEFS_QUICKSTART_DIR:-}" ]; then
@@ -118,8 +158,8 @@ if [ "$s3" = 1 ]; then
             -H 'x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855' \
             -K <(printf 'user = "%s:%s"\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY") "$@"
     }
-    # The S3 keys below PREFIX/ (one per line). The demo's names need no URL encoding
-    # (encrypted names are base64url, plaintext ones here ASCII), only the prefix's slashes.
+    # The S3 keys below PREFIX/ (one per line). The demo's names need no URL encoding (they
+    # are ASCII), only the prefix's slashes.
     s3_keys() {
         s3req "$AWS_ENDPOINT_URL/$s3_bucket?list-type=2&prefix=${1//\//%2F}%2F" |
             grep -o '<Key>[^<]*</Key>' | sed 's/<Key>\(.*\)<\/Key>/\1/'
@@ -143,21 +183,9 @@ if [ "$s3" = 1 ]; then
     say "2. Mount it at $mnt"
     envelopefs mount "$store" "$mnt"
 
-    say "3. A master key and a bucket that uses it (the CLI talks to the mount: no passphrase)"
-    envelopefs key create --alias photos-key >/dev/null
-    run mkdir "$mnt/photos"
-    run sh -c "echo photos-key > '$mnt/.envelopefs/buckets/photos/kms-key-id'"
-    run cat "$mnt/.envelopefs/buckets/photos/kms-key-id"
-
-    say "4. Copy files in with cp"
-    mkdir -p "$dir/src/album"
-    head -c 3000000 /dev/urandom > "$dir/src/album/big.jpg"
-    printf 'hello from envelopefs\n' > "$dir/src/hello.txt"
-    head -c 40000 /dev/urandom > "$dir/src/album/small.png"
-    run cp -r "$dir/src/." "$mnt/photos/"
-    run ls -lR "$mnt/photos"
-    run getfattr --absolute-names -n user.envelopefs.key-version "$mnt/photos/album/big.jpg"
-    # Every file is one S3 object (its name encrypted), its wrapped key in its metadata.
+    demo_bucket_and_files
+    # Every file is one S3 object (its name in the clear, as in a local store of format
+    # version 1), its wrapped key in its metadata.
     objects_before=""
     for _ in $(seq 1 100); do
         objects_before="$(s3_objects)"
@@ -169,19 +197,7 @@ if [ "$s3" = 1 ]; then
     [ "$(grep -c . <<<"$objects_before")" = 3 ] ||
         { echo "quickstart: expected 3 objects with a header in s3://$s3_bucket/vault/photos/" >&2; exit 1; }
 
-    say "5. Rotate the key, then re-encrypt the bucket with one control-file write"
-    envelopefs key rotate photos-key | grep -E '"current_version"'
-    run sh -c "echo latest > '$mnt/.envelopefs/buckets/photos/reencrypt'"
-    wr="$(cat "$mnt/.envelopefs/buckets/photos/reencrypt")"
-    echo "work request: $wr"
-    state=""
-    for _ in $(seq 1 300); do
-        state="$(grep -o '"status": "[A-Z_]*"' "$mnt/.envelopefs/work-requests/$wr" | cut -d'"' -f4)"
-        [ "$state" = SUCCEEDED ] || [ "$state" = FAILED ] && break
-        sleep 0.1
-    done
-    run grep -E '"(status|objects_rewrapped|objects_skipped|target_key_version)"' "$mnt/.envelopefs/work-requests/$wr"
-    [ "$state" = SUCCEEDED ] || { echo "quickstart: the re-encrypt did not succeed" >&2; exit 1; }
+    demo_reencrypt
 
     say "6. Headers changed, data did not"
     run getfattr --absolute-names -n user.envelopefs.key-version "$mnt/photos/album/big.jpg"
@@ -200,9 +216,7 @@ if [ "$s3" = 1 ]; then
     run cmp "$dir/src/album/big.jpg" "$mnt/photos/album/big.jpg"
     echo "plaintext still reads back byte for byte"
 
-    say "7. Disable the old key version: everything still opens (it is all under version 2)"
-    envelopefs key disable photos-key --version 1 | grep -B2 '"version": 1' | grep state
-    run cat "$mnt/photos/hello.txt"
+    demo_disable_old_version
 
     if [ "$keep" = 1 ]; then
         say "Still mounted at $mnt (store: $store), Garage still running. Stop both with:"
@@ -240,20 +254,7 @@ say "2. Mount it at $mnt"
 envelopefs mount "$store" "$mnt"
 trap '[ $keep = 1 ] || "$bin" unmount "$mnt" 2>/dev/null || true' EXIT
 
-say "3. A master key and a bucket that uses it (the CLI talks to the mount: no passphrase)"
-envelopefs key create --alias photos-key >/dev/null
-run mkdir "$mnt/photos"
-run sh -c "echo photos-key > '$mnt/.envelopefs/buckets/photos/kms-key-id'"
-run cat "$mnt/.envelopefs/buckets/photos/kms-key-id"
-
-say "4. Copy files in with cp"
-mkdir -p "$dir/src/album"
-head -c 3000000 /dev/urandom > "$dir/src/album/big.jpg"
-printf 'hello from envelopefs\n' > "$dir/src/hello.txt"
-head -c 40000 /dev/urandom > "$dir/src/album/small.png"
-run cp -r "$dir/src/." "$mnt/photos/"
-run ls -lR "$mnt/photos"
-run getfattr --absolute-names -n user.envelopefs.key-version "$mnt/photos/album/big.jpg"
+demo_bucket_and_files
 
 content_digest() { # sha256 of every backing file's bytes (data only; headers are xattrs)
     (cd "$store/photos" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
@@ -266,18 +267,7 @@ data_before="$(content_digest)"
 headers_before="$(header_digest)"
 mtimes_before="$(cd "$store/photos" && find . -type f -printf '%p %T@\n' | sort)"
 
-say "5. Rotate the key, then re-encrypt the bucket with one control-file write"
-envelopefs key rotate photos-key | grep -E '"current_version"'
-run sh -c "echo latest > '$mnt/.envelopefs/buckets/photos/reencrypt'"
-wr="$(cat "$mnt/.envelopefs/buckets/photos/reencrypt")"
-echo "work request: $wr"
-for _ in $(seq 1 100); do
-    state="$(grep -o '"status": "[A-Z_]*"' "$mnt/.envelopefs/work-requests/$wr" | cut -d'"' -f4)"
-    [ "$state" = SUCCEEDED ] || [ "$state" = FAILED ] && break
-    sleep 0.1
-done
-run grep -E '"(status|objects_rewrapped|objects_skipped|target_key_version)"' "$mnt/.envelopefs/work-requests/$wr"
-[ "$state" = SUCCEEDED ] || { echo "quickstart: the re-encrypt did not succeed" >&2; exit 1; }
+demo_reencrypt
 
 say "6. Headers changed, data did not"
 run getfattr --absolute-names -n user.envelopefs.key-version "$mnt/photos/album/big.jpg"
@@ -293,9 +283,7 @@ fi
 run cmp "$dir/src/album/big.jpg" "$mnt/photos/album/big.jpg"
 echo "plaintext still reads back byte for byte"
 
-say "7. Disable the old key version: everything still opens (it is all under version 2)"
-envelopefs key disable photos-key --version 1 | grep -B2 '"version": 1' | grep state
-run cat "$mnt/photos/hello.txt"
+demo_disable_old_version
 
 if [ "$keep" = 1 ]; then
     say "Still mounted at $mnt (store: $store). Unmount with: $bin unmount $mnt"
