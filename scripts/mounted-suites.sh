@@ -132,14 +132,6 @@ unlink::update_mtime_ctime_success_folder::fifo
 unlink::update_mtime_ctime_success_folder::regular
 unlink::update_mtime_ctime_success_folder::socket
 unlink::update_mtime_ctime_success_folder::symlink
-# rename does not update the ctime of what it moves (the copy keeps the attributes).
-rename::changed_ctime_success::block
-rename::changed_ctime_success::char
-rename::changed_ctime_success::dir
-rename::changed_ctime_success::fifo
-rename::changed_ctime_success::regular
-rename::changed_ctime_success::socket
-rename::changed_ctime_success::symlink
 # A directory's st_nlink does not count its subdirectories after one is moved in.
 rename::updates_link_parent
 EOF

@@ -757,6 +757,13 @@ impl S3Names {
         let dst = format!("{}/", self.key(to));
         let keys = self.keys_below(&src)?;
         for k in &keys {
+            if k.key == src {
+                // The directory's own marker: its change time moves with the rename.
+                let mut node = fnode.clone();
+                node.attrs.ctime_ns = now_ns();
+                self.copy_node(from, &src, &dst, &mut node)?;
+                continue;
+            }
             let rest = &k.key[src.len()..];
             self.client.copy_keep(&k.key, &format!("{dst}{rest}"))?;
         }
